@@ -89,10 +89,11 @@ def read_ply(path: str | os.PathLike, up_axis: str = "y") -> Gaussians:
         fh.seek(data_start)
         table = _read_vertices(fh, path, fmt, n, props, skip)
 
+    missing = [c for c in property_names(0) if c not in table and c not in ("nx", "ny", "nz")]
+    if missing:
+        raise PlyError(f"{path}: missing 3DGS propert{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)}")
+
     def cols(names):
-        missing = [c for c in names if c not in table]
-        if missing:
-            raise PlyError(f"{path}: missing 3DGS propert{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)}")
         return torch.from_numpy(np.stack([table[c].astype(np.float32) for c in names], 1).reshape(n, len(names)))
 
     rest_names = sorted((c for c in table if re.fullmatch(r"f_rest_\d+", c)), key=lambda c: int(c[7:]))

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..cameras import Cameras
 from ..gaussians import Gaussians
 from .projection import EPS2D, NEAR_PLANE, project_gaussians
-from .rasterize import DEFAULT_MAX_PAIRS, RenderBudgetError, rasterize
+from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError, rasterize
 from .sh import eval_sh
 
 BACKENDS = ("auto", "torch", "gsplat")

@@ -24,97 +24,108 @@ from torch import Tensor
 
 from .projection import ALPHA_MAX, ALPHA_MIN, TRANSMITTANCE_MIN
 
-# Upper bound on candidate pairs enumerated at once in step 1 (bounds temporary memory).
-CANDIDATE_CHUNK = 1 << 22
 DEFAULT_MAX_PAIRS = 80_000_000
+# Candidates evaluated in one dense block (bounds temporary memory when footprints are huge).
+CANDIDATE_CHUNK = 1 << 22
 
 
 class RenderBudgetError(RuntimeError):
     """The scene would need more Gaussian-pixel pairs than the renderer's budget."""
 
 
-def _alpha(px: Tensor, py: Tensor, feats: Tensor) -> Tensor:
-    """Alpha of pairs; ``feats [P, >=6]`` = (mx, my, conic a, b, c, opacity, ...)."""
-    dx = px - feats[:, 0]
-    dy = py - feats[:, 1]
-    sigma = 0.5 * (feats[:, 2] * dx * dx + feats[:, 4] * dy * dy) + feats[:, 3] * dx * dy
-    alpha = torch.clamp_max(feats[:, 5] * torch.exp(-sigma), ALPHA_MAX)
-    return sigma, alpha
+def _sigma_alpha(dx: Tensor, dy: Tensor, dxdy: Tensor, a: Tensor, b: Tensor, c: Tensor, opacity: Tensor):
+    """gsplat's per-pixel test. Both passes call this with operands in the same order, so the
+    pairs the grad pass recomputes have exactly the values the culling pass tested."""
+    sigma = 0.5 * (a * (dx * dx) + c * (dy * dy)) + b * dxdy
+    return sigma, torch.clamp_max(opacity * torch.exp(-sigma), ALPHA_MAX)
 
 
 @torch.no_grad()
-def _contributing_pairs(feats: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, max_pairs: int):
-    """Steps 1 and 2: pairs (flat Gaussian index, pixel index) in pixel-major, front-to-back order.
+def _contributing_pairs(
+    feats: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    width: int,
+    height: int,
+    max_pairs: int,
+    transmittance_min: float = TRANSMITTANCE_MIN,
+):
+    """Steps 1 and 2: the pairs that contribute, in pixel-major, front-to-back order.
 
-    ``feats [I, N, F]``, ``radii [I, N, 2]``, ``depths [I, N]``. Returns ``gauss [P]`` (index
-    into I*N), ``pixel [P]`` (index into I*H*W) and the start offset of each pair's pixel
-    segment ``seg_start [P]``.
+    ``feats [I, N, >=6]`` = (mean x, mean y, conic a, b, c, opacity, ...), ``radii [I, N, 2]``,
+    ``depths [I, N]``. Returns ``gauss [P]`` (index into I*N), ``pixel [P]`` (index into I*H*W)
+    and ``seg_start [P]``, the index of the first pair of the same pixel.
     """
-    device = feats.device
+    device, dtype = feats.device, feats.dtype
     I, N = depths.shape
     visible = (radii > 0).all(-1)
     order = torch.argsort(torch.where(visible, depths, torch.full_like(depths, math.inf)), dim=1, stable=True)
-    n_vis = visible.sum(1)
-    flat_sorted = (torch.arange(I, device=device)[:, None] * N + order)[
-        torch.arange(N, device=device)[None, :] < n_vis[:, None]
-    ]  # [V], image-major, front to back
-    f = feats.reshape(I * N, -1)[flat_sorted]
-    r = radii.reshape(I * N, 2)[flat_sorted].to(f.dtype)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=device).expand(I, N)).reshape(-1)
+
+    ids = visible.reshape(-1).nonzero()[:, 0]
+    f = feats.reshape(I * N, -1).index_select(0, ids)
+    r = radii.reshape(I * N, 2).index_select(0, ids).to(dtype)
     # Pixel j has its centre at j + 0.5: the box [m - r, m + r] covers j in [x0, x1).
     x0 = torch.ceil(f[:, 0] - r[:, 0] - 0.5).clamp(0, width).long()
     x1 = (torch.floor(f[:, 0] + r[:, 0] - 0.5) + 1).clamp(0, width).long()
     y0 = torch.ceil(f[:, 1] - r[:, 1] - 0.5).clamp(0, height).long()
     y1 = (torch.floor(f[:, 1] + r[:, 1] - 0.5) + 1).clamp(0, height).long()
-    bw = (x1 - x0).clamp_min(0)
-    counts = bw * (y1 - y0).clamp_min(0)
-    image = flat_sorted // N
+    bw, bh = x1 - x0, y1 - y0
 
-    ends = torch.cumsum(counts, 0)
-    total = int(ends[-1]) if len(ends) else 0
-    gauss_parts, pixel_parts, alpha_parts = [], [], []
-    kept = 0
-    start_g = 0
-    while start_g < len(counts):
-        # Largest run of Gaussians whose candidates fit in one chunk (at least one Gaussian).
-        base = int(ends[start_g - 1]) if start_g else 0
-        stop_g = int(torch.searchsorted(ends, base + CANDIDATE_CHUNK, right=True))
-        stop_g = max(stop_g, start_g + 1)
-        c = counts[start_g:stop_g]
-        local = torch.repeat_interleave(torch.arange(start_g, stop_g, device=device), c)
-        k = torch.arange(int(c.sum()), device=device) - (ends[local] - counts[local] - base)
-        px = x0[local] + k % bw[local]
-        py = y0[local] + k // bw[local]
-        sigma, alpha = _alpha(px.to(f.dtype) + 0.5, py.to(f.dtype) + 0.5, f[local])
+    # Group Gaussians by box size; each group is evaluated as one dense [n, bh, bw] block.
+    size_key = bh.clamp_min(0) * (width + 1) + bw.clamp_min(0)
+    sizes, group, counts = torch.unique(size_key, return_inverse=True, return_counts=True)
+    by_group = torch.argsort(group, stable=True)
+    keys, alphas = [], []
+    kept, start = 0, 0
+    blocks = []
+    for size, count in zip(sizes.tolist(), counts.tolist()):
+        gh, gw = divmod(size, width + 1)
+        if gh > 0 and gw > 0:
+            step = max(1, CANDIDATE_CHUNK // (gh * gw))  # bounds the temporaries of one block
+            blocks += [(by_group[s : min(start + count, s + step)], gh, gw) for s in range(start, start + count, step)]
+        start += count
+    for sel, gh, gw in blocks:
+        fs = f.index_select(0, sel)
+        px = x0.index_select(0, sel)[:, None] + torch.arange(gw, device=device)  # [n, gw]
+        py = y0.index_select(0, sel)[:, None] + torch.arange(gh, device=device)  # [n, gh]
+        dx = (px.to(dtype) + 0.5) - fs[:, 0:1]
+        dy = (py.to(dtype) + 0.5) - fs[:, 1:2]
+        col = lambda t: t[:, None, None]  # noqa: E731
+        sigma, alpha = _sigma_alpha(
+            dx[:, None, :], dy[:, :, None], dy[:, :, None] * dx[:, None, :],
+            col(fs[:, 2]), col(fs[:, 3]), col(fs[:, 4]), col(fs[:, 5]),
+        )
         ok = (sigma >= 0) & (alpha >= ALPHA_MIN)
-        kept += int(ok.sum())
+        gi, yy, xx = ok.nonzero(as_tuple=True)
+        kept += len(gi)
         if kept > max_pairs:
             raise RenderBudgetError(
-                f"the scene needs more than {max_pairs:,} Gaussian-pixel pairs "
-                f"({total:,} candidates from {len(counts):,} visible Gaussians); a Gaussian is probably "
-                "very large on screen (camera inside the scene, or degenerate scales)"
+                f"the scene needs more than {max_pairs:,} Gaussian-pixel pairs ({len(ids):,} visible "
+                "Gaussians); a Gaussian is probably very large on screen (camera inside the scene, "
+                "or degenerate scales)"
             )
-        gauss_parts.append(flat_sorted[local[ok]])
-        pixel_parts.append((image[local[ok]] * height + py[ok]) * width + px[ok])
-        alpha_parts.append(alpha[ok])
-        start_g = stop_g
+        flat = ids.index_select(0, sel).index_select(0, gi)
+        pixel = ((flat // N) * height + py[gi, yy]) * width + px[gi, xx]
+        keys.append(pixel * N + rank.index_select(0, flat))
+        alphas.append(alpha[ok])
 
     empty = torch.zeros(0, dtype=torch.long, device=device)
-    gauss = torch.cat(gauss_parts) if gauss_parts else empty
-    pixel = torch.cat(pixel_parts) if pixel_parts else empty
-    alpha = torch.cat(alpha_parts) if alpha_parts else empty.to(feats.dtype)
-    if len(pixel) == 0:
-        return gauss, pixel, empty
-
-    key = pixel.to(torch.int32) if I * height * width < 2**31 else pixel
-    key, perm = torch.sort(key, stable=True)
-    gauss, pixel, alpha = gauss[perm], key.long(), alpha[perm]
+    if not keys:
+        return empty, empty, empty
+    # One sort by (pixel, depth rank) puts every pixel's pairs together, front to back.
+    key, perm = torch.sort(torch.cat(keys))
+    alpha = torch.cat(alphas).index_select(0, perm)
+    pixel = key // N
+    image = pixel // (height * width)
+    gauss = image * N + order.reshape(-1).index_select(0, image * N + key % N)
 
     # Early stop: a pair survives while the transmittance after it stays above 1e-4.
     log1m = torch.log1p(-alpha.double())
     seg_start = _segment_starts(pixel)
     cs = torch.cumsum(log1m, 0)
-    inclusive = cs - (cs - log1m)[seg_start]
-    keep = inclusive > math.log(TRANSMITTANCE_MIN)
+    threshold = math.log(transmittance_min) if transmittance_min > 0 else -math.inf
+    keep = (cs - (cs - log1m).index_select(0, seg_start)) > threshold
     gauss, pixel = gauss[keep], pixel[keep]
     # Dropping only segment tails keeps segments contiguous (the first pair of a pixel always
     # survives: alpha <= 0.999 leaves T >= 1e-3).
@@ -150,18 +161,18 @@ def rasterize(
     feats = torch.cat([means2d, conics, opacities[..., None], colors, depths[..., None]], -1)
     gauss, pixel, seg_start = _contributing_pairs(feats.detach(), radii, depths.detach(), width, height, max_pairs)
 
-    f = feats.reshape(I * N, -1)[gauss]  # differentiable gather [P, 10]
+    f = feats.reshape(I * N, -1).index_select(0, gauss)  # differentiable gather [P, 10]
     hw = height * width
     in_image = pixel % hw
-    px = (in_image % width).to(f.dtype) + 0.5
-    py = (in_image // width).to(f.dtype) + 0.5
-    _, alpha = _alpha(px, py, f)
+    dx = ((in_image % width).to(f.dtype) + 0.5) - f[:, 0]
+    dy = ((in_image // width).to(f.dtype) + 0.5) - f[:, 1]
+    _, alpha = _sigma_alpha(dx, dy, dy * dx, f[:, 2], f[:, 3], f[:, 4], f[:, 5])
     # Transmittance before each pair: exp of the segmented exclusive sum of log(1 - alpha).
     # float64 keeps the global running sum exact enough over millions of pairs.
     log1m = torch.log1p(-alpha).double()
     cs = torch.cumsum(log1m, 0)
     exclusive = cs - log1m
-    trans = torch.exp(exclusive - exclusive[seg_start]).to(f.dtype)
+    trans = torch.exp(exclusive - exclusive.index_select(0, seg_start)).to(f.dtype)
     weight = alpha * trans
     contrib = torch.cat([weight[:, None] * f[:, 6:9], weight[:, None], (weight * f[:, 9])[:, None]], -1)
     out = torch.zeros(I * hw, 5, dtype=f.dtype, device=f.device).index_add(0, pixel, contrib)

@@ -1,0 +1,33 @@
+"""Backend (+Y up) <-> Blender (+Z up) coordinates: the one place the add-on converts them.
+
+Backend (x, y, z) -> Blender (x, -z, y). The backend's input-view camera (on +Z, looking down
+-Z) becomes Blender's front view (camera on -Y looking +Y). Blender's glTF exporter applies the
+inverse when it writes +Y-up glTF, so exported positions equal backend positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Rows map backend (x, y, z) to Blender (x, y, z).
+BACKEND_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def backend_to_blender(points: np.ndarray) -> np.ndarray:
+    """Points or directions ``[..., 3]`` from the backend frame to Blender's."""
+    return np.asarray(points) @ BACKEND_TO_BLENDER.T
+
+
+def blender_to_backend(points: np.ndarray) -> np.ndarray:
+    return np.asarray(points) @ BACKEND_TO_BLENDER
+
+
+def backend_to_blender_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A backend 4x4 object-to-world transform as a Blender object's ``matrix_world``.
+
+    Only the world side changes: an OpenGL camera frame (looks down local -Z, +Y up) is also
+    Blender's camera convention.
+    """
+    basis = np.eye(4)
+    basis[:3, :3] = BACKEND_TO_BLENDER
+    return basis @ np.asarray(matrix)
