@@ -26,7 +26,10 @@ from .projection import ALPHA_MAX, ALPHA_MIN, TRANSMITTANCE_MIN
 
 DEFAULT_MAX_PAIRS = 80_000_000
 # Candidates evaluated in one dense block (bounds temporary memory when footprints are huge).
-CANDIDATE_CHUNK = 1 << 22
+CANDIDATE_CHUNK = 1 << 20
+# Pixels rasterised together: larger batches spill the pair lists out of the CPU caches and run
+# slower per image (measured 1.5x at 4 x 256^2 on a 2-core EPYC), so images go in groups.
+PIXELS_PER_CHUNK = 256 * 256
 
 
 class RenderBudgetError(RuntimeError):
@@ -157,10 +160,20 @@ def rasterize(
     Returns ``rgb [I, H, W, 3]`` (premultiplied, no background), ``alpha [I, H, W]`` and the
     alpha-weighted z-depth ``depth_acc [I, H, W]``.
     """
-    I, N = depths.shape
     feats = torch.cat([means2d, conics, opacities[..., None], colors, depths[..., None]], -1)
-    gauss, pixel, seg_start = _contributing_pairs(feats.detach(), radii, depths.detach(), width, height, max_pairs)
+    step = max(1, PIXELS_PER_CHUNK // (width * height))
+    chunks = [
+        _rasterize_chunk(feats[i : i + step], radii[i : i + step], width, height, max_pairs)
+        for i in range(0, feats.shape[0], step)
+    ]
+    out = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    return out[..., :3], out[..., 3], out[..., 4]
 
+
+def _rasterize_chunk(feats: Tensor, radii: Tensor, width: int, height: int, max_pairs: int) -> Tensor:
+    """Step 3 for a few images: ``[I, H, W, 5]`` = premultiplied rgb, alpha, depth_acc."""
+    I, N = feats.shape[:2]
+    gauss, pixel, seg_start = _contributing_pairs(feats.detach(), radii, feats[..., 9].detach(), width, height, max_pairs)
     f = feats.reshape(I * N, -1).index_select(0, gauss)  # differentiable gather [P, 10]
     hw = height * width
     in_image = pixel % hw
@@ -176,5 +189,4 @@ def rasterize(
     weight = alpha * trans
     contrib = torch.cat([weight[:, None] * f[:, 6:9], weight[:, None], (weight * f[:, 9])[:, None]], -1)
     out = torch.zeros(I * hw, 5, dtype=f.dtype, device=f.device).index_add(0, pixel, contrib)
-    out = out.reshape(I, height, width, 5)
-    return out[..., :3], out[..., 3], out[..., 4]
+    return out.reshape(I, height, width, 5)

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Renderer benchmark on the fixed scene of DESIGN.md §6.
+
+Forward + backward time, Gaussian-pixel pairs per second and peak memory for N Gaussians in
+{1k, 5k, 20k, 100k} at 128^2 and 256^2, for our pair rasteriser and, where it fits in memory,
+the dense reference (all pixels x all Gaussians) measured in the same run. Each configuration
+runs in a fresh subprocess so that its peak memory is its own.
+
+The last line is ``RESULT {json}`` with the 20k / 256^2 figures and the speedup over the
+dense reference at 5k / 128^2.
+
+    python scripts/bench_render.py [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+SIZES = [1_000, 5_000, 20_000, 100_000]
+RESOLUTIONS = [128, 256]
+DENSE_MAX_BYTES = 6e9  # skip the dense reference when its [pixels, N] temporaries exceed this
+
+
+def _run(args):
+    kind, n, res, reps, threads = args
+    import torch
+
+    from dynapose4d.cameras import Cameras
+    from dynapose4d.render import render
+    from dynapose4d.render.pairs import _contributing_pairs
+    from dynapose4d.render.projection import project_gaussians
+    from dynapose4d.render.reference import rasterize_dense
+    from dynapose4d.scenes import sphere_scene
+
+    torch.set_num_threads(threads)
+    g = sphere_scene(n).requires_grad_()
+    cam = Cameras.orbit(0.0, 0.0, 2.0, width=res)
+    weights = torch.rand(res, res, 3, generator=torch.Generator().manual_seed(0))
+
+    def step():
+        if kind == "pairs":
+            rgb = render(g, cam, 1.0, backend="torch").rgb
+        else:
+            p = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None], cam.Ks[None], res, res)
+            rgb, _, _ = rasterize_dense(
+                p.means2d, p.conics, g.opacities[None], g.rgb[None], p.depths, (p.radii > 0).all(-1), res, res
+            )
+        (rgb * weights).sum().backward()
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()  # warm-up (also the peak-memory sample)
+    peak_mb = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        p = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None], cam.Ks[None], res, res)
+        feats = torch.cat([p.means2d, p.conics, g.opacities[None, :, None]], -1)
+        pairs = len(_contributing_pairs(feats, p.radii, p.depths, res, res, 10**9)[0])
+    return {"fwd_bwd_s": statistics.median(times), "peak_mb": peak_mb, "pairs": pairs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip 100k")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
+    args = ap.parse_args()
+    reps = 2 if args.quick else 5
+    ctx = mp.get_context("spawn")
+    rows = []
+    for n in SIZES if not args.quick else SIZES[:3]:
+        for res in RESOLUTIONS:
+            configs = [("pairs", n, res)]
+            if res * res * n * 4 * 12 < DENSE_MAX_BYTES:
+                configs.append(("dense", n, res))
+            for kind, n_, res_ in configs:
+                with ctx.Pool(1) as pool:
+                    r = pool.apply(_run, ((kind, n_, res_, reps if n_ < 100_000 else 2, args.threads),))
+                r.update(kind=kind, n=n_, res=res_, pairs_per_s=r["pairs"] / r["fwd_bwd_s"])
+                rows.append(r)
+                print(
+                    f"{kind:>6} N={n_:>7,} {res_:>3}^2  fwd+bwd {r['fwd_bwd_s'] * 1000:8.1f} ms  "
+                    f"peak {r['peak_mb']:7.0f} MB  pairs {r['pairs']:>10,}  {r['pairs_per_s'] / 1e6:6.2f} M pairs/s",
+                    flush=True,
+                )
+
+    def find(kind, n, res):
+        return next((r for r in rows if (r["kind"], r["n"], r["res"]) == (kind, n, res)), None)
+
+    print()
+    print("| N | res | pairs fwd+bwd (ms) | peak (MB) | M pairs/s | dense fwd+bwd (ms) | dense peak (MB) | speedup |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["kind"] != "pairs":
+            continue
+        d = find("dense", r["n"], r["res"])
+        dense = f"{d['fwd_bwd_s'] * 1000:.0f} | {d['peak_mb']:.0f} | {d['fwd_bwd_s'] / r['fwd_bwd_s']:.1f}x" if d else "- | - | -"
+        print(f"| {r['n']:,} | {r['res']} | {r['fwd_bwd_s'] * 1000:.0f} | {r['peak_mb']:.0f} | {r['pairs_per_s'] / 1e6:.2f} | {dense} |")
+    main_row = find("pairs", 20_000, 256)
+    dense, ours = find("dense", 5_000, 128), find("pairs", 5_000, 128)
+    result = {
+        "n": 20_000,
+        "res": 256,
+        "fwd_bwd_s": round(main_row["fwd_bwd_s"], 4),
+        "peak_mb": round(main_row["peak_mb"], 1),
+        "pairs_per_s": round(main_row["pairs_per_s"]),
+        "speedup_vs_dense_5k_128": round(dense["fwd_bwd_s"] / ours["fwd_bwd_s"], 2) if dense else None,
+        "threads": args.threads,
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
