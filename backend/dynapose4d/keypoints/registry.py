@@ -1,0 +1,25 @@
+"""Keypoint estimators by name, for the pipeline, the CLI and the server.
+
+A plain dict: adding an estimator means importing its class here and adding one line.
+"""
+
+from __future__ import annotations
+
+from .base import KeypointError, KeypointEstimator
+from .tracker import LKTracker, StaticEstimator
+
+DEFAULT_ESTIMATOR = LKTracker.name
+
+ESTIMATORS: dict[str, type[KeypointEstimator]] = {
+    LKTracker.name: LKTracker,
+    StaticEstimator.name: StaticEstimator,
+}
+
+
+def make_estimator(name: str = DEFAULT_ESTIMATOR, **config) -> KeypointEstimator:
+    """The estimator registered as ``name``, constructed with ``config`` (its constructor arguments)."""
+    try:
+        cls = ESTIMATORS[name]
+    except KeyError:
+        raise KeypointError(f"unknown keypoint estimator {name!r}; choose one of: {', '.join(sorted(ESTIMATORS))}") from None
+    return cls(**config)
