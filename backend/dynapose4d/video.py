@@ -1,0 +1,687 @@
+"""Driving videos: where the motion comes from.
+
+A :class:`VideoSource` turns the reference image (and its mask) into a :class:`DrivingVideo`:
+T frames on a white background with per-frame foreground masks and the frame rate they really
+have. Two sources exist:
+
+- :class:`SVDSource`: Stable Video Diffusion (img2vid 14 frames, img2vid-xt 25 frames) from the
+  reference composited on white, via diffusers' ``StableVideoDiffusionPipeline``;
+- :class:`FileVideoSource`: a user's video file (decoded with OpenCV's FFmpeg backend) or a
+  folder of frames, resampled to T frames, masked (alpha, a segmentation callable, or GrabCut
+  seeded by the support image's colours and propagated frame to frame), composited on white
+  and brought to the reference layout with one crop for the whole clip (motion is kept).
+
+A fuller front end (stabilisation, several scored SVD candidates) is another VideoSource.
+Registering frame 0 to the input image is the keypoints module's job, not this one's.
+
+Conventions (DESIGN.md §4): frames ``[T, H, W, 3]`` float32 in [0, 1], masks ``[T, H, W]`` in
+[0, 1], frame index tau in [0, T-1].
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import DEFAULT_FILL, ImageLoadError, Segmenter, border_pixels, clean_mask, estimate_foreground, load_image
+
+__all__ = [
+    "DrivingVideo",
+    "VideoSource",
+    "SVDConfig",
+    "SVDSource",
+    "FileVideoSource",
+    "VideoError",
+    "masks_from_white",
+    "grabcut_sequence",
+    "sample_indices",
+    "read_frames",
+    "DEFAULT_FRAME_FOLDER_FPS",
+]
+
+DEFAULT_FRAME_FOLDER_FPS = 7.0  # assumed (and recorded as assumed) when a frame folder has no fps
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif", ".mpg", ".mpeg")
+
+
+class VideoError(ValueError):
+    """A driving video cannot be read or used; the message says what to do."""
+
+
+# -------------------------------------------------------------------------------------------------
+# the data
+
+
+@dataclass
+class DrivingVideo:
+    """T frames of the object moving, on white, with masks.
+
+    Attributes:
+        frames: ``[T, H, W, 3]`` float32 in [0, 1], white background.
+        masks: ``[T, H, W]`` float32 in [0, 1], foreground = 1.
+        fps: the real frame rate of these T frames (after any resampling).
+        source: human-readable description (model and seed, or file and time span).
+        meta: settings and provenance (JSON-serialisable).
+    """
+
+    frames: torch.Tensor
+    masks: torch.Tensor
+    fps: float
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.frames.dim() != 4 or self.frames.shape[-1] != 3:
+            raise VideoError(f"DrivingVideo: frames must be [T, H, W, 3]; got {tuple(self.frames.shape)}")
+        if self.masks.shape != self.frames.shape[:-1]:
+            raise VideoError(f"DrivingVideo: masks {tuple(self.masks.shape)} do not match frames {tuple(self.frames.shape)}")
+        if not self.fps > 0:
+            raise VideoError(f"DrivingVideo: fps must be positive, got {self.fps}")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first to the last frame."""
+        return (self.num_frames - 1) / self.fps
+
+    def resampled(self, num_frames: int) -> "DrivingVideo":
+        """``num_frames`` frames spanning the same time (nearest frames; fps adjusted)."""
+        idx, fps = sample_indices(self.num_frames, self.fps, num_frames)
+        meta = dict(self.meta, resampled_from=self.num_frames)
+        return DrivingVideo(self.frames[idx], self.masks[idx], fps, self.source, meta)
+
+    def resized(self, size: int) -> "DrivingVideo":
+        """Square ``size`` x ``size`` frames (the frames must be square)."""
+        t, h, w, _ = self.frames.shape
+        if h != w:
+            raise VideoError(f"resized: frames are {w}x{h}; only square frames can be resized to {size}x{size}")
+        if h == size:
+            return self
+        interp = cv2.INTER_AREA if size < h else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in self.frames.numpy()])
+        masks = np.stack([cv2.resize(m, (size, size), interpolation=interp) for m in self.masks.numpy()])
+        frames, masks = torch.from_numpy(frames).clamp(0, 1), torch.from_numpy(masks).clamp(0, 1)
+        return DrivingVideo(frames, masks, self.fps, self.source, dict(self.meta))
+
+    def save(self, folder: str | Path) -> Path:
+        """``folder/frame_0000.png``..., ``mask_0000.png``... (8-bit) and ``video.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (f, m) in enumerate(zip(self.frames.numpy(), self.masks.numpy())):
+            Image.fromarray(_to_u8(f), "RGB").save(folder / f"frame_{i:04d}.png")
+            Image.fromarray(_to_u8(m), "L").save(folder / f"mask_{i:04d}.png")
+        info = {
+            "format": "dynapose4d-driving-video",
+            "version": 1,
+            "num_frames": self.num_frames,
+            "height": int(self.frames.shape[1]),
+            "width": int(self.frames.shape[2]),
+            "fps": self.fps,
+            "source": self.source,
+            "meta": self.meta,
+        }
+        (folder / "video.json").write_text(json.dumps(info, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DrivingVideo":
+        folder = Path(folder)
+        meta_file = folder / "video.json"
+        if not meta_file.is_file():
+            raise VideoError(f"{folder} has no video.json; it was not written by DrivingVideo.save")
+        info = json.loads(meta_file.read_text())
+        frames, masks = [], []
+        for i in range(info["num_frames"]):
+            frames.append(np.asarray(Image.open(folder / f"frame_{i:04d}.png").convert("RGB"), np.float32) / 255.0)
+            masks.append(np.asarray(Image.open(folder / f"mask_{i:04d}.png").convert("L"), np.float32) / 255.0)
+        frames, masks = torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(masks))
+        return cls(frames, masks, float(info["fps"]), info.get("source", ""), info.get("meta", {}))
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _to_numpy_image(image) -> np.ndarray:
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise VideoError(f"the reference image must be [H, W, 3] (or RGBA); got {arr.shape}")
+    return arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+
+
+def _to_numpy_mask(mask, shape) -> np.ndarray | None:
+    if mask is None:
+        return None
+    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if arr.shape != tuple(shape):
+        raise VideoError(f"the reference mask is {arr.shape}; it must match the image {tuple(shape)}")
+    return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+
+
+# -------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def masks_from_white(
+    frames: np.ndarray | torch.Tensor,
+    *,
+    threshold: float = 0.1,
+    open_px: int = 1,
+    close_px: int = 2,
+) -> np.ndarray:
+    """Foreground masks ``[T, H, W]`` float32 {0, 1} of frames on a white background.
+
+    A pixel is foreground when its darkest channel is more than ``threshold`` below white
+    (light shadows and compression noise stay background); then opening, closing, hole filling
+    and removal of small components (:func:`dynapose4d.images.clean_mask`).
+    """
+    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames, np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+    distance = 1.0 - arr.min(axis=-1)
+    return np.stack([clean_mask(d > threshold, open_px=open_px, close_px=close_px) for d in distance])
+
+
+def sample_indices(
+    num_source: int, source_fps: float, num_frames: int, *, start_s: float = 0.0, end_s: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Indices of ``num_frames`` frames evenly spread over [start_s, end_s] of a clip, and their fps.
+
+    ``num_source`` frames at ``source_fps``; ``end_s`` defaults to the last frame. The returned
+    fps is the real rate of the chosen frames: ``(T - 1) / duration``. Fewer source frames than
+    T repeat frames (nearest), and the fps says so by exceeding the source's.
+    """
+    if num_source < 1:
+        raise VideoError("the video has no frames")
+    if num_frames < 1:
+        raise VideoError(f"num_frames must be >= 1, got {num_frames}")
+    if not source_fps > 0:
+        raise VideoError(f"the source frame rate must be positive, got {source_fps}")
+    last = num_source - 1
+    i0 = min(last, max(0, int(round(start_s * source_fps))))
+    i1 = last if end_s is None else min(last, int(round(end_s * source_fps)))
+    if i1 < i0:
+        raise VideoError(f"the time span {start_s}..{end_s} s is empty for a {num_source / source_fps:.2f} s clip")
+    idx = np.round(np.linspace(i0, i1, num_frames)).astype(np.int64)
+    span = (i1 - i0) / source_fps
+    fps = (num_frames - 1) / span if span > 0 and num_frames > 1 else float(source_fps)
+    return idx, float(fps)
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def read_frames(
+    path: str | Path,
+    *,
+    num_frames: int,
+    fps: float | None = None,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray | None], float, dict]:
+    """Read ``num_frames`` frames of a video file or a frame folder, evenly over a time span.
+
+    Returns ``(rgb frames [H, W, 3] float32, alphas [H, W] or None, real fps, info)``. For a
+    folder the frame rate is ``fps`` (default :data:`DEFAULT_FRAME_FOLDER_FPS`, recorded as
+    assumed in ``info``); a video file's own rate is used unless ``fps`` overrides it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        files = [p for p in files if not p.name.startswith("mask_")]
+        if not files:
+            raise VideoError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        source_fps = fps if fps is not None else DEFAULT_FRAME_FOLDER_FPS
+        idx, real_fps = sample_indices(len(files), source_fps, num_frames, start_s=start_s, end_s=end_s)
+        rgbs, alphas, cache = [], [], {}
+        for i in idx:
+            if i not in cache:
+                try:
+                    cache[i] = load_image(files[i])
+                except ImageLoadError as exc:
+                    raise VideoError(f"frame {i} of {path}: {exc}") from None
+            rgbs.append(cache[i].rgb)
+            alphas.append(cache[i].alpha)
+        shapes = {r.shape for r in rgbs}
+        if len(shapes) > 1:
+            raise VideoError(f"the frames in {path} differ in size ({sorted(shapes)}); export them at one size")
+        info = {"kind": "frames", "source_frames": len(files), "source_fps": source_fps, "fps_assumed": fps is None}
+        info["indices"] = idx.tolist()
+        return rgbs, alphas, real_fps, info
+    # A video file: count frames (container counts can be wrong), then decode the chosen ones.
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(
+            f"{path} could not be opened as a video (OpenCV/FFmpeg); convert it to MP4 (H.264) or export its frames "
+            "to a folder of PNGs and pass the folder"
+        )
+    try:
+        file_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        count = 0
+        while cap.grab():
+            count += 1
+    finally:
+        cap.release()
+    if count == 0:
+        raise VideoError(f"{path} has no decodable frames")
+    source_fps = fps if fps is not None else file_fps
+    if not source_fps > 0:
+        raise VideoError(f"{path} does not state its frame rate; pass fps=...")
+    idx, real_fps = sample_indices(count, source_fps, num_frames, start_s=start_s, end_s=end_s)
+    wanted = set(idx.tolist())
+    decoded: dict[int, np.ndarray] = {}
+    cap = cv2.VideoCapture(str(path))
+    try:
+        for i in range(int(idx.max()) + 1):
+            if not cap.grab():
+                break
+            if i in wanted:
+                ok, bgr = cap.retrieve()
+                if ok:
+                    decoded[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    finally:
+        cap.release()
+    missing = sorted(wanted - decoded.keys())
+    if missing:
+        raise VideoError(f"{path}: could not decode frames {missing[:5]}; re-encode the video")
+    info = {"kind": "video", "source_frames": count, "source_fps": source_fps, "fps_assumed": False, "indices": idx.tolist()}
+    return [decoded[i] for i in idx], [None] * len(idx), real_fps, info
+
+
+# -------------------------------------------------------------------------------------------------
+# sources
+
+
+class VideoSource(abc.ABC):
+    """Makes the driving video for a reference image.
+
+    ``generate(image [S, S, 3] in [0, 1] on white, mask [S, S] or None) -> DrivingVideo`` whose
+    frames are in the reference layout (square, the object where the reference has it).
+    """
+
+    @abc.abstractmethod
+    def generate(self, image: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None) -> DrivingVideo:
+        ...
+
+
+@dataclass
+class SVDConfig:
+    """Settings of :class:`SVDSource` (DG4D's: 512 px, fps 7, motion bucket 127, noise aug 0.02).
+
+    Attributes:
+        model: registered name (``svd``, ``svd-xt``), hub id in the HF cache, or a folder.
+        num_frames: frames to generate; None = the model's (14 or 25).
+        steps: denoising steps.
+        size: the input is composited on white and resized to ``size`` x ``size``; frames come
+            out at this size.
+        output_size: resize the frames (and masks) to this afterwards (None: keep ``size``).
+        fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning.
+        min_guidance_scale, max_guidance_scale: SVD's per-frame CFG ramp.
+        seed: the generator seed (one video per seed).
+        decode_chunk_size: frames decoded at once by the VAE (lower = less memory).
+        cpu_offload: keep each model on the CPU until it runs (needs the accelerate package).
+        fp16: half precision; None = on CUDA only.
+        mask_threshold: :func:`masks_from_white` threshold.
+    """
+
+    model: str = "svd"
+    num_frames: int | None = None
+    steps: int = 25
+    size: int = 512
+    output_size: int | None = None
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    min_guidance_scale: float = 1.0
+    max_guidance_scale: float = 3.0
+    seed: int = 0
+    decode_chunk_size: int = 8
+    cpu_offload: bool = False
+    fp16: bool | None = None
+    mask_threshold: float = 0.1
+    cache_dir: str | None = None
+
+
+class SVDSource(VideoSource):
+    """Driving video from Stable Video Diffusion.
+
+    The model folder is resolved at construction (a missing model fails here, with the
+    download instructions); weights load on the first :meth:`generate` and stay until
+    :meth:`unload`. ``progress(step, total)`` is called after each denoising step.
+    """
+
+    def __init__(
+        self,
+        config: SVDConfig | None = None,
+        device: torch.device | str | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        from .models import resolve_model
+
+        self.config = config = config or SVDConfig()
+        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        use_fp16 = config.fp16 if config.fp16 is not None else self.device.type == "cuda"
+        self.dtype = torch.float16 if use_fp16 else torch.float32
+        self.resolved = resolve_model(config.model, kind="svd", cache_dir=config.cache_dir)
+        self.progress = progress
+        self.pipeline = None
+
+    def load(self):
+        """Build the diffusers pipeline from the folder's components (idempotent)."""
+        if self.pipeline is not None:
+            return self.pipeline
+        from diffusers import (
+            AutoencoderKLTemporalDecoder,
+            EulerDiscreteScheduler,
+            StableVideoDiffusionPipeline,
+            UNetSpatioTemporalConditionModel,
+        )
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        from .models import weights_variant
+
+        path = self.resolved.path
+        kw = dict(torch_dtype=self.dtype)
+        pipe = StableVideoDiffusionPipeline(
+            vae=AutoencoderKLTemporalDecoder.from_pretrained(path, subfolder="vae", variant=weights_variant(path / "vae"), **kw),
+            image_encoder=CLIPVisionModelWithProjection.from_pretrained(
+                path / "image_encoder", dtype=self.dtype, variant=weights_variant(path / "image_encoder", "transformers")
+            ),
+            unet=UNetSpatioTemporalConditionModel.from_pretrained(
+                path, subfolder="unet", variant=weights_variant(path / "unet"), **kw
+            ),
+            scheduler=EulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler"),
+            feature_extractor=CLIPImageProcessor.from_pretrained(path / "feature_extractor"),
+        )
+        pipe.set_progress_bar_config(disable=True)
+        if self.config.cpu_offload:
+            if self.device.type != "cuda":
+                raise ValueError("SVD cpu_offload only helps on a GPU; leave it off on the CPU")
+            try:
+                pipe.enable_model_cpu_offload(device=self.device)
+            except ImportError:
+                raise RuntimeError("SVD cpu_offload needs the 'accelerate' package: pip install accelerate") from None
+        else:
+            pipe.to(self.device)
+        self.pipeline = pipe
+        return pipe
+
+    def unload(self) -> None:
+        """Free the pipeline's memory (the next generate loads it again)."""
+        self.pipeline = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def num_frames(self) -> int:
+        if self.config.num_frames is not None:
+            return self.config.num_frames
+        if self.resolved.spec is not None and self.resolved.spec.num_frames:
+            return self.resolved.spec.num_frames
+        config = json.loads((self.resolved.path / "unet" / "config.json").read_text())
+        return int(config.get("num_frames", 14))
+
+    def input_image(self, image, mask=None) -> Image.Image:
+        """The conditioning image: composited on white (by ``mask`` or alpha), ``size`` x ``size``."""
+        rgb = _to_numpy_image(image)
+        if rgb.shape[-1] == 4:
+            rgb, mask = rgb[..., :3], rgb[..., 3] if mask is None else mask
+        m = _to_numpy_mask(mask, rgb.shape[:2])
+        if m is not None:
+            rgb = rgb * m[..., None] + (1.0 - m[..., None])
+        size = self.config.size
+        if rgb.shape[:2] != (size, size):
+            if rgb.shape[0] != rgb.shape[1]:
+                raise VideoError(f"the SVD input must be square (the reference layout); got {rgb.shape[1]}x{rgb.shape[0]}")
+            rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if size < rgb.shape[0] else cv2.INTER_CUBIC)
+        return Image.fromarray(_to_u8(rgb), "RGB")
+
+    def generate(self, image, mask=None) -> DrivingVideo:
+        """Generate ``num_frames`` frames from the reference ``image [S, S, 3]`` (and ``mask``)."""
+        cfg = self.config
+        # 1. Inputs.
+        cond = self.input_image(image, mask)
+        num_frames = self.num_frames()
+        pipe = self.load()
+        generator = torch.Generator("cpu").manual_seed(cfg.seed)
+        callback = None
+        if self.progress is not None:
+
+            def callback(pipeline, step, timestep, kwargs):
+                self.progress(step + 1, cfg.steps)
+                return {}
+
+        # 2. Denoise and decode.
+        with torch.inference_mode():
+            out = pipe(
+                cond,
+                height=cfg.size,
+                width=cfg.size,
+                num_frames=num_frames,
+                num_inference_steps=cfg.steps,
+                min_guidance_scale=cfg.min_guidance_scale,
+                max_guidance_scale=cfg.max_guidance_scale,
+                fps=cfg.fps,
+                motion_bucket_id=cfg.motion_bucket_id,
+                noise_aug_strength=cfg.noise_aug_strength,
+                decode_chunk_size=min(cfg.decode_chunk_size, num_frames),
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=callback,
+            )
+        frames = np.clip(np.asarray(out.frames[0], dtype=np.float32), 0.0, 1.0)  # [T, H, W, 3]
+        # 3. Masks (SVD keeps the white background).
+        masks = masks_from_white(frames, threshold=cfg.mask_threshold)
+        name = self.resolved.spec.name if self.resolved.spec else str(self.resolved.path)
+        video = DrivingVideo(
+            torch.from_numpy(frames),
+            torch.from_numpy(masks),
+            float(cfg.fps),
+            f"SVD {name}, seed {cfg.seed}, motion bucket {cfg.motion_bucket_id}",
+            {"generator": "svd", "model": name, "model_path": str(self.resolved.path), "num_frames": num_frames, **_plain(cfg)},
+        )
+        return video.resized(cfg.output_size) if cfg.output_size else video
+
+
+def _plain(cfg) -> dict:
+    return {k: v for k, v in vars(cfg).items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+class FileVideoSource(VideoSource):
+    """Driving video from a user's video file or frame folder.
+
+    Args:
+        path: a video file (any format OpenCV's FFmpeg reads) or a folder of frames.
+        num_frames: T, the frames the optimisation uses (evenly over the time span).
+        fps: frame rate of a frame folder (default 7, recorded as assumed); overrides a file's.
+        start_s, end_s: the time span to use (default: the whole clip).
+        size, fill: output frames are ``size`` x ``size``; the object's box in frame 0 is scaled
+            to ``fill`` of the frame, and the same crop is applied to every frame.
+        segmenter: per-frame segmentation callable (``uint8 [H, W, 3] -> [H, W]``) instead of GrabCut.
+        grabcut_iterations: GrabCut iterations per frame.
+        max_side: masks are computed at most this many pixels wide, then upsampled.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        num_frames: int = 14,
+        fps: float | None = None,
+        start_s: float = 0.0,
+        end_s: float | None = None,
+        size: int = 256,
+        fill: float = DEFAULT_FILL,
+        segmenter: Segmenter | None = None,
+        grabcut_iterations: int = 3,
+        max_side: int = 384,
+    ):
+        self.path = Path(path)
+        self.num_frames = num_frames
+        self.fps = fps
+        self.start_s, self.end_s = start_s, end_s
+        self.size, self.fill = size, fill
+        self.segmenter = segmenter
+        self.grabcut_iterations = grabcut_iterations
+        self.max_side = max_side
+
+    def generate(self, image=None, mask=None) -> DrivingVideo:
+        """Read, mask, composite on white and crop the clip. ``image``/``mask``: the support
+        (reference) whose foreground colours seed frame 0's mask; optional."""
+        # 1. Read T frames.
+        rgbs, alphas, fps, info = read_frames(
+            self.path, num_frames=self.num_frames, fps=self.fps, start_s=self.start_s, end_s=self.end_s
+        )
+        # 2. Masks: alpha, segmenter, or seeded GrabCut propagated frame to frame.
+        if all(a is not None for a in alphas):
+            masks, how = [a.astype(np.float32) for a in alphas], "alpha"
+        elif self.segmenter is not None:
+            masks, how = [_segment(self.segmenter, f) for f in rgbs], "segmenter"
+        else:
+            support = None
+            if image is not None and mask is not None:
+                s_img = _to_numpy_image(image)[..., :3]
+                support = (s_img, _to_numpy_mask(mask, s_img.shape[:2]))
+            masks, how = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side), "grabcut"
+        # 3. Composite on white and crop every frame like frame 0.
+        frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
+        info.update({"masks": how, "path": str(self.path), "size": self.size, "fill": self.fill})
+        span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
+        return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info)
+
+
+def _segment(segmenter: Segmenter, rgb: np.ndarray) -> np.ndarray:
+    m = np.asarray(segmenter(_to_u8(rgb)))
+    if m.shape != rgb.shape[:2]:
+        raise VideoError(f"the segmenter returned a {m.shape} mask for a {rgb.shape[:2]} frame")
+    m = m.astype(np.float32)
+    return np.clip(m / 255.0 if m.max() > 1.0 else m, 0.0, 1.0)
+
+
+def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """One similarity (crop + scale) for the whole clip, from frame 0's mask box."""
+    ys, xs = np.nonzero(masks[0] > 0.5)
+    if len(xs) == 0:
+        raise VideoError("no foreground found in the first frame of the video; give a mask, an RGBA frame folder, or a segmenter")
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    s = fill * size / max(x1 - x0, y1 - y0)
+    h, w = masks[0].shape
+    # Scale whole frames first (area filter when shrinking), then shift with a sub-pixel warp.
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    sx, sy = nw / w, nh / h
+    cx, cy = (x0 + x1) / 2.0 * sx, (y0 + y1) / 2.0 * sy
+    # Continuous coordinates: x' = x - cx + size / 2; OpenCV's integer-centre pixels shift alike.
+    shift = np.array([[1.0, 0.0, size / 2.0 - cx], [0.0, 1.0, size / 2.0 - cy]], np.float32)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    frames, out_masks = [], []
+    for rgb, m in zip(rgbs, masks):
+        comp = rgb * m[..., None] + (1.0 - m[..., None])
+        comp = cv2.resize(comp.astype(np.float32), (nw, nh), interpolation=interp)
+        m = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp)
+        warp = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        frames.append(cv2.warpAffine(comp, shift, (size, size), borderValue=(1.0, 1.0, 1.0), **warp))
+        out_masks.append(cv2.warpAffine(m, shift, (size, size), borderValue=0.0, **warp))
+    return np.clip(np.stack(frames), 0, 1).astype(np.float32), np.clip(np.stack(out_masks), 0, 1).astype(np.float32)
+
+
+def _colour_prior(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], bins: int = 16) -> np.ndarray:
+    """P(foreground | colour) for ``frame`` pixels: the support's foreground colour histogram
+    against the frame border's (background) histogram."""
+    s_img, s_mask = support
+    fg = s_img[s_mask > 0.5].reshape(-1, 3)
+    h, w = frame.shape[:2]
+    bg = border_pixels(frame, max(2, round(0.03 * min(h, w))))
+
+    def hist(px):
+        q = np.clip((px * bins).astype(np.int64), 0, bins - 1)
+        flat = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+        return (np.bincount(flat, minlength=bins**3) + 1.0) / (len(px) + bins**3)
+
+    p_fg, p_bg = hist(fg), hist(bg)
+    q = np.clip((frame.reshape(-1, 3) * bins).astype(np.int64), 0, bins - 1)
+    flat = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+    return (p_fg[flat] / (p_fg[flat] + p_bg[flat])).reshape(h, w)
+
+
+def _grabcut(img: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
+    img8 = _to_u8(img)[..., ::-1].copy()
+    has_fg = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
+    has_bg = np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
+    if iterations > 0 and has_fg and has_bg:
+        try:
+            cv2.grabCut(img8, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:
+            pass
+    return clean_mask(np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)))
+
+
+def grabcut_sequence(
+    frames: list[np.ndarray],
+    support: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    iterations: int = 3,
+    max_side: int = 384,
+    band_fraction: float = 0.04,
+) -> list[np.ndarray]:
+    """Foreground masks of a clip: frame 0 seeded by the support's colours (or the border
+    colour), each later frame seeded by the previous mask (the mask = probable foreground, a band
+    around it = probable background, the rest = background), refined by GrabCut."""
+    h, w = frames[0].shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames]
+    sh, sw = small[0].shape[:2]
+    # 1. Frame 0.
+    try:
+        border_seed = estimate_foreground(small[0], grabcut_iterations=0)
+    except ImageLoadError:
+        border_seed = np.zeros((sh, sw), np.float32)
+    if support is not None:
+        # Pixels with the support's colours, plus what stands out from the border and is connected
+        # to them (parts hidden in the support view), but not separate things of other colours.
+        prior = _colour_prior(small[0], support)
+        confident = clean_mask(prior > 0.6, close_px=0) > 0.5
+        candidates = (confident | ((prior > 0.4) & (border_seed > 0.5))).astype(np.uint8)
+        _, labels = cv2.connectedComponents(candidates, connectivity=8)
+        keep = np.unique(labels[confident])
+        seed = clean_mask(np.isin(labels, keep[keep > 0]))
+    else:
+        seed = border_seed
+    if seed.sum() < 16:
+        raise VideoError("could not find the object in the first video frame; give an RGBA frame folder or a segmenter")
+    labels = np.where(seed > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    strip = max(2, round(0.02 * min(sh, sw)))
+    edge = np.zeros((sh, sw), bool)
+    edge[:strip], edge[-strip:], edge[:, :strip], edge[:, -strip:] = True, True, True, True
+    labels[edge & (seed < 0.5)] = cv2.GC_BGD
+    masks = [_grabcut(small[0], labels, iterations)]
+    # 2. Later frames, each seeded by the previous mask.
+    band = max(2, round(band_fraction * max(sh, sw)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+    for img in small[1:]:
+        prev = (masks[-1] > 0.5).astype(np.uint8)
+        # No hard foreground: where the object was may be background now that it has moved.
+        near = cv2.dilate(prev, kernel, iterations=2).astype(bool)
+        labels = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+        labels[near] = cv2.GC_PR_BGD
+        labels[prev.astype(bool)] = cv2.GC_PR_FGD
+        m = _grabcut(img, labels, iterations)
+        masks.append(m if m.sum() >= 16 else masks[-1])
+    if scale < 1:
+        masks = [(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32) for m in masks]
+    return masks
