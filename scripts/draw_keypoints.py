@@ -8,7 +8,7 @@
 Points are coloured by confidence (red 0 -> yellow 0.5 -> green 1), hollow where the estimator
 marks them invisible; white crosses are the ground truth where there is one. ``--video-dir``
 takes a folder of images (sorted by name; frame 0 is the support unless ``--support`` names
-another image) and support keypoints as JSON (schema in dynapose4d.keypoints.support), or
+another image) and support keypoints as JSON (schema in dynapose4d.keypoints.base), or
 picks them automatically without ``--keypoints``.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from dynapose4d.keypoints import ESTIMATORS, Support, make_estimator, read_rgb
 from dynapose4d.keypoints.draw import crop_box, draw_track, save_gif, save_strip
 from dynapose4d.keypoints.evaluate import LabelledSequence, load_dev_scene
-from dynapose4d.keypoints.support import auto_support_keypoints, foreground_mask, parse_keypoints_json
+from dynapose4d.keypoints import auto_support_keypoints, foreground_mask, parse_keypoints_json
 from dynapose4d.keypoints.synthetic import KINDS, make_sequence
 
 DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "benchmark-dev"

@@ -436,11 +436,28 @@ def test_tracker_flags_a_frame_that_shows_something_else(sequences):
     assert (res.confidence[2] >= 0.5).mean() > 0.9
 
 
-def test_tracker_refuses_an_unregistrable_support_of_another_size(sequences):
+def test_tracker_refuses_an_unregistrable_support_of_another_shape(sequences):
     seq = sequences["affine"]
-    blank = Support(np.ones((64, 64, 3), np.float32), SupportKeypoints(np.array([[10.0, 10.0]])))
-    with pytest.raises(KeypointError, match="could not register the support image to frame 0"):
+    blank = Support(np.ones((64, 96, 3), np.float32), SupportKeypoints(np.array([[10.0, 10.0]])))
+    with pytest.raises(KeypointError, match="could not register the support image to frame 0 .*aspect ratios differ"):
         LKTracker().estimate(blank, seq.frames)
+
+
+def test_tracker_handles_a_video_at_another_resolution(sequences):
+    """SVD renders 512 px from a 256 px input: the support is registered across the scale change."""
+    seq = sequences["affine"]
+    frames = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in seq.frames[:4]]).clip(0, 1)
+    res = LKTracker().estimate(seq.support, frames)
+    assert res.info["registration"]["success"] and res.info["registration"]["model"] == "similarity"
+    err = np.linalg.norm(res.xy - 2 * seq.xy[:4], axis=-1)  # our pixel convention scales exactly
+    assert np.median(err) < 0.6 and err.max() < 3, err
+    # an unregistrable support of the same shape falls back to a plain resize, flagged
+    flat = Support(np.full((128, 128, 3), 0.5, np.float32), seq.support.keypoints)
+    res = LKTracker().estimate(flat, frames)
+    reg = res.info["registration"]
+    assert not reg["success"] and reg["model"] == "resize" and reg["reason"]
+    np.testing.assert_allclose(res.xy[0], 2 * seq.support.keypoints.xy, atol=8)
+    assert (res.confidence[0] < 0.5).all()
 
 
 def test_outcome_pools_and_counts_flags():

@@ -1,22 +1,22 @@
 """Category-agnostic keypoints: a one-shot support (image + N keypoints) found in every video frame.
 
 Public API (see each module for details and conventions):
-- :mod:`.base`: ``SupportKeypoints``, ``Support``, ``TrackResult``, ``KeypointEstimator``, ``KeypointError``.
+- :mod:`.base`: ``SupportKeypoints``, ``Support``, ``TrackResult``, ``KeypointEstimator``, ``KeypointError``,
+  ``parse_keypoints_json`` (the JSON schema is documented there).
 - :mod:`.registry`: ``ESTIMATORS`` (name -> class), ``make_estimator(name, **config)``.
 - :mod:`.tracker`: ``LKTracker`` (``tracker``, the weight-free default), ``StaticEstimator`` (``static``).
 - :mod:`.register`: ``register`` (support -> frame 0, with a failure report), ``Registration``.
-- :mod:`.support`: ``auto_support_keypoints``, ``parse_keypoints_json`` (JSON schema there),
-  ``minimum_spanning_tree``, ``foreground_mask``.
+- :mod:`.support`: ``auto_support_keypoints``, ``minimum_spanning_tree``, ``foreground_mask``.
 - :mod:`.evaluate`, :mod:`.synthetic`, :mod:`.draw`: measuring and looking at tracks.
 
 Pixel coordinates follow DESIGN.md §4: continuous, origin at the top-left image corner, pixel
 (row i, column j) centred at (j + 0.5, i + 0.5).
 """
 
-from .base import KeypointError, KeypointEstimator, Support, SupportKeypoints, TrackResult, read_rgb
+from .base import KeypointError, KeypointEstimator, Support, SupportKeypoints, TrackResult, parse_keypoints_json, read_rgb
 from .register import Registration, register
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
-from .support import auto_support_keypoints, foreground_mask, minimum_spanning_tree, parse_keypoints_json
+from .support import auto_support_keypoints, foreground_mask, minimum_spanning_tree
 from .tracker import LKTracker, StaticEstimator, TrackerConfig
 
 __all__ = [

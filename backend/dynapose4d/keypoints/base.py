@@ -10,12 +10,29 @@ Conventions (DESIGN.md §4):
 - Images are ``(H, W, 3)`` RGB, float in [0, 1] or uint8; masks are ``(H, W)`` (nonzero =
   foreground).
 - Frame index tau runs over 0..T-1; frame 0 is the frame the support is registered to.
+
+JSON schema of a support-keypoint set (``SupportKeypoints.save`` writes it,
+:func:`parse_keypoints_json` and ``SupportKeypoints.load`` read it)::
+
+    {
+      "image_size": [256, 256],                               # optional: [width, height]
+      "keypoints": [                                          # 1..100 entries, in order
+        {"name": "head", "xy": [120.5, 40.0], "visible": true},
+        {"name": "tail", "xy": [30.0, 200.25]},               # name and visible are optional
+        ...
+      ],
+      "edges": [[0, 1], ["head", "tail"]]                     # optional skeleton: indices or names
+    }
+
+``xy`` are pixels in the convention above and must lie inside ``[0, width] x [0, height]``.
+Any violation raises :class:`KeypointError` (a ValueError) naming the offending entry.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -147,8 +164,8 @@ class SupportKeypoints:
     def n(self) -> int:
         return len(self.xy)
 
-    # JSON: the schema is documented in dynapose4d.keypoints.support.
     def to_dict(self) -> dict:
+        """The JSON object of the module docstring's schema."""
         out: dict = {
             "keypoints": [
                 {"name": name, "xy": [float(x), float(y)], "visible": bool(v)}
@@ -165,9 +182,74 @@ class SupportKeypoints:
 
     @classmethod
     def load(cls, path: str | Path, image_size: tuple[int, int] | None = None) -> "SupportKeypoints":
-        from .support import parse_keypoints_json
-
         return parse_keypoints_json(Path(path).read_text(), image_size=image_size)
+
+
+def _number_pair(value, where: str) -> list[float]:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok:
+        raise KeypointError(f"{where} must be a pair of finite numbers [x, y]; got {value!r}")
+    return [float(value[0]), float(value[1])]
+
+
+def parse_keypoints_json(source, image_size: tuple[int, int] | None = None) -> SupportKeypoints:
+    """Support keypoints from JSON text (or the already-decoded object) in the module docstring's schema.
+
+    ``image_size = (width, height)`` of the support image: when given, points outside it are an
+    error, and so is a different ``image_size`` written in the file.
+    """
+    if isinstance(source, (str, bytes)):
+        try:
+            obj = json.loads(source)
+        except json.JSONDecodeError as e:
+            raise KeypointError(f"keypoints JSON is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    else:
+        obj = source
+    if not isinstance(obj, dict) or "keypoints" not in obj:
+        raise KeypointError('keypoints JSON must be an object with a "keypoints" list, e.g. {"keypoints": [{"xy": [x, y]}]}')
+    entries = obj["keypoints"]
+    if not isinstance(entries, list):
+        raise KeypointError(f'"keypoints" must be a list; got {type(entries).__name__}')
+    if not 1 <= len(entries) <= MAX_KEYPOINTS:
+        raise KeypointError(f"the number of keypoints must be within 1..{MAX_KEYPOINTS}; got {len(entries)}")
+    xy, names, visible = [], [], []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "xy" not in entry:
+            raise KeypointError(f'keypoint {i} must be an object with an "xy" pair; got {entry!r}')
+        xy.append(_number_pair(entry["xy"], f"keypoint {i} xy"))
+        names.append(str(entry.get("name", f"kp{i:02d}")))
+        vis = entry.get("visible", True)
+        if not isinstance(vis, bool):
+            raise KeypointError(f'keypoint {i} "visible" must be true or false; got {vis!r}')
+        visible.append(vis)
+    file_size = obj.get("image_size")
+    if file_size is not None:
+        file_size = tuple(int(v) for v in _number_pair(file_size, '"image_size"'))
+        if image_size is not None and tuple(image_size) != file_size:
+            raise KeypointError(
+                f"keypoints JSON was made for a {file_size[0]}x{file_size[1]} image but the support image is "
+                f"{image_size[0]}x{image_size[1]}"
+            )
+    edges = []
+    raw_edges = obj.get("edges", [])
+    if not isinstance(raw_edges, list):
+        raise KeypointError(f'"edges" must be a list of [a, b] pairs; got {raw_edges!r}')
+    for e in raw_edges:
+        if not (isinstance(e, (list, tuple)) and len(e) == 2):
+            raise KeypointError(f"skeleton edge {e!r} must be a pair [a, b] of keypoint indices or names")
+        pair = []
+        for end in e:
+            if isinstance(end, str):
+                if end not in names:
+                    raise KeypointError(f"skeleton edge {list(e)!r} names an unknown keypoint {end!r}")
+                pair.append(names.index(end))
+            elif isinstance(end, int) and not isinstance(end, bool):
+                pair.append(end)
+            else:
+                raise KeypointError(f"skeleton edge {e!r} must be a pair [a, b] of keypoint indices or names")
+        edges.append(pair)
+    return SupportKeypoints(np.array(xy, np.float32), np.array(visible), names, edges, image_size or file_size)
 
 
 @dataclass

@@ -99,7 +99,8 @@ class Registration:
 
     Attributes:
         success: whether the map can be trusted.
-        model: ``similarity``, ``homography`` or ``identity`` (the fallback after a failure).
+        model: ``similarity``, ``homography``, or after a failure the caller's fallback
+            (``identity`` from :func:`register`; the tracker may set ``resize``).
         matrix: ``float64 [3, 3]`` acting on homogeneous (x, y, 1) in our pixel convention.
         n_matches: feature matches after the ratio and mutual checks.
         n_inliers: matches RANSAC kept.

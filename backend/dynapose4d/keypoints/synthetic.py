@@ -181,13 +181,15 @@ def _ease(t: float) -> float:
 
 
 def _build(kind: str, size: int, num_frames: int, rng: np.random.Generator) -> tuple[list[Layer], Callable | None]:
+    """The layers of a ``kind`` of sequence, and the per-frame brightness (gain, offset) or None."""
     s = size / 256.0  # motions are designed at 256 px and scale with the image
     centre = np.array([size / 2, size / 2])
     # The camera offset between the support and the video (frame 0 included).
     camera = Affine.similarity(angle_deg=rng.uniform(-4, 4), scale=rng.uniform(0.96, 1.04),
                                shift=rng.uniform(-5, 5, 2) * s, centre=centre)
-    phase = lambda f: f / max(num_frames - 1, 1)  # noqa: E731
-    gains = None
+
+    def phase(f: int) -> float:
+        return f / max(num_frames - 1, 1)
 
     def affine_motion(f: int) -> Affine:
         u = phase(f)
@@ -205,11 +207,12 @@ def _build(kind: str, size: int, num_frames: int, rng: np.random.Generator) -> t
                 return Affine.similarity(angle_deg=15, shift=((phase(f) * 1.6 - 0.8) * 0.6 * size, 0), centre=centre)
 
             layers.append(Layer(random_texture(rng, size), bar, sweep, in_support=False))
-        if kind == "brightness":
-            def gains(f: int):  # noqa: F811 - a per-frame multiplicative gain and additive tint
-                u = phase(f)
-                return np.array([1 - 0.45 * u, 1 - 0.40 * u, 1 - 0.5 * u], np.float32), np.float32(0.03 * u)
-        return layers, gains
+
+        def dimming(f: int):  # a per-frame multiplicative gain (per channel: a tint) and offset
+            u = phase(f)
+            return np.array([1 - 0.45 * u, 1 - 0.40 * u, 1 - 0.5 * u], np.float32), np.float32(0.03 * u)
+
+        return layers, (dimming if kind == "brightness" else None)
 
     if kind == "tps":
         grid = np.stack(np.meshgrid(np.linspace(0.2, 0.8, 4), np.linspace(0.2, 0.8, 4)), -1).reshape(-1, 2) * size

@@ -3,7 +3,8 @@
 For a support (image + N keypoints) and T frames:
 
 1. Register the support to frame 0 (SIFT + RANSAC similarity, or homography), then refine each
-   keypoint by Lucas-Kanade from the registered support image to frame 0.
+   keypoint by Lucas-Kanade from the registered support image to frame 0. If registration
+   fails, frame 0 is assumed to frame the object as the support does (identity or a resize).
 2. For t = 1..T-1: pyramidal Lucas-Kanade from frame t-1 to t, checked by tracking back
    (forward-backward error).
 3. Re-anchor to the support: SIFT matches support <-> frame t, outliers removed by the
@@ -46,7 +47,10 @@ class TrackerConfig:
         anchor_pull: fraction of the track-anchor difference applied when they agree.
         agree_px: track and anchor closer than this agree.
         min_anchor_support: matches (Gaussian-weighted count) near a keypoint for its anchor to count.
-        ncc_threshold: appearance correlation below which a point is taken as hidden.
+        ncc_threshold: appearance correlation (with the last trusted look) below which a point
+            is taken as hidden.
+        ncc_first_threshold: correlation with the point's look in frame 0 below which its
+            confidence is halved (catches slow drift).
         patch: side of the appearance patch (pixels).
         sift_upscale: SIFT resize factor; 0 picks one from the object's size.
         sift_contrast: SIFT's contrast threshold (lower finds more, slower, features).
@@ -65,6 +69,7 @@ class TrackerConfig:
     agree_px: float = 3.0
     min_anchor_support: float = 1.5
     ncc_threshold: float = 0.5
+    ncc_first_threshold: float = 0.4
     patch: int = 11
     sift_upscale: float = 0.0
     normalize_sigma: float = 4.0
@@ -95,23 +100,26 @@ def _lk_image(rgb: np.ndarray, colour: bool, sigma: float) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _lk(prev_pyr, next_pyr, xy: np.ndarray, window: int, levels: int, guess: np.ndarray | None = None):
-    """Lucas-Kanade from one pyramid to another: positions ``[M, 2]`` (ours) and a success flag ``[M]``."""
+def _lk(prev: np.ndarray, next_: np.ndarray, xy: np.ndarray, window: int, levels: int, guess: np.ndarray | None = None):
+    """Pyramidal Lucas-Kanade between two images: positions ``[M, 2]`` (ours) and a success flag ``[M]``.
+
+    OpenCV's Python binding cannot take prebuilt pyramids, so each call builds them again.
+    """
     p = pixels_to_opencv(xy).astype(np.float32).reshape(-1, 1, 2)
     flags, init = 0, None
     if guess is not None:
         init = pixels_to_opencv(guess).astype(np.float32).reshape(-1, 1, 2)
         flags = cv2.OPTFLOW_USE_INITIAL_FLOW
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
-    q, status, _ = cv2.calcOpticalFlowPyrLK(prev_pyr, next_pyr, p, init, winSize=(window, window), maxLevel=levels,
+    q, status, _ = cv2.calcOpticalFlowPyrLK(prev, next_, p, init, winSize=(window, window), maxLevel=levels,
                                             criteria=criteria, flags=flags)
     return pixels_from_opencv(q.reshape(-1, 2).astype(np.float64)), status.ravel().astype(bool)
 
 
-def _lk_checked(prev_pyr, next_pyr, xy, cfg: TrackerConfig, guess=None):
+def _lk_checked(prev: np.ndarray, next_: np.ndarray, xy, cfg: TrackerConfig, guess=None):
     """Forward then backward LK: new positions ``[M, 2]``, forward-backward error ``[M]`` (inf on failure)."""
-    q, ok_f = _lk(prev_pyr, next_pyr, xy, cfg.window, cfg.levels, guess)
-    r, ok_b = _lk(next_pyr, prev_pyr, q, cfg.window, cfg.levels, xy)
+    q, ok_f = _lk(prev, next_, xy, cfg.window, cfg.levels, guess)
+    r, ok_b = _lk(next_, prev, q, cfg.window, cfg.levels, xy)
     fb = np.linalg.norm(r - xy, axis=1)
     fb[~(ok_f & ok_b) | ~np.isfinite(fb)] = np.inf
     return q, fb
@@ -125,6 +133,11 @@ def _patches(gray: np.ndarray, xy: np.ndarray, size: int) -> np.ndarray:
     out -= out.mean((1, 2), keepdims=True)
     norm = np.sqrt((out**2).sum((1, 2), keepdims=True))
     return out / np.maximum(norm, 1e-6)
+
+
+def _ncc(gray: np.ndarray, xy: np.ndarray, looks: np.ndarray) -> np.ndarray:
+    """``[M]`` normalised cross-correlation of the patches at ``xy [M, 2]`` with ``looks [M, P, P]``."""
+    return (_patches(gray, xy, looks.shape[1]) * looks).sum((1, 2))
 
 
 def _inside(mask: np.ndarray | None, xy: np.ndarray, tolerance: int = 2) -> np.ndarray:
@@ -192,6 +205,15 @@ class _Silhouette:
         return c + (xy0 - self.c0) @ (self._root(s) @ self.inv_root0).T
 
 
+def _auto_upscale(mask: np.ndarray | None) -> float:
+    """SIFT resize factor: ~150 px across the object find enough features, so small objects are enlarged."""
+    if mask is None or not mask.any():
+        return 1.0
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    return float(np.clip(150.0 / extent, 1.0, 2.0))
+
+
 def _white_background(frame: np.ndarray) -> bool:
     """Whether a frame looks like an object on white: its one-pixel border is (almost) all white."""
     border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
@@ -229,29 +251,31 @@ class LKTracker(KeypointEstimator):
     def estimate(self, support: Support, frames, masks=None) -> TrackResult:
         cfg = self.config
         st = self._start(support, frames, masks)
-        support, frames, masks, xy, conf, vis = st.support, st.frames, st.masks, st.xy, st.conf, st.vis
-        kp = support.keypoints
+        kp = st.support.keypoints
+        frames, masks = st.frames, st.masks
         scale = max(frames[0].shape[:2]) / 256.0  # thresholds are set at 256 px
-        support_xy = kp.xy.astype(np.float64)
-        lk_images = [_lk_image(f, cfg.colour, cfg.normalize_sigma * scale) for f in frames]
         grays = [as_gray_u8(f).astype(np.float32) for f in frames]
-        templates = _patches(grays[0], xy[0], cfg.patch)
-        cols = np.clip(kp.xy[:, 0].astype(int), 0, support.image.shape[1] - 1)
-        rows = np.clip(kp.xy[:, 1].astype(int), 0, support.image.shape[0] - 1)
-        textured = trackability(support.image, support.mask, cfg.window)[rows, cols] >= cfg.min_texture
-        silhouette = _Silhouette(masks[0]) if masks[0] is not None and masks[0].sum() >= 3 else None
-
+        lk_images = [_lk_image(f, cfg.colour, cfg.normalize_sigma * scale) for f in frames]
+        cols = np.clip(kp.xy[:, 0].astype(int), 0, st.support.image.shape[1] - 1)
+        rows = np.clip(kp.xy[:, 1].astype(int), 0, st.support.image.shape[0] - 1)
+        first_look = _patches(grays[0], st.xy[0], cfg.patch)
+        ctx = _Context(
+            support_xy=kp.xy.astype(np.float64),
+            support_features=st.support_features,
+            upscale=st.upscale,
+            scale=scale,
+            textured=trackability(st.support.image, st.support.mask, cfg.window)[rows, cols] >= cfg.min_texture,
+            first_look=first_look,
+            silhouette=_Silhouette(masks[0]) if masks[0] is not None and masks[0].sum() >= 3 else None,
+        )
+        look = first_look
         # 2-5. frame by frame
         for t in range(1, len(frames)):
-            prior = None
-            if silhouette is not None and masks[t] is not None and masks[t].sum() >= 3:
-                prior = silhouette.predict(masks[t], xy[0])
-            xy[t], conf[t], vis[t], templates = self._step(
-                xy[t - 1], lk_images[t - 1], lk_images[t], grays[t], frames[t], masks[t], templates, prior,
-                textured, support_xy, st.support_features, st.upscale, scale)
-        vis &= kp.visible[None]
+            st.xy[t], st.conf[t], st.vis[t], look = self._step(
+                ctx, st.xy[t - 1], st.xy[0], look, lk_images[t - 1], lk_images[t], grays[t], frames[t], masks[t])
+        vis = st.vis & kp.visible[None]
         info = {"registration": st.registration.to_dict(), "sift_upscale": st.upscale}
-        return TrackResult(xy.astype(np.float32), np.clip(conf, 0, 1), vis, kp.names, kp.edges, self.name, info)
+        return TrackResult(st.xy.astype(np.float32), np.clip(st.conf, 0, 1), vis, kp.names, kp.edges, self.name, info)
 
     def _start(self, support: Support, frames, masks) -> "_Start":
         """Validate the inputs, fill in masks for objects on white, place the keypoints in frame 0."""
@@ -268,18 +292,23 @@ class LKTracker(KeypointEstimator):
         conf = np.zeros((len(frames), kp.n), np.float32)
         vis = np.zeros((len(frames), kp.n), bool)
         # 1. support -> frame 0: global registration, then a per-point refinement
-        upscale = cfg.sift_upscale or self._auto_upscale(support)
-        s_feats = detect_features(support.image, support.mask, upscale, cfg.sift_contrast)
+        s_upscale = cfg.sift_upscale or _auto_upscale(support.mask)
+        upscale = cfg.sift_upscale or _auto_upscale(masks[0])
+        s_feats = detect_features(support.image, support.mask, s_upscale, cfg.sift_contrast)
         reg = register(support.image, frames[0], support.mask, masks[0], cfg.registration_model,
                        support_features=s_feats,
                        frame_features=detect_features(frames[0], masks[0], upscale, cfg.sift_contrast))
-        if not reg.success and support.image.shape[:2] != (h, w):
-            raise KeypointError(
-                f"could not register the support image to frame 0 ({reg.reason}), and their sizes differ "
-                f"({support.image.shape[1]}x{support.image.shape[0]} vs {w}x{h}), so there is no fallback; "
-                "pass keypoints annotated on frame 0 instead"
-            )
-        # A failed registration leaves the identity: the frame may simply be the support image.
+        if not reg.success:
+            # The best guess left: frame 0 frames the object as the support does (SVD's frame 0
+            # does, at its own resolution), so the map is the identity or a plain resize.
+            sh, sw = support.image.shape[:2]
+            if abs(w / sw - h / sh) > 0.01 * max(w / sw, h / sh):
+                raise KeypointError(
+                    f"could not register the support image to frame 0 ({reg.reason}), and their aspect ratios "
+                    f"differ ({sw}x{sh} vs {w}x{h}), so there is no fallback; pass keypoints annotated on frame 0 instead"
+                )
+            reg.matrix = np.diag([w / sw, h / sh, 1.0])
+            reg.model = "identity" if (sw, sh) == (w, h) else "resize"
         lk0 = _lk_image(frames[0], cfg.colour, cfg.normalize_sigma * scale)
         xy[0], fb0 = self._refine_frame0(support, reg, reg.apply(kp.xy).astype(np.float64), lk0, scale)
         xy[0] = _snap_to_mask(masks[0], xy[0])
@@ -289,16 +318,6 @@ class LKTracker(KeypointEstimator):
         return _Start(support, frames, masks, xy, conf, vis, reg, s_feats, upscale)
 
     # -----------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _auto_upscale(support: Support) -> float:
-        """SIFT needs ~150 px across the object to find enough features; small objects are resized."""
-        mask = support.mask
-        if mask is None or not mask.any():
-            return 1.0
-        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-        extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
-        return float(np.clip(150.0 / extent, 1.0, 2.0))
 
     def _refine_frame0(self, support: Support, reg: Registration, guess, lk0, scale):
         """Lucas-Kanade from the support image, warped by the registration, to frame 0.
@@ -316,22 +335,31 @@ class LKTracker(KeypointEstimator):
         ok = (fb < cfg.fb_threshold_px * scale) & (np.linalg.norm(q - guess, axis=1) < 6.0 * scale)
         return np.where(ok[:, None], q, guess), np.where(ok, fb, np.inf)
 
-    def _step(self, prev_xy, prev_lk, lk, gray, frame, mask, templates, prior, textured, support_xy, s_feats, upscale,
-              scale):
-        """One frame: track, anchor, fuse, check. Returns positions, confidences, visibility, templates."""
+    def _step(self, ctx: "_Context", prev_xy, xy0, look, prev_lk, lk, gray, frame, mask):
+        """One frame: track, anchor, fuse, check.
+
+        Args:
+            prev_xy, xy0: ``[N, 2]`` positions in the previous frame and in frame 0.
+            look: ``[N, P, P]`` each point's last trusted patch (normalised luma).
+            prev_lk, lk: the previous and this frame's tracking images; gray: this frame's luma.
+            frame, mask: this frame (RGB) and its foreground mask (or None).
+
+        Returns:
+            positions ``[N, 2]``, confidences ``[N]``, visibility ``[N]`` and the updated looks.
+        """
         cfg = self.config
-        fb_thr, agree_px = cfg.fb_threshold_px * scale, cfg.agree_px * scale
+        fb_thr, agree_px = cfg.fb_threshold_px * ctx.scale, cfg.agree_px * ctx.scale
         # 2. track from the previous frame, checked backwards and against the point's look
         q, fb = _lk_checked(prev_lk, lk, prev_xy, cfg)
-        looks = (_patches(gray, q, cfg.patch) * templates).sum((1, 2))
-        lk_ok = (fb < fb_thr) & (looks >= cfg.ncc_threshold) & textured
+        lk_ok = (fb < fb_thr) & (_ncc(gray, q, look) >= cfg.ncc_threshold) & ctx.textured
         # The trusted tracks' motion predicts the rest and gates the anchor's matches.
-        motion = ThinPlateSpline(support_xy[lk_ok], q[lk_ok], 1e-2) if lk_ok.sum() >= 3 else None
+        motion = ThinPlateSpline(ctx.support_xy[lk_ok], q[lk_ok], 1e-2) if lk_ok.sum() >= 3 else None
         # 3. re-anchor to the support
         anchor = None
         if cfg.anchor:
-            anchor = anchor_keypoints(s_feats, detect_features(frame, mask, upscale, cfg.sift_contrast), support_xy, motion,
-                                      gate_px=12 * scale, radius_px=12 * scale, residual_px=2.0 * scale)
+            feats = detect_features(frame, mask, ctx.upscale, cfg.sift_contrast)
+            anchor = anchor_keypoints(ctx.support_features, feats, ctx.support_xy, motion, gate_px=12 * ctx.scale,
+                                      radius_px=12 * ctx.scale, residual_px=2.0 * ctx.scale)
         has_anchor = np.zeros(len(q), bool) if anchor is None else anchor.support >= cfg.min_anchor_support
         a = q if anchor is None else anchor.xy.astype(np.float64)
         d = np.linalg.norm(q - a, axis=1)
@@ -340,15 +368,15 @@ class LKTracker(KeypointEstimator):
         # onto something else (an occluder, a repeated texture): the anchor wins.
         use_anchor = has_anchor & ~agree
         neither = ~lk_ok & ~has_anchor
-        # 4. fuse
+        # 4. fuse; points with no evidence of their own follow their tracked neighbours, else the silhouette
         out = q.copy()
         out[agree] += cfg.anchor_pull * (a[agree] - q[agree])
         out[use_anchor] = a[use_anchor]
         if neither.any():
             if motion is not None and lk_ok.sum() >= 4:
-                out[neither] = motion(support_xy[neither])
-            elif prior is not None:
-                out[neither] = prior[neither]
+                out[neither] = motion(ctx.support_xy[neither])
+            elif ctx.silhouette is not None and mask is not None and mask.sum() >= 3:
+                out[neither] = ctx.silhouette.predict(mask, xy0[neither])
             else:
                 out[neither] = prev_xy[neither]
         out = _snap_to_mask(mask, out)
@@ -357,17 +385,34 @@ class LKTracker(KeypointEstimator):
         conf = np.where(use_anchor, np.where(lk_ok, 0.35, 0.3), conf)
         conf = np.where(neither, 0.15, conf)
         # 5. appearance and mask: visible when the final position still looks like the point
-        looks = (_patches(gray, out, cfg.patch) * templates).sum((1, 2))
-        vis = (looks >= cfg.ncc_threshold) & _inside(mask, out)
+        looks = _ncc(gray, out, look)
+        # On a texture-less surface the look says nothing (its patch is noise): on the mask is visible.
+        vis = ((looks >= cfg.ncc_threshold) | ~ctx.textured) & _inside(mask, out)
         conf = conf * np.clip(0.5 + 0.5 * (looks - cfg.ncc_threshold) / (1 - cfg.ncc_threshold), 0.5, 1.0)
         conf = np.where(vis, conf, np.minimum(conf, 0.1))
-        # Refresh a template only where the point is trusted, so a hidden point is recognised
-        # by its old look when it comes back.
+        # Refresh a look only where the point is trusted, so a hidden point is recognised by its
+        # old look when it comes back.
         trusted = vis & lk_ok & (conf >= 0.5)
         if trusted.any():
-            templates = templates.copy()
-            templates[trusted] = _patches(gray, out[trusted], cfg.patch)
-        return out, conf, vis, templates
+            look = look.copy()
+            look[trusted] = _patches(gray, out[trusted], cfg.patch)
+        # A point that drifted slowly keeps passing the frame-to-frame checks but no longer looks
+        # like itself in frame 0 (rotations lower this too, hence only a factor of 1/2).
+        conf = np.where(ctx.textured & (_ncc(gray, out, ctx.first_look) < cfg.ncc_first_threshold), 0.5 * conf, conf)
+        return out, conf, vis, look
+
+
+@dataclass
+class _Context:
+    """What every frame of one sequence needs: the support side and per-keypoint constants."""
+
+    support_xy: np.ndarray  # [N, 2] float64
+    support_features: Features
+    upscale: float  # SIFT resize factor
+    scale: float  # frame size / 256: thresholds are set at 256 px
+    textured: np.ndarray  # [N] bool: enough texture at the support point for LK and looks
+    first_look: np.ndarray  # [N, P, P] the points' patches in frame 0
+    silhouette: "_Silhouette | None"
 
 
 class StaticEstimator(LKTracker):
