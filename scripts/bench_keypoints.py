@@ -34,7 +34,7 @@ DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "benchmark-dev
 DEV_SCENES = ("crane", "snake", "blob")
 ESTIMATORS = ("tracker", "static")
 COLUMNS = [
-    ("sequence", 15, None), ("estimator", 9, None), ("median", 7, "median_err_px"), ("p90", 7, "p90_err_px"),
+    ("sequence", 17, None), ("estimator", 9, None), ("median", 7, "median_err_px"), ("p90", 7, "p90_err_px"),
     ("<=3px", 6, "within_3px"), ("trusted", 7, "trusted"), ("med.tr", 7, "median_err_trusted_px"),
     ("med.fl", 7, "median_err_flagged_px"), ("bad.fl", 6, "bad_flagged"), ("hid.fl", 6, "hidden_flagged"),
     ("sec", 6, "seconds"),
@@ -48,7 +48,8 @@ def _fmt(v) -> str:
 
 
 def _row(cells) -> str:
-    return " ".join(f"{_fmt(c):>{w}}" if i > 1 else f"{_fmt(c):<{w}}" for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS)))
+    parts = [f"{_fmt(c):>{w}}" if i > 1 else f"{_fmt(c):<{w}}" for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS))]
+    return " ".join(parts)
 
 
 def run(sequences, estimators) -> dict[str, list[Outcome]]:

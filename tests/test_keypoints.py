@@ -127,7 +127,8 @@ def test_keypoints_json_parses_names_visibility_and_edges():
         ('{"keypoints": [{"xy": [1, 2], "visible": "yes"}]}', r'"visible" must be true or false'),
         ('{"keypoints": [{"xy": [1, 2]}], "edges": [["a", 0]]}', r"unknown keypoint 'a'"),
         ('{"keypoints": [{"xy": [100, 2]}]}', r"at \(100\.0, 2\.0\) lies outside the 64x48 image"),
-        ('{"image_size": [32, 32], "keypoints": [{"xy": [1, 2]}]}', r"made for a 32x32 image but the support image is 64x48"),
+        ('{"image_size": [32, 32], "keypoints": [{"xy": [1, 2]}]}',
+         r"made for a 32x32 image but the support image is 64x48"),
     ],
 )
 def test_keypoints_json_errors_name_the_problem(text, message):
@@ -205,7 +206,8 @@ def test_registry_is_a_plain_dict_of_weight_free_estimators():
         assert issubclass(cls, KeypointEstimator) and cls.name == name and cls.needs_weights is False
     est = make_estimator("tracker", window=15)
     assert isinstance(est, LKTracker) and est.config.window == 15
-    with pytest.raises(KeypointError, match="unknown keypoint estimator 'poseanything'; choose one of: static, tracker"):
+    message = "unknown keypoint estimator 'poseanything'; choose one of: static, tracker"
+    with pytest.raises(KeypointError, match=message):
         make_estimator("poseanything")
 
 
@@ -505,8 +507,8 @@ def test_bench_script_ends_with_a_result_line(tmp_path):
 
 def test_draw_script_writes_gif_and_png(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "draw_keypoints.py"), "--synthetic", "affine",
-                    "--frames", "4", "--size", "96", "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=120,
-                   check=True)
+                    "--frames", "4", "--size", "96", "--out", str(tmp_path / "a")],
+                   capture_output=True, text=True, timeout=120, check=True)
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 4
     assert (tmp_path / "a.png").is_file()

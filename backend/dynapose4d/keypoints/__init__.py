@@ -13,7 +13,15 @@ Pixel coordinates follow DESIGN.md §4: continuous, origin at the top-left image
 (row i, column j) centred at (j + 0.5, i + 0.5).
 """
 
-from .base import KeypointError, KeypointEstimator, Support, SupportKeypoints, TrackResult, parse_keypoints_json, read_rgb
+from .base import (
+    KeypointError,
+    KeypointEstimator,
+    Support,
+    SupportKeypoints,
+    TrackResult,
+    parse_keypoints_json,
+    read_rgb,
+)
 from .register import Registration, register
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from .support import auto_support_keypoints, foreground_mask, minimum_spanning_tree

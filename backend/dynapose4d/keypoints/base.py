@@ -203,11 +203,14 @@ def parse_keypoints_json(source, image_size: tuple[int, int] | None = None) -> S
         try:
             obj = json.loads(source)
         except json.JSONDecodeError as e:
-            raise KeypointError(f"keypoints JSON is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+            where = f"line {e.lineno}, column {e.colno}"
+            raise KeypointError(f"keypoints JSON is not valid JSON ({where}): {e.msg}") from None
     else:
         obj = source
     if not isinstance(obj, dict) or "keypoints" not in obj:
-        raise KeypointError('keypoints JSON must be an object with a "keypoints" list, e.g. {"keypoints": [{"xy": [x, y]}]}')
+        raise KeypointError(
+            'keypoints JSON must be an object with a "keypoints" list, e.g. {"keypoints": [{"xy": [x, y]}]}'
+        )
     entries = obj["keypoints"]
     if not isinstance(entries, list):
         raise KeypointError(f'"keypoints" must be a list; got {type(entries).__name__}')
@@ -333,13 +336,15 @@ class TrackResult:
         """Write an ``.npz``: the arrays plus a JSON string with names, estimator and info."""
         meta = json.dumps({"names": list(self.names), "estimator": self.estimator, "info": self.info})
         with open(path, "wb") as f:
-            np.savez(f, xy=self.xy, confidence=self.confidence, visible=self.visible, edges=self.edges, meta=np.array(meta))
+            np.savez(f, xy=self.xy, confidence=self.confidence, visible=self.visible, edges=self.edges,
+                     meta=np.array(meta))
 
     @classmethod
     def load(cls, path: str | Path) -> "TrackResult":
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return cls(z["xy"], z["confidence"], z["visible"], meta["names"], z["edges"], meta["estimator"], meta["info"])
+            return cls(z["xy"], z["confidence"], z["visible"], meta["names"], z["edges"], meta["estimator"],
+                       meta["info"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +363,9 @@ def as_frames(frames, masks=None) -> tuple[list[np.ndarray], list[np.ndarray | N
     shape = frames[0].shape
     for i, f in enumerate(frames):
         if f.shape != shape:
-            raise KeypointError(f"frame {i} is {f.shape[1]}x{f.shape[0]} but frame 0 is {shape[1]}x{shape[0]}; resize the video")
+            raise KeypointError(
+                f"frame {i} is {f.shape[1]}x{f.shape[0]} but frame 0 is {shape[1]}x{shape[0]}; resize the video"
+            )
     if masks is None:
         return frames, [None] * len(frames)
     masks = list(masks)

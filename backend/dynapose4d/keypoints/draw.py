@@ -49,7 +49,8 @@ def draw_keypoints(image: np.ndarray, xy: np.ndarray, confidence: np.ndarray | N
     visible = np.ones(n, bool) if visible is None else np.asarray(visible, bool)
     for a, b in ([] if edges is None else np.asarray(edges)):
         dim = not (visible[a] and visible[b])
-        draw.line([tuple(xy[a]), tuple(xy[b])], fill=(150, 150, 150) if dim else (40, 40, 200), width=max(1, scale // 2))
+        colour = (150, 150, 150) if dim else (40, 40, 200)
+        draw.line([tuple(xy[a]), tuple(xy[b])], fill=colour, width=max(1, scale // 2))
     if truth is not None:
         for x, y in np.asarray(truth, np.float64) * scale:
             r = radius
@@ -74,7 +75,8 @@ def crop_box(masks: np.ndarray, margin: int = 8) -> tuple[int, int, int, int]:
     if not union.any():
         return 0, 0, w, h
     rows, cols = np.nonzero(union.any(1))[0], np.nonzero(union.any(0))[0]
-    return (max(0, cols[0] - margin), max(0, rows[0] - margin), min(w, cols[-1] + 1 + margin), min(h, rows[-1] + 1 + margin))
+    x0, y0 = max(0, cols[0] - margin), max(0, rows[0] - margin)
+    return int(x0), int(y0), int(min(w, cols[-1] + 1 + margin)), int(min(h, rows[-1] + 1 + margin))
 
 
 def draw_track(frames: Sequence[np.ndarray], result: TrackResult, truth: np.ndarray | None = None,

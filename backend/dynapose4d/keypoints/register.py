@@ -168,16 +168,19 @@ def register(support_image: np.ndarray, frame: np.ndarray, support_mask: np.ndar
     need = 2 if model == "similarity" else 4
     need = max(need, min_inliers)
     if len(fa) < need or len(fb) < need:
-        return Registration(False, "identity", reason=f"too few SIFT features (support {len(fa)}, frame {len(fb)}; need {need}): "
+        return Registration(False, "identity", reason=f"too few SIFT features (support {len(fa)}, frame {len(fb)}; "
+                            f"need {need}): "
                             "the images have too little texture or the masks are too small")
     pairs = match_features(fa, fb)
     if len(pairs) < need:
         return Registration(False, "identity", n_matches=len(pairs),
-                            reason=f"only {len(pairs)} features matched (need {need}): the frame may show a different view or object")
+                            reason=f"only {len(pairs)} features matched (need {need}): the frame may show a "
+                            "different view or object")
     src, dst = fa.xy[pairs[:, 0]].astype(np.float64), fb.xy[pairs[:, 1]].astype(np.float64)
     matrix, inliers = _fit(model, src, dst, ransac_threshold_px)
     if matrix is None:
-        return Registration(False, "identity", n_matches=len(pairs), reason=f"RANSAC found no {model} for {len(pairs)} matches")
+        return Registration(False, "identity", n_matches=len(pairs),
+                            reason=f"RANSAC found no {model} for {len(pairs)} matches")
     inliers = inliers.ravel().astype(bool)
     reg = Registration(True, model, matrix, len(pairs), int(inliers.sum()))
     if inliers.any():
@@ -191,7 +194,8 @@ def register(support_image: np.ndarray, frame: np.ndarray, support_mask: np.ndar
     elif not (1 / 9 < det < 9):
         reason = f"the {model} rescales area by {det:.3g} (a mirror or a degenerate fit)"
     elif not reg.reprojection_error_px <= max_error_px:
-        reason = f"the inliers' RMS error is {reg.reprojection_error_px:.2f} px (> {max_error_px} px): the {model} does not fit"
+        reason = (f"the inliers' RMS error is {reg.reprojection_error_px:.2f} px (> {max_error_px} px): "
+                  f"the {model} does not fit")
     else:
         return reg
     return Registration(False, "identity", np.eye(3), reg.n_matches, reg.n_inliers, reg.reprojection_error_px, reason)

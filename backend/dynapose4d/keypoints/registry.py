@@ -21,5 +21,6 @@ def make_estimator(name: str = DEFAULT_ESTIMATOR, **config) -> KeypointEstimator
     try:
         cls = ESTIMATORS[name]
     except KeyError:
-        raise KeypointError(f"unknown keypoint estimator {name!r}; choose one of: {', '.join(sorted(ESTIMATORS))}") from None
+        choices = ", ".join(sorted(ESTIMATORS))
+        raise KeypointError(f"unknown keypoint estimator {name!r}; choose one of: {choices}") from None
     return cls(**config)

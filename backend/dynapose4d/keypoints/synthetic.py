@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from ..cameras import pixels_to_opencv
-from .base import Support, SupportKeypoints
+from .base import Support
 from .evaluate import LabelledSequence
 from .support import DEFAULT_NUM_KEYPOINTS, auto_support_keypoints
 from .tps import ThinPlateSpline
@@ -223,7 +223,8 @@ def _build(kind: str, size: int, num_frames: int, rng: np.random.Generator) -> t
         def spline_motion(f: int) -> SplineWarp:
             u = phase(f)
             frame_ctrl = grid + amp * np.sin(2 * np.pi * freq * u + offset) - amp * np.sin(offset)
-            return SplineWarp(grid, frame_ctrl, Affine.similarity(angle_deg=10 * _ease(u), shift=(8 * u * s, 0), centre=centre).then(camera))
+            turn = Affine.similarity(angle_deg=10 * _ease(u), shift=(8 * u * s, 0), centre=centre)
+            return SplineWarp(grid, frame_ctrl, turn.then(camera))
 
         return [Layer(random_texture(rng, size), blob_alpha(rng, size, centre, 0.3 * size, 0.12), spline_motion)], None
 
@@ -286,6 +287,6 @@ def make_sequence(kind: str, num_frames: int = 14, size: int = 256, n_keypoints:
         masks.append(top >= 0)
         xy.append(pts)
         visible.append(vis)
-    support = Support(support_image, SupportKeypoints(kp.xy, names=kp.names, edges=kp.edges, image_size=(size, size)), support_mask)
+    support = Support(support_image, kp, support_mask)
     return LabelledSequence(f"{kind}-{num_frames}", support, np.stack(frames), np.stack(masks),
                              np.stack(xy).astype(np.float32), np.stack(visible))

@@ -1,23 +1,30 @@
 """The default, weight-free keypoint estimator: register, track with Lucas-Kanade, re-anchor.
 
-For a support (image + N keypoints) and T frames:
+For a support (image + N keypoints) and T frames (objects on white get masks from the
+background when none are given):
 
 1. Register the support to frame 0 (SIFT + RANSAC similarity, or homography), then refine each
    keypoint by Lucas-Kanade from the registered support image to frame 0. If registration
-   fails, frame 0 is assumed to frame the object as the support does (identity or a resize).
-2. For t = 1..T-1: pyramidal Lucas-Kanade from frame t-1 to t, checked by tracking back
-   (forward-backward error).
-3. Re-anchor to the support: SIFT matches support <-> frame t, outliers removed by the
-   tracking prediction and leave-one-out spline residuals, a thin-plate spline through the rest
-   carries the support keypoints into the frame. Agreement pulls the track onto the anchor
-   (no drift); disagreement or a failed track hands the point to the anchor or, without one,
-   to its neighbours' motion, with a lower confidence.
-4. Appearance check: the patch around each point is compared (normalised cross-correlation)
-   with its last trusted look; a point that fails it or leaves the foreground mask is marked
-   invisible and from then on predicted, not tracked, until it looks right again.
+   fails, frame 0 is assumed to frame the object as the support does (identity or a resize),
+   and frame 0's confidences say so.
+2. For t = 1..T-1: pyramidal Lucas-Kanade from frame t-1 to t on a locally contrast-normalised
+   CIELAB image (brightness changes cancel, hue counts), checked by tracking back
+   (forward-backward error) and by the patch still looking like the point's last trusted look.
+   Points on texture-less surface (by the support's colour structure tensor, silhouette edges
+   excluded) are never trusted to LK: they slide.
+3. Re-anchor to the support: SIFT matches support <-> frame t, gated by a loose RANSAC
+   homography or the tracks' motion, cleaned by leave-one-out spline residuals; a thin-plate
+   spline through the rest carries the support keypoints into the frame. Agreement pulls the
+   track halfway onto the anchor (no drift); disagreement or a failed track hands the point to
+   the anchor or, without one, to its tracked neighbours' motion (a spline), or to the
+   silhouette's (moment-matching affine), with a low confidence. Positions that left the mask
+   are put back on it.
+4. A point whose final patch does not look like its last trusted look, or that is off the
+   mask, is marked invisible; its look is kept so it is recognised when it reappears. A point
+   that no longer looks like itself in frame 0 gets its confidence halved (slow drift).
 
-Confidence is the product of the checks that apply (forward-backward error, anchor agreement,
-appearance), so low values flag the points that should not be trusted.
+Confidence combines the checks (forward-backward error, anchor agreement, appearance) so that
+low values flag the points not to trust; ``scripts/bench_keypoints.py`` measures how well.
 """
 
 from __future__ import annotations
@@ -305,7 +312,8 @@ class LKTracker(KeypointEstimator):
             if abs(w / sw - h / sh) > 0.01 * max(w / sw, h / sh):
                 raise KeypointError(
                     f"could not register the support image to frame 0 ({reg.reason}), and their aspect ratios "
-                    f"differ ({sw}x{sh} vs {w}x{h}), so there is no fallback; pass keypoints annotated on frame 0 instead"
+                    f"differ ({sw}x{sh} vs {w}x{h}), so there is no fallback; pass keypoints annotated on frame 0 "
+                    "instead"
                 )
             reg.matrix = np.diag([w / sw, h / sh, 1.0])
             reg.model = "identity" if (sw, sh) == (w, h) else "resize"
@@ -329,7 +337,8 @@ class LKTracker(KeypointEstimator):
         h, w = lk0.shape[:2]
         shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # OpenCV pixels -> ours
         m_cv = np.linalg.inv(shift) @ reg.matrix @ shift
-        warped = cv2.warpPerspective(support.image, m_cv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.warpPerspective(support.image, m_cv, (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
         warped = _lk_image(warped, cfg.colour, cfg.normalize_sigma * scale)
         q, fb = _lk_checked(warped, lk0, guess, cfg)
         ok = (fb < cfg.fb_threshold_px * scale) & (np.linalg.norm(q - guess, axis=1) < 6.0 * scale)
@@ -370,6 +379,8 @@ class LKTracker(KeypointEstimator):
         neither = ~lk_ok & ~has_anchor
         # 4. fuse; points with no evidence of their own follow their tracked neighbours, else the silhouette
         out = q.copy()
+        # Averaging two estimates with independent errors: the anchor removes drift, the track
+        # keeps its precision (a dead zone that left small differences alone measured worse).
         out[agree] += cfg.anchor_pull * (a[agree] - q[agree])
         out[use_anchor] = a[use_anchor]
         if neither.any():
