@@ -155,6 +155,12 @@ class Gaussians:
             out[name] = torch.cat([getattr(g, name) for g in items], dim=nb)
         return replace(first, **out)
 
+    @staticmethod
+    def cat_batch(items: list["Gaussians"]) -> "Gaussians":
+        """Concatenate scenes with batch shape [B_i, N] along the batch axis."""
+        first = items[0]
+        return replace(first, **{name: torch.cat([getattr(g, name) for g in items]) for name in first.tensors()})
+
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> "Gaussians":
         """Raise :class:`GaussiansError` naming the first bad parameter; returns self."""

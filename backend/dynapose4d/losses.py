@@ -1,0 +1,64 @@
+"""Loss terms of the dynamic stage; names match the config's ``lambda_<x>`` weights.
+
+- ``loss_rgb``, ``loss_mask``: reference-view MSE against the driving frame (DG4D).
+- ``loss_kml``: the Keypoint Match Loss (paper Eq. 4), confidence-weighted.
+- ``loss_scl``: the Spatio-temporal Consistency Loss (paper Eq. 5) over handle trajectories,
+  with an acceleration variant (second differences) that penalises jitter but not speed.
+- ``loss_arap``: an as-rigid-as-possible prior between neighbouring handles (our addition, not
+  in the paper): without novel-view guidance the reference view fixes only 2 of 3 degrees of
+  freedom, and this keeps parts from drifting in depth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def loss_reference(rgb: Tensor, alpha: Tensor, target_rgb: Tensor, target_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """MSE of colour ``[F, H, W, 3]`` and of the silhouette ``alpha [F, H, W]`` vs the mask."""
+    return torch.mean((rgb - target_rgb) ** 2), torch.mean((alpha - target_mask) ** 2)
+
+
+def keypoint_match_loss(pred: Tensor, target: Tensor, confidence: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """KML: confidence-weighted mean squared keypoint distance in normalised image coordinates.
+
+    ``pred``, ``target``: pixels ``[F, N, 2]`` in images of ``image_size = (width, height)``;
+    ``confidence [F, N]`` in [0, 1] (0 for invisible or failed keypoints). Coordinates are divided
+    by the image size so the loss does not depend on resolution. Per frame the squared distances
+    are averaged with the confidences as weights (the paper's mean over keypoints); frames are
+    averaged (the paper sums over tau = 1..T-1; the mean keeps lambda independent of T).
+    The caller passes frames 1..T-1 only: frame 0 is the one-shot support.
+    """
+    scale = torch.tensor(image_size, dtype=pred.dtype, device=pred.device)
+    sq = (((pred - target) / scale) ** 2).sum(-1)  # [F, N]
+    w = confidence.to(pred.dtype)
+    per_frame = (w * sq).sum(-1) / w.sum(-1).clamp_min(1e-8)
+    return per_frame.mean() if per_frame.numel() else pred.sum() * 0.0
+
+
+def spatio_temporal_consistency_loss(handles: Tensor, order: int = 1) -> Tensor:
+    """SCL over handle trajectories ``[T, M, 3]`` (consecutive frames in time order).
+
+    order 1 (the paper): ``(1/M) sum_i sum_tau ||P_{tau+1} - P_tau||^2`` (penalises speed);
+    order 2: the same with second differences ``P_{tau+1} - 2 P_tau + P_{tau-1}`` (jitter).
+    """
+    if order not in (1, 2):
+        raise ValueError(f"SCL order must be 1 (velocity) or 2 (acceleration), got {order}")
+    diff = handles[1:] - handles[:-1]
+    if order == 2:
+        diff = diff[1:] - diff[:-1]
+    return (diff**2).sum() / handles.shape[1]
+
+
+def as_rigid_as_possible_loss(handles: Tensor, rotations: Tensor, rest: Tensor, neighbours: Tensor, weights: Tensor) -> Tensor:
+    """Neighbouring handles keep their offsets, rotated with each handle's own rotation.
+
+    ``handles [T, M, 3]`` positions, ``rotations [T, M, 3, 3]``, ``rest [M, 3]`` rest positions,
+    ``neighbours [M, K]`` handle ids and ``weights [M, K]``. The loss is the weighted mean of
+    ``|| (P_j(t) - P_i(t)) - R_i(t) (P_j - P_i) ||^2`` over t, i and its neighbours j.
+    """
+    now = handles[:, neighbours] - handles[:, :, None]  # [T, M, K, 3]
+    then = rest[neighbours] - rest[:, None]  # [M, K, 3]
+    expected = (rotations[:, :, None] @ then[None, ..., None])[..., 0]
+    return (weights[None, ..., None] * (now - expected) ** 2).sum((-1, -2)).mean()

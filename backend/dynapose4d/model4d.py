@@ -1,0 +1,142 @@
+"""The 4D result: static Gaussians + a deformation, sampled at any time.
+
+The deformation is continuous in normalised time t in [0, 1] (t = tau / (T - 1) over the driving
+video), so exports are sampled at the user's frame rate and frame count, not only at the T
+video frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .cameras import Cameras
+from .deform.anchors import Anchors
+from .deform.models import Binding, DeformConfig, make_deformation
+from .gaussians import Gaussians
+
+TIME_MODES = ("clamp", "loop", "pingpong")
+
+
+@dataclass
+class Keypoints3D:
+    """Keypoint anchors of a 4D model: names, skeleton edges ``[E, 2]``, and the anchors."""
+
+    names: tuple[str, ...]
+    edges: Tensor
+    anchors: Anchors
+
+
+@dataclass
+class Dynamic4D:
+    static: Gaussians
+    deform_config: DeformConfig
+    deform_state: dict
+    keypoints: Keypoints3D
+    camera: Cameras  # the reference view (a single camera)
+    video_fps: float
+    num_frames: int  # T, the driving video's frame count
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._model = None
+
+    @property
+    def duration_s(self) -> float:
+        return (self.num_frames - 1) / self.video_fps
+
+    def model(self):
+        if self._model is None:
+            model = make_deformation(self.static, self.deform_config)
+            model.load_state_dict(self.deform_state)
+            self._model = model.eval()
+        return self._model
+
+    def times(self, frame_count: int, fps: float, mode: str = "clamp") -> Tensor:
+        """Normalised times ``[frame_count]`` of frames at ``fps`` (frame i at i / fps seconds).
+
+        Past the clip's duration: ``clamp`` holds the last pose, ``loop`` restarts, ``pingpong``
+        plays backwards.
+        """
+        if mode not in TIME_MODES:
+            raise ValueError(f"time mode must be one of {TIME_MODES}, got {mode!r}")
+        if frame_count < 1 or not fps > 0:
+            raise ValueError(f"need frame_count >= 1 and fps > 0, got {frame_count} and {fps}")
+        u = torch.arange(frame_count, dtype=torch.float64) / fps / self.duration_s
+        if mode == "loop":
+            u = torch.remainder(u, 1.0)
+            # A frame that lands exactly on the end of a loop shows the end pose, not the start.
+            u = torch.where((u == 0) & (torch.arange(frame_count) > 0), torch.ones_like(u), u)
+        elif mode == "pingpong":
+            u = 1.0 - (torch.remainder(u, 2.0) - 1.0).abs()
+        return u.clamp(0.0, 1.0).to(self.static.means.dtype)
+
+    @torch.no_grad()
+    def sample(self, times: Tensor, chunk: int = 16) -> tuple[Gaussians, Tensor]:
+        """Gaussians with batch shape ``[F]`` and keypoints ``[F, P, 3]`` at ``times [F]``."""
+        model = self.model()
+        parts, kps = [], []
+        for i in range(0, len(times), chunk):
+            d = model(self.static, times[i : i + chunk])
+            parts.append(d.gaussians(self.static))
+            kps.append(self.keypoints.anchors.positions(d))
+        return Gaussians.cat_batch(parts), torch.cat(kps)
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        anchors = self.keypoints.anchors
+        blob = {
+            "format": "dynapose4d.dynamic4d/1",
+            "static": self.static.detach().tensors(),
+            "deform_config": self.deform_config.to_dict(),
+            "deform_state": {k: v.detach().cpu() for k, v in self.deform_state.items()},
+            "keypoints": {
+                "names": list(self.keypoints.names),
+                "edges": self.keypoints.edges,
+                "rest": anchors.rest,
+                "valid": anchors.valid,
+                "index": anchors.binding.index,
+                "weights": anchors.binding.weights,
+            },
+            "camera": {"c2w": self.camera.c2w, "fovy": self.camera.fovy, "width": self.camera.width, "height": self.camera.height},
+            "video_fps": self.video_fps,
+            "num_frames": self.num_frames,
+            "info": json.dumps(self.info),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Dynamic4D":
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("format") != "dynapose4d.dynamic4d/1":
+            raise ValueError(f"{path}: not a DynaPose4D model file")
+        kp = blob["keypoints"]
+        cam = blob["camera"]
+        return cls(
+            static=Gaussians(**blob["static"]),
+            deform_config=DeformConfig.from_dict(blob["deform_config"]),
+            deform_state=blob["deform_state"],
+            keypoints=Keypoints3D(
+                tuple(kp["names"]), kp["edges"], Anchors(kp["rest"], kp["valid"], Binding(kp["index"], kp["weights"]))
+            ),
+            camera=Cameras(cam["c2w"], cam["fovy"], cam["width"], cam["height"]),
+            video_fps=float(blob["video_fps"]),
+            num_frames=int(blob["num_frames"]),
+            info=json.loads(blob["info"]),
+        )
+
+
+def default_frame_count(model: Dynamic4D, fps: float) -> int:
+    """Frames that cover the clip once at ``fps`` (at least 2)."""
+    return max(2, int(math.floor(model.duration_s * fps + 1e-6)) + 1)
