@@ -1,0 +1,72 @@
+"""PLY sequences: one 3DGS PLY per frame plus a JSON sidecar (DESIGN.md §4).
+
+The sidecar ``sequence.json``::
+
+    {"format": "dynapose4d.sequence/1", "fps": 24.0, "frame_count": 48, "up": "+y",
+     "frames": ["frame_0000.ply", ...], "times": [0.0, ...],          # normalised time per frame
+     "camera": {"c2w": 4x4 OpenGL camera-to-world, "fovy_deg": 49.1, "width": 256, "height": 256},
+     "keypoints": {"names": [...], "edges": [[i, j], ...], "valid": [...],
+                   "positions": [[[x, y, z] per keypoint] per frame]},         # world units
+     "source": {"video_fps": 7.0, "video_frames": 14, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from ..model4d import Dynamic4D
+from .ply import write_ply
+
+FORMAT = "dynapose4d.sequence/1"
+
+
+def write_sequence(out_dir: str | os.PathLike, model: Dynamic4D, fps: float, frame_count: int, mode: str = "clamp") -> Path:
+    """Sample ``model`` at ``fps`` for ``frame_count`` frames and write PLYs + sidecar; returns the sidecar path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times = model.times(frame_count, fps, mode)
+    gaussians, keypoints = model.sample(times)
+    names = []
+    for i in range(frame_count):
+        name = f"frame_{i:04d}.ply"
+        write_ply(out / name, gaussians.map(lambda t: t[i]))
+        names.append(name)
+    cam = model.camera
+    sidecar = {
+        "format": FORMAT,
+        "fps": float(fps),
+        "frame_count": int(frame_count),
+        "time_mode": mode,
+        "up": "+y",
+        "frames": names,
+        "times": [round(float(t), 6) for t in times],
+        "camera": {
+            "c2w": cam.c2w.tolist(),
+            "fovy_deg": math.degrees(float(cam.fovy)),
+            "width": cam.width,
+            "height": cam.height,
+        },
+        "keypoints": {
+            "names": list(model.keypoints.names),
+            "edges": model.keypoints.edges.tolist(),
+            "valid": model.keypoints.anchors.valid.tolist(),
+            "positions": [[[round(float(v), 6) for v in p] for p in frame] for frame in keypoints],
+        },
+        "source": {"video_fps": model.video_fps, "video_frames": model.num_frames},
+    }
+    path = out / "sequence.json"
+    path.write_text(json.dumps(sidecar, indent=1))
+    return path
+
+
+def read_sequence(sidecar: str | os.PathLike) -> dict:
+    """The sidecar as a dict, checked; PLY paths resolved next to it."""
+    path = Path(sidecar)
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a DynaPose4D sequence sidecar")
+    data["paths"] = [path.parent / f for f in data["frames"]]
+    return data
