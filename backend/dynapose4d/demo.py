@@ -59,6 +59,7 @@ class DemoConfig:
     keypoints: int = 14  # the paper's N
     estimator: str = "tracker"
     outlier_fraction: float = 0.0  # replace this share of tracked keypoints by random points (ablation)
+    previews: bool = True
     seed: int = 0
     dynamic: DynamicConfig | None = None
 
@@ -185,7 +186,8 @@ def _write_outputs(out: Path, model: Dynamic4D, inputs: DemoInputs, metrics: dic
 
     model.save(out / "model.pt")
     write_sequence(out / "sequence", model, fps=cfg.video_fps, frame_count=cfg.frames)
-    write_previews(model, out)
+    if cfg.previews:
+        write_previews(model, out)
     save_gif(draw_track(inputs.video.frames.numpy(), inputs.track), out / "keypoints.gif", fps=cfg.video_fps)
     config = asdict(cfg)
     (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "config": config}, indent=1))

@@ -7,11 +7,10 @@ never references into the optimiser.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
-from torch import Tensor
-
-from .gaussians import Gaussians
+if TYPE_CHECKING:
+    from .model4d import Dynamic4D
 
 
 @dataclass
@@ -33,15 +32,13 @@ class ProgressEvent:
 
 @dataclass
 class SnapshotEvent:
-    """Per-frame Gaussians for display: ``gaussians`` has batch shape [F] at normalised
-    ``times [F]``; ``keypoints [F, P, 3]`` are the anchors' 3D positions (world units)."""
+    """The current result for display: ``model`` is a light copy of the 4D model (static
+    Gaussians + deformation state), which consumers sample at any times they need."""
 
     stage: str
     iteration: int
     version: int
-    times: Tensor
-    gaussians: Gaussians
-    keypoints: Tensor | None = None
+    model: "Dynamic4D"
 
 
 @dataclass

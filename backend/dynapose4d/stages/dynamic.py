@@ -307,15 +307,9 @@ class DynamicStage:
         for g in self.optimizer.param_groups:
             g["lr"] = g["initial_lr"] * self.config.lr_decay**frac
 
-    @torch.no_grad()
-    def snapshot(self, times: Tensor | None = None) -> SnapshotEvent:
-        times = self.times(torch.arange(self.num_frames)) if times is None else times
-        static = self.static.detach()
-        d = self.model(static, times)
+    def snapshot(self) -> SnapshotEvent:
         self.snapshot_version += 1
-        return SnapshotEvent(
-            STAGE, self.step, self.snapshot_version, times, d.gaussians(static).detach(), self.anchors.positions(d).detach()
-        )
+        return SnapshotEvent(STAGE, self.step, self.snapshot_version, self.result())
 
     def result(self) -> Dynamic4D:
         names = self.support.names
