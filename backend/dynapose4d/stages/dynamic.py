@@ -286,8 +286,8 @@ class DynamicStage:
     def train_step(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
         """One optimisation step; returns the weighted loss terms and their total."""
         self._set_learning_rates()
-        frame_ids = self.sample_frames()
         rng_before = self.generator.get_state()
+        frame_ids = self.sample_frames()
         terms = self.losses(frame_ids)
         if should_stop():  # drop the half-done step so a resume repeats it exactly
             self.generator.set_state(rng_before)
