@@ -27,10 +27,11 @@ from .deform.hexplane import HexPlaneConfig
 from .deform.models import DeformConfig
 from .events import EventSink, LogEvent, ignore
 from .keypoints import Support, TrackResult, auto_support_keypoints, make_estimator
-from .metrics import jitter, keypoint_error, moving_region, psnr, ssim
+from .evaluation import GroundTruth, consistent4d_views, evaluate
 from .model4d import Dynamic4D
 from .render import render
-from .stages.dynamic import DrivingFrames, DynamicConfig, DynamicStage
+from .stages.dynamic import DynamicConfig, DynamicStage
+from .video import DrivingVideo
 
 
 def demo_dynamic_config(frames: int) -> DynamicConfig:
@@ -72,7 +73,7 @@ class DemoConfig:
 class DemoInputs:
     object: ArticulatedObject
     camera: Cameras
-    video: DrivingFrames
+    video: DrivingVideo
     support: Support
     track: TrackResult
     times: torch.Tensor
@@ -85,7 +86,7 @@ def make_demo_inputs(cfg: DemoConfig) -> DemoInputs:
     times = torch.linspace(0, 1, cfg.frames)
     camera = Cameras.orbit(0.0, 0.0, 2.0, width=cfg.video_size)
     out = render(obj.gaussians_at(times), camera, 1.0)
-    video = DrivingFrames(out.rgb.clamp(0, 1), out.alpha.clamp(0, 1), cfg.video_fps)
+    video = DrivingVideo(out.rgb.clamp(0, 1), out.alpha.clamp(0, 1), cfg.video_fps)
     frames = video.frames.numpy()
     masks = video.masks.numpy()
     kps = auto_support_keypoints(frames[0], masks[0] > 0.5, n=cfg.keypoints)
@@ -110,37 +111,20 @@ def _with_outliers(track: TrackResult, fraction: float, size: int, seed: int) ->
 
 
 @torch.no_grad()
-def evaluate(model: Dynamic4D, inputs: DemoInputs, eval_size: int) -> dict:
-    """Metrics of ``model`` and of the static baseline against the ground truth."""
+def ground_truth(model: Dynamic4D, inputs: DemoInputs, size: int) -> GroundTruth:
+    """The object's true renders and the true paths of the model's keypoint anchors (each lifted
+    point carried by the part it lies on)."""
     obj, times = inputs.object, inputs.times
-    T = len(times)
-    pred, kp = model.sample(times)
-    static = obj.static
-    ref_cam = inputs.camera.resized(eval_size)
-    views = Cameras.evaluation_views(size=eval_size)
     truth = obj.gaussians_at(times)
-    gt_ref = render(truth, ref_cam, 1.0).rgb
-    moving = moving_region(gt_ref).expand(T, -1, -1)
-    gt_novel = render(truth, views, 1.0).rgb
-    results = {}
-    for name, scene in (("", pred), ("_static_baseline", static.map(lambda t: t[None].expand((T,) + t.shape)))):
-        ref = render(scene, ref_cam, 1.0).rgb
-        novel = render(scene, views, 1.0).rgb
-        results["ref_psnr" + name] = psnr(ref, gt_ref)
-        results["moving_psnr" + name] = psnr(ref, gt_ref, moving)
-        results["novel_psnr" + name] = psnr(novel, gt_novel)
-        results["novel_ssim" + name] = ssim(novel, gt_novel)
-    # True 3D keypoint trajectories: the lifted support points carried by the part they lie on.
+    camera = inputs.camera.resized(size)
     rest = model.keypoints.anchors.rest
-    gt_kp = obj.move_points(rest, obj.nearest_part(rest), times)
-    valid = model.keypoints.anchors.valid
-    c2w = inputs.camera.c2w
-    for name, traj in (("", kp), ("_static_baseline", rest[None].expand(T, -1, -1))):
-        for key, value in keypoint_error(traj[:, valid], gt_kp[:, valid], c2w).items():
-            results[key + name] = value
-        results["jitter" + name] = jitter(traj[:, valid])
-    results["jitter_truth"] = jitter(gt_kp[:, valid])
-    return {k: round(v, 4) for k, v in results.items()}
+    return GroundTruth(
+        times=times,
+        reference=render(truth, camera, 1.0).rgb,
+        camera=camera,
+        novel=render(truth, consistent4d_views(camera), 1.0).rgb,
+        keypoints=obj.move_points(rest, obj.nearest_part(rest), times),
+    )
 
 
 def run_demo(
@@ -171,7 +155,7 @@ def run_demo(
     status = stage.run(emit, should_stop, checkpoint_path=checkpoint)
     model = stage.result()
     # 4. Evaluation and outputs.
-    metrics = {"status": status, "iterations": stage.step, **evaluate(model, inputs, cfg.eval_size)}
+    metrics = {"status": status, "iterations": stage.step, **evaluate(model, ground_truth(model, inputs, cfg.eval_size))}
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     metrics.update(inputs.info)
     if write_outputs:

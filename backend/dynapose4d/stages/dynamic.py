@@ -24,7 +24,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras import Cameras
@@ -41,6 +40,7 @@ from ..losses import (
 )
 from ..model4d import Dynamic4D, Keypoints3D
 from ..render import render
+from ..video import DrivingVideo
 
 STAGE = "dynamic"
 
@@ -104,25 +104,6 @@ class NovelViewGuidance(Protocol):
     def __call__(self, gaussians: Gaussians, frame_ids: Tensor, step_fraction: float) -> dict[str, Tensor]: ...
 
 
-@dataclass
-class DrivingFrames:
-    """Frames ``[T, H, W, 3]`` in [0, 1] (object on white), masks ``[T, H, W]``, their fps."""
-
-    frames: Tensor
-    masks: Tensor
-    fps: float
-
-    def __post_init__(self):
-        if self.frames.dim() != 4 or self.frames.shape[-1] != 3:
-            raise ValueError(f"frames must be [T, H, W, 3]; got {tuple(self.frames.shape)}")
-        if self.masks.shape != self.frames.shape[:3]:
-            raise ValueError(f"masks must be [T, H, W] = {tuple(self.frames.shape[:3])}; got {tuple(self.masks.shape)}")
-        if self.frames.shape[0] < 2:
-            raise ValueError("a driving video needs at least 2 frames")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-
-
 class StopRequested(Exception):
     pass
 
@@ -132,7 +113,7 @@ class DynamicStage:
         self,
         config: DynamicConfig,
         static: Gaussians,
-        video: DrivingFrames,
+        video: DrivingVideo,
         support: SupportKeypoints,
         track: TrackResult,
         camera: Cameras,
@@ -142,7 +123,9 @@ class DynamicStage:
         static.validate()
         if static.batch_shape:
             raise ValueError("the static model must be a single scene (no batch dims)")
-        T = video.frames.shape[0]
+        T = video.num_frames
+        if T < 2:
+            raise ValueError("a driving video needs at least 2 frames")
         if track.num_frames != T:
             raise ValueError(f"the keypoint track has {track.num_frames} frames but the video has {T}")
         if track.xy.shape[1] != support.n:
@@ -157,8 +140,8 @@ class DynamicStage:
 
         # 2. Targets at the render resolution; keypoints scaled from the video's pixels.
         vh, vw = video.frames.shape[1:3]
-        self.frames = _resize(video.frames.permute(0, 3, 1, 2), res).permute(0, 2, 3, 1).contiguous()
-        self.masks = _resize(video.masks[:, None].float(), res)[:, 0].contiguous()
+        resized = video.resized(res)
+        self.frames, self.masks = resized.frames.float(), resized.masks.float()
         scale = torch.tensor([res / vw, res / vh])
         self.track_xy = torch.from_numpy(track.xy) * scale
         self.track_weight = torch.from_numpy(track.confidence * track.visible)
@@ -369,13 +352,7 @@ class DynamicStage:
         self.snapshot_version = state["snapshot_version"]
 
 
-def _resize(x: Tensor, size: int) -> Tensor:
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x.float()
-    return F.interpolate(x.float(), size=(size, size), mode="area" if x.shape[-1] > size else "bilinear", align_corners=None if x.shape[-1] > size else False)
-
-
-def _digest(static: Gaussians, video: DrivingFrames, track: TrackResult) -> str:
+def _digest(static: Gaussians, video: DrivingVideo, track: TrackResult) -> str:
     h = hashlib.sha256()
     for t in list(static.tensors().values()) + [video.frames, video.masks]:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
