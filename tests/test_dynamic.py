@@ -111,6 +111,9 @@ def test_kml_values():
     assert loss.item() == pytest.approx(expected_frame0 / 2)
     conf[0, 0] = 0.0  # an untrusted keypoint does not count
     assert keypoint_match_loss(pred, target, conf, (100, 50)).item() == 0.0
+    pred[0, 0] = float("inf")  # a keypoint with no weight cannot poison the loss
+    assert keypoint_match_loss(pred, target, conf, (100, 50)).item() == 0.0
+    pred[0, 0] = torch.tensor([3.0, 4.0])
     conf = torch.tensor([[0.5, 1.0, 1.0], [1.0, 1.0, 1.0]])
     assert keypoint_match_loss(pred, target, conf, (100, 50)).item() == pytest.approx(0.5 * (0.03**2 + 0.08**2) / 2.5 / 2)
 
@@ -169,9 +172,10 @@ def test_anchor_lifting_and_projection_of_a_known_point():
     f = 32 / math.tan(math.radians(49.1) / 2)
     depth = 2.0 - 0.1
     torch.testing.assert_close(projected - pixel, torch.tensor([[f * 0.1 / depth, -f * 0.2 / depth]], dtype=torch.float64), atol=0.05, rtol=0)
-    # A pixel on empty background is not valid.
-    _, ok = lift_keypoints(wall, cam, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
-    assert not ok.item()
+    # A pixel on empty background is not valid, but still gets a finite point (at the wall's depth).
+    far, ok = lift_keypoints(wall, cam, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    assert not ok.item() and torch.isfinite(far).all()
+    assert cam.project(far)[1].item() == pytest.approx(1.9, abs=1e-3)
 
 
 # -- the loop --------------------------------------------------------------------------------------

@@ -292,3 +292,15 @@ def test_early_stop_drops_pairs_behind_opaque_layers():
     with_stop, _, _ = _contributing_pairs(feats, p.radii, p.depths, 32, 32, 10**8)
     without_stop, _, _ = _contributing_pairs(feats, p.radii, p.depths, 32, 32, 10**8, transmittance_min=0.0)
     assert len(with_stop) < 0.5 * len(without_stop)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_screen_space_means_collect_gradients(backend):
+    """Densification reads means2d.grad after backward: the returned tensor must be in the graph."""
+    g = random_scene(60, seed=4).requires_grad_()
+    for cams, shape in ((some_cameras(24, 20), (3, 60, 2)), (some_cameras(24, 20)[1], (60, 2))):
+        out = render(g, cams, 1.0, backend=backend)
+        out.means2d.retain_grad()
+        out.rgb.sum().backward()
+        assert out.means2d.shape == shape
+        assert out.means2d.grad is not None and out.means2d.grad.abs().sum() > 0

@@ -164,14 +164,9 @@ def run_demo(
 
 
 def _write_outputs(out: Path, model: Dynamic4D, inputs: DemoInputs, metrics: dict, cfg: DemoConfig) -> None:
-    from .io.sequence import write_sequence
     from .keypoints.draw import draw_track, save_gif
-    from .preview import write_previews
+    from .outputs import write_results
 
-    model.save(out / "model.pt")
-    write_sequence(out / "sequence", model, fps=cfg.video_fps, frame_count=cfg.frames)
-    if cfg.previews:
-        write_previews(model, out)
+    write_results(out, model, previews=cfg.previews)
     save_gif(draw_track(inputs.video.frames.numpy(), inputs.track), out / "keypoints.gif", fps=cfg.video_fps)
-    config = asdict(cfg)
-    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "config": config}, indent=1))
+    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "config": asdict(cfg)}, indent=1))

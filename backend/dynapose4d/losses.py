@@ -33,7 +33,8 @@ def keypoint_match_loss(pred: Tensor, target: Tensor, confidence: Tensor, image_
     scale = torch.tensor(image_size, dtype=pred.dtype, device=pred.device)
     sq = (((pred - target) / scale) ** 2).sum(-1)  # [F, N]
     w = confidence.to(pred.dtype)
-    per_frame = (w * sq).sum(-1) / w.sum(-1).clamp_min(1e-8)
+    # where(), not a product: a zero-weight keypoint must not turn the sum into NaN via 0 * inf.
+    per_frame = torch.where(w > 0, w * sq, torch.zeros_like(sq)).sum(-1) / w.sum(-1).clamp_min(1e-8)
     return per_frame.mean() if per_frame.numel() else pred.sum() * 0.0
 
 

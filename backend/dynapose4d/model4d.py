@@ -47,6 +47,15 @@ class Dynamic4D:
     def __post_init__(self):
         self._model = None
 
+    @classmethod
+    def still(cls, static: Gaussians, camera: Cameras, info: dict | None = None) -> "Dynamic4D":
+        """A static model shown as a 4D one (no motion, no keypoints): the static stage's snapshots."""
+        dtype = static.means.dtype
+        empty = Anchors(torch.zeros(0, 3, dtype=dtype), torch.zeros(0, dtype=torch.bool), Binding(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1, dtype=dtype)))
+        config = DeformConfig(mode="still")
+        state = make_deformation(static, config).state_dict()
+        return cls(static, config, state, Keypoints3D((), torch.zeros(0, 2, dtype=torch.long), empty), camera, 1.0, 2, info or {})
+
     @property
     def duration_s(self) -> float:
         return (self.num_frames - 1) / self.video_fps

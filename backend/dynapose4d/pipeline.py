@@ -66,26 +66,64 @@ class Setting:
         return out
 
 
-_COMMON = (
-    Setting("iterations", int, 200, 1, 100_000, help="dynamic-stage optimisation steps"),
+_LOSSES = (
     Setting("seed", int, 0, 0, 2**31 - 1, help="random seed"),
     Setting("lambda_kml", float, 20000.0, 0.0, 1e9, help="weight of the Keypoint Match Loss"),
     Setting("lambda_scl", float, 1000.0, 0.0, 1e9, help="weight of the Spatio-temporal Consistency Loss"),
+)
+_KEYPOINTS = (
+    Setting("keypoints", int, 14, 1, 100, help="automatic support keypoints (when none are uploaded)"),
+    Setting("estimator", str, "tracker", choices=("tracker", "static"), help="keypoint estimator"),
+)
+_RUN = (
+    Setting("previews", bool, True, help="render preview GIFs at the end"),
+    Setting("device", str, "auto", choices=("auto", "cpu", "cuda"), help="where to run"),
 )
 
 SETTINGS: dict[str, tuple[Setting, ...]] = {
     "demo": (
         Setting("motion", str, "lamp", choices=("lamp", "swing", "bend"), help="the built-in motion"),
+        Setting("iterations", int, 200, 1, 100_000, help="dynamic-stage optimisation steps"),
         Setting("gaussians", int, 4000, 200, 200_000, help="Gaussians in the built-in object"),
         Setting("frames", int, 14, 3, 64, help="driving-video frames"),
         Setting("previews", bool, True, help="render preview GIFs at the end"),
     )
-    + _COMMON,
+    + _LOSSES,
+    "generate": (
+        Setting("preset", str, "standard", choices=("fast", "standard", "high", "low-vram"), help="speed/quality/memory preset"),
+        Setting("static_iterations", int, 0, 0, 100_000, help="static-stage steps (0: from the preset)"),
+        Setting("iterations", int, 0, 0, 100_000, help="dynamic-stage steps (0: from the preset)"),
+        Setting("frames", int, 0, 0, 64, help="driving-video frames (0: the video model's, or 14 for a video)"),
+        Setting("zero123", str, "zero123-xl", help="Zero-1-to-3 model: registered name, hub id or folder"),
+        Setting("svd", str, "", help="video model: registered name, hub id or folder ('': from the preset)"),
+        Setting("svd_steps", int, 25, 1, 200, help="video denoising steps"),
+        Setting("svd_size", int, 512, 64, 1024, help="video generation size in pixels (DG4D: 512)"),
+        Setting("motion_bucket", int, 127, 1, 255, help="SVD's motion amount (higher: more motion)"),
+        Setting("dynamic_sds", bool, True, help="novel-view SDS in the dynamic stage (DG4D)"),
+    )
+    + _KEYPOINTS
+    + _LOSSES
+    + _RUN,
+    "animate": (
+        Setting("up_axis", str, "y", choices=("y", "z"), help="the PLY's up axis (z for Blender exports)"),
+        Setting("reference_elevation", float, 0.0, -89.0, 89.0, help="the PLY's view matching the video (degrees)"),
+        Setting("reference_azimuth", float, 0.0, -360.0, 360.0, help="the PLY's view matching the video (degrees)"),
+        Setting("iterations", int, 500, 1, 100_000, help="dynamic-stage steps"),
+        Setting("frames", int, 14, 2, 64, help="frames sampled from the video"),
+    )
+    + _KEYPOINTS
+    + _LOSSES
+    + _RUN,
 }
+
+_IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+_VIDEO = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".gif")
 
 # Input files per job kind: role -> (required, accepted suffixes).
 INPUTS: dict[str, dict[str, tuple[bool, tuple[str, ...]]]] = {
     "demo": {},
+    "generate": {"image": (True, _IMAGE), "video": (False, _VIDEO), "keypoints": (False, (".json",))},
+    "animate": {"ply": (True, (".ply",)), "video": (True, _VIDEO), "keypoints": (False, (".json",))},
 }
 
 
@@ -123,6 +161,9 @@ def _check_inputs(job_dir: Path, kind: str, inputs: dict[str, str]) -> None:
     for role, name in inputs.items():
         if Path(name).name != name or not (job_dir / "inputs" / name).is_file():
             raise JobError(f"input {role!r}: {name!r} is not a file in the job's inputs/ folder")
+        suffixes = roles[role][1]
+        if Path(name).suffix.lower() not in suffixes:
+            raise JobError(f"input {role!r}: {name!r} should be one of {', '.join(suffixes)}")
 
 
 def run_job(job_dir: str | Path, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:
@@ -154,5 +195,17 @@ def _run_demo(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shou
     return metrics
 
 
-RUNNERS: dict[str, Callable[..., dict]] = {"demo": _run_demo}
+def _run_generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    from .image_to_4d import generate
+
+    return generate(job_dir, settings, inputs, emit, should_stop)
+
+
+def _run_animate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    from .image_to_4d import animate
+
+    return animate(job_dir, settings, inputs, emit, should_stop)
+
+
+RUNNERS: dict[str, Callable[..., dict]] = {"demo": _run_demo, "generate": _run_generate, "animate": _run_animate}
 

@@ -66,6 +66,11 @@ def lift_keypoints(
     best = score.argmax(1)
     ok = a.gather(1, best[:, None])[:, 0] >= min_alpha
     z = depth[rr.gather(1, best[:, None])[:, 0], cc.gather(1, best[:, None])[:, 0]]
+    # A keypoint over empty background still needs a finite 3D point (it gets no weight): put it
+    # at the object's median depth, or at the orbit centre's distance if nothing was rendered.
+    solid = depth[alpha >= min_alpha]
+    fallback = solid.median() if solid.numel() else camera.c2w[:3, 3].norm()
+    z = torch.where(ok, z, fallback)
     points = camera.unproject(pixels.to(alpha.dtype), z)
     return points, ok
 

@@ -28,7 +28,7 @@ from .hexplane import HexPlane, HexPlaneConfig
 
 @dataclass
 class DeformConfig:
-    mode: str = "control"  # "control" (ours) or "per_gaussian" (DG4D baseline)
+    mode: str = "control"  # "control" (ours), "per_gaussian" (DG4D baseline), "still" (no motion)
     num_controls: int = 512  # M (the paper's value); also the handle count of the baseline
     knn: int = 4  # control points blended per Gaussian
     hidden: int = 64
@@ -261,12 +261,37 @@ class PerGaussianDeformation(nn.Module):
         return Deformed(means, quats, log_scales, means[:, i], quat_to_rotmat(q[:, i]), shift[:, i])
 
 
+class StillDeformation(nn.Module):
+    """No motion at all: how a static model (the static stage's result) is shown as a 4D one."""
+
+    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="still")):
+        super().__init__()
+        self.config = config
+        self.register_buffer("rest", static.means.detach()[:0].clone())
+
+    @property
+    def handles_rest(self) -> Tensor:
+        return self.rest
+
+    def forward(self, static: Gaussians, t: Tensor) -> Deformed:
+        f = t.shape[0]
+        eye = torch.eye(3, dtype=static.means.dtype, device=static.means.device).expand(f, 0, 3, 3)
+        none = self.rest[None].expand(f, 0, 3)
+        return Deformed(
+            static.means[None].expand(f, -1, -1),
+            static.quats[None].expand(f, -1, -1),
+            static.log_scales[None].expand(f, -1, -1),
+            none, eye, none,
+        )
+
+
+DEFORMATIONS = {"control": ControlDeformation, "per_gaussian": PerGaussianDeformation, "still": StillDeformation}
+
+
 def make_deformation(static: Gaussians, config: DeformConfig) -> nn.Module:
-    if config.mode == "control":
-        return ControlDeformation(static, config)
-    if config.mode == "per_gaussian":
-        return PerGaussianDeformation(static, config)
-    raise ValueError(f"unknown deformation mode {config.mode!r}; choose 'control' or 'per_gaussian'")
+    if config.mode not in DEFORMATIONS:
+        raise ValueError(f"unknown deformation mode {config.mode!r}; choose one of {', '.join(DEFORMATIONS)}")
+    return DEFORMATIONS[config.mode](static, config)
 
 
 def move_bound_points(deformed: Deformed, rest: Tensor, binding: "Binding") -> Tensor:
