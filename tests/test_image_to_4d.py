@@ -133,8 +133,9 @@ def test_registration_turns_the_chosen_view_to_the_front():
     assert across[2] > 0.9 and across[:2].abs().max() < 1e-5
     assert info["scale"] == pytest.approx(0.5 / 0.4, rel=0.05)
     up, _ = register_gaussians(g, PlyRegistration(elevation=30.0, radius=0.5))
-    # Seen from 30 degrees above, "up" tilts away from the camera.
-    assert up.means[2, 2] < 0 and up.means[2, 1] > 0
+    # The view from 30 degrees above becomes the front view: the object's top tilts towards it.
+    v = up.means[2] - 0.5 * (up.means[0] + up.means[1])  # the (0, 0.1, 0) marker's offset
+    assert v[2] > 0 and float(v[1] / v[2]) == pytest.approx(1 / math.tan(math.radians(30.0)), rel=1e-4)
 
 
 def test_static_stage_fits_the_reference_view_and_resumes_exactly(tmp_path, lamp):
