@@ -105,6 +105,67 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_setting_flags(parser: argparse.ArgumentParser, kind: str, skip: tuple[str, ...] = ()) -> None:
+    """One flag per declared setting (pipeline.SETTINGS is the single source of names, types,
+    ranges and defaults; values are validated there)."""
+    from .pipeline import SETTINGS
+
+    for s in SETTINGS[kind]:
+        if s.name in skip:
+            continue
+        flag = "--" + s.name.replace("_", "-")
+        if s.type is bool:
+            parser.add_argument(flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=f"{s.help} (default: {s.default})")
+        else:
+            parser.add_argument(flag, dest=s.name, type=s.type, default=None, choices=s.choices, help=f"{s.help} (default: {s.default!r})")
+
+
+def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
+    """Create (or resume) the job folder ``args.output`` and run it with a console progress."""
+    import shutil
+
+    from .pipeline import JOB_FILE, SETTINGS, run_job, write_job
+    from .progress import ConsoleProgress
+
+    out = Path(args.output)
+    settings = {s.name: getattr(args, s.name) for s in SETTINGS[kind] if getattr(args, s.name, None) is not None}
+    files = {}
+    for role, path in inputs.items():
+        if path is None:
+            continue
+        src = Path(path)
+        if not src.is_file():
+            raise ValueError(f"the {role} {src} is not a file")
+        files[role] = src.name
+    job_file = out / JOB_FILE
+    if job_file.exists() and not args.restart:
+        spec = json.loads(job_file.read_text())
+        print(f"resuming the {spec['kind']} job in {out} (use --restart to start over)")
+    else:
+        if out.exists() and args.restart:
+            shutil.rmtree(out)
+        (out / "inputs").mkdir(parents=True, exist_ok=True)
+        for role, path in inputs.items():
+            if path is not None:
+                shutil.copyfile(path, out / "inputs" / files[role])
+        write_job(out, kind, settings, files)
+    summary = run_job(out, ConsoleProgress())
+    print("RESULT " + json.dumps(summary))
+    if summary.get("status") == "finished":
+        print(f"results in {out}: model.pt, sequence/ (PLY per frame + sequence.json), previews")
+        return 0
+    print(f"stopped during the {summary.get('stage', '?')} stage; run the same command again to resume")
+    return 3
+
+
+def cmd_generate(args) -> int:
+    return _run_job_command(args, "generate", {"image": args.image, "video": args.video, "keypoints": args.keypoints})
+
+
+def cmd_animate(args) -> int:
+    return _run_job_command(args, "animate", {"ply": args.ply, "video": args.video, "keypoints": args.keypoints})
+
+
 def cmd_info(args) -> int:
     from .render import choose_backend
 
@@ -146,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="auto")
     render.set_defaults(func=cmd_render)
 
+    gen = sub.add_parser("generate", help="image -> 4D Gaussians (Zero-1-to-3 + Stable Video Diffusion + DynaPose4D)")
+    gen.add_argument("image", help="the input image (PNG with alpha works best)")
+    gen.add_argument("-o", "--output", default="out/generate", help="job folder (run again to resume)")
+    gen.add_argument("--video", help="drive with this video instead of generating one")
+    gen.add_argument("--keypoints", help="support keypoints JSON (pixels of the input image)")
+    gen.add_argument("--restart", action="store_true", help="discard an existing job folder")
+    _add_setting_flags(gen, "generate")
+    gen.set_defaults(func=cmd_generate)
+
+    anim = sub.add_parser("animate", help="an existing 3DGS PLY + a video -> 4D Gaussians")
+    anim.add_argument("ply", help="a 3DGS PLY file")
+    anim.add_argument("--video", required=True, help="the driving video")
+    anim.add_argument("-o", "--output", default="out/animate", help="job folder (run again to resume)")
+    anim.add_argument("--keypoints", help="support keypoints JSON (pixels of the PLY's reference-view render, 256x256)")
+    anim.add_argument("--restart", action="store_true", help="discard an existing job folder")
+    _add_setting_flags(anim, "animate")
+    anim.set_defaults(func=cmd_animate)
+
     info = sub.add_parser("info", help="show versions, device and renderer")
     info.add_argument("--device", default="auto")
     info.set_defaults(func=cmd_info)
@@ -153,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import add_models_cli
 
     add_models_cli(sub)
+    from .server.cli import add_serve_cli
+
+    add_serve_cli(sub)
     return ap
 
 

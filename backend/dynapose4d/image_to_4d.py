@@ -95,7 +95,7 @@ def _keypoints(job_dir: Path, settings: dict, inputs: dict, support_image: np.nd
         xy = to_reference(given.xy) if to_reference else given.xy
         support = SupportKeypoints(np.asarray(xy, np.float32), given.visible, given.names, given.edges, image_size=size)
     else:
-        support = auto_support_keypoints(support_image, support_mask > 0.5, n=settings["keypoints"])
+        support = auto_support_keypoints(support_image, support_mask > 0.5, n=settings["num_keypoints"])
     track = make_estimator(settings["estimator"]).estimate(
         Support(support_image, support, support_mask > 0.5), video.frames.numpy(), video.masks.numpy() > 0.5
     )

@@ -72,7 +72,7 @@ _LOSSES = (
     Setting("lambda_scl", float, 1000.0, 0.0, 1e9, help="weight of the Spatio-temporal Consistency Loss"),
 )
 _KEYPOINTS = (
-    Setting("keypoints", int, 14, 1, 100, help="automatic support keypoints (when none are uploaded)"),
+    Setting("num_keypoints", int, 14, 1, 100, help="automatic support keypoints (when none are given)"),
     Setting("estimator", str, "tracker", choices=("tracker", "static"), help="keypoint estimator"),
 )
 _RUN = (
