@@ -1,0 +1,439 @@
+"""The HTTP API (``/v1``): routes only; the work lives in the job manager, uploads and frames.
+
+Every route needs the bearer token and a loopback Host header (:mod:`.auth`). Errors are JSON
+``{"detail": "..."}`` with a 4xx status: 400 malformed request, 401 token, 403 Host, 404 no such
+job / no snapshot yet, 409 wrong state for the action, 413 too large, 415 wrong file type, 422
+invalid settings, inputs or parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from .. import __version__
+from ..pipeline import INPUTS, SETTINGS, JobError, validate_settings, write_job
+from .auth import AccessGuard
+from .config import ServerConfig
+from .frames import BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
+from .jobs import Job, JobConflict, JobManager, read_log_tail
+from .results import NoResults, result_zip
+from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
+from .store import FINAL_STATES, LOG_FILE, JobRecord, JobStore, UnknownJob
+from .uploads import UploadError, check_files, file_limit, match_roles, parse_settings, receive_form
+
+API = "/v1"
+FRAME_MEDIA_TYPE = "application/octet-stream"
+KEEPALIVE_S = 15.0
+PROBE_MAX_AGE_S = 60.0
+
+_ERRORS = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "malformed request",
+        401: "missing or wrong token",
+        403: "Host header refused",
+        404: "no such job, or nothing to show yet",
+        409: "the job is in the wrong state for this",
+        413: "upload too large",
+        415: "wrong content or file type",
+        422: "invalid settings, inputs or parameters",
+    }.items()
+}
+
+
+def _errors(*codes: int, json_route: bool = True) -> dict:
+    """Documented error responses. Routes whose success is not JSON (frames, zip, text, SSE)
+    still answer errors in JSON, so say so explicitly (FastAPI would use the route's type)."""
+    out = {code: _ERRORS[code] for code in (401, 403, *codes)}
+    if not json_route:
+        ref = {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+        out = {code: {"description": r["description"], "content": {"application/json": ref}} for code, r in out.items()}
+    return out
+
+
+class DeviceProbe:
+    """Device, GPU and model availability, probed in a subprocess and cached."""
+
+    def __init__(self):
+        self.info: dict | None = None
+        self.error: str | None = None
+        self.at = 0.0
+        self._task: asyncio.Task | None = None
+
+    def refresh(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        command = [sys.executable, "-m", "dynapose4d.server.probe"]
+        try:
+            done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120, env=env)
+            if done.returncode != 0:
+                raise RuntimeError((done.stderr or "").strip().splitlines()[-1:] or f"exit status {done.returncode}")
+            self.info, self.error = json.loads(done.stdout.strip().splitlines()[-1]), None
+        except Exception as exc:  # a broken probe must not break health
+            self.error = f"device probe failed: {type(exc).__name__}: {exc}"
+        self.at = time.monotonic()
+
+    async def get(self, wait_s: float = 30.0) -> tuple[dict | None, str | None]:
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), wait_s)
+            except asyncio.TimeoutError:
+                pass
+        if time.monotonic() - self.at > PROBE_MAX_AGE_S:
+            self.refresh()  # answer with what we have; the next call sees the fresh numbers
+        return self.info, self.error
+
+
+def _warm_imports() -> None:
+    """Import the heavy modules once at start-up, not inside the first upload or frame request."""
+    for name in ("images", "video", "model4d"):
+        importlib.import_module(f"dynapose4d.{name}")
+
+
+def _create_job_openapi() -> dict:
+    roles: dict[str, list[str]] = {}
+    for kind, spec in INPUTS.items():
+        for role, (required, suffixes) in spec.items():
+            need = "required" if required else "optional"
+            roles.setdefault(role, []).append(f"{kind} ({need}; {', '.join(suffixes)})")
+    properties = {
+        "kind": {"type": "string", "enum": list(SETTINGS), "description": "the job kind (see GET /v1/kinds)"},
+        "settings": {
+            "type": "string",
+            "description": 'a JSON object of settings, e.g. {"iterations": 200}; unknown names, wrong types and out-of-range values are refused',
+        },
+    }
+    for role, uses in sorted(roles.items()):
+        properties[role] = {"type": "string", "format": "binary", "description": "input file for " + "; ".join(uses)}
+    schema = {"type": "object", "required": ["kind"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=print) -> FastAPI:
+    """The FastAPI application (without the access guard; :func:`create_app` adds it)."""
+    store = JobStore(config.jobs_dir)
+    manager = JobManager(store, config, say=say)
+    frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes)
+    probe = DeviceProbe()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        manager.start()
+        probe.refresh()
+        # In the background: the server answers at once, and the first upload or frame request
+        # finds torch and OpenCV already loaded.
+        warm = asyncio.get_running_loop().run_in_executor(None, _warm_imports)
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            await warm
+            await manager.shutdown()
+            if on_shutdown is not None:
+                on_shutdown()
+
+    app = FastAPI(
+        title="DynaPose4D backend",
+        version=__version__,
+        description="Local job server: image to 4D Gaussians, streamed while it trains. Auth: 'Authorization: Bearer <token>' "
+        "with the token from the server's address file. Frame wire format: docs/wire-format.md.",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=None,  # the interactive pages load scripts from the internet
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    router = APIRouter(prefix=API)
+
+    # -- errors -----------------------------------------------------------------------------------
+    def handler(status: int):
+        async def handle(request: Request, exc: Exception):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+
+        return handle
+
+    for exc_type, status in (
+        (UnknownJob, 404),
+        (NoSnapshot, 404),
+        (JobConflict, 409),
+        (SnapshotGone, 409),
+        (NoResults, 409),
+        (BadFrameRequest, 422),
+        (JobError, 422),
+    ):
+        app.add_exception_handler(exc_type, handler(status))
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, exc: UploadError):
+        # The body may be half read: tell the client not to reuse the connection.
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers={"Connection": "close"})
+
+    # -- service ----------------------------------------------------------------------------------
+    @router.get("/health", response_model=Health, responses=_errors())
+    async def health() -> dict:
+        """Version, device, GPU name and memory, which models are available, job counts."""
+        info, error = await probe.get()
+        states = [job.record.state for job in manager.jobs.values()]
+        out = {
+            "status": "ok",
+            "version": __version__,
+            "api": API.strip("/"),
+            "pid": os.getpid(),
+            "max_jobs": config.max_jobs,
+            "jobs": {"queued": states.count("queued"), "running": states.count("running"), "total": len(states)},
+            "probe_error": error,
+        }
+        if info:
+            out.update({k: info.get(k) for k in ("device", "gpu", "torch")})
+            out["models"] = info.get("models", [])
+        return out
+
+    @router.get("/kinds", response_model=dict[str, KindInfo], responses=_errors())
+    async def kinds() -> dict:
+        """Job kinds with their settings (types, ranges, defaults) and input files."""
+        await asyncio.to_thread(_warm_imports)
+        out = {}
+        for kind, settings in SETTINGS.items():
+            inputs = {}
+            for role, (required, suffixes) in INPUTS.get(kind, {}).items():
+                limit = max((file_limit(s, config.limits) for s in suffixes), default=config.limits.max_request_bytes)
+                inputs[role] = {"required": required, "suffixes": list(suffixes), "max_bytes": limit}
+            out[kind] = {"settings": {s.name: s.describe() for s in settings}, "inputs": inputs}
+        return out
+
+    # -- jobs -------------------------------------------------------------------------------------
+    @router.get("/jobs", response_model=JobList, responses=_errors())
+    async def list_jobs() -> dict:
+        """Every job, oldest first (finished ones stay listed until deleted)."""
+        jobs = sorted(manager.jobs.values(), key=lambda j: j.record.created_at)
+        return {"jobs": [manager.status(job) for job in jobs]}
+
+    @router.post(
+        "/jobs",
+        status_code=201,
+        response_model=JobStatus,
+        responses=_errors(400, 413, 415, 422),
+        openapi_extra=_create_job_openapi(),
+    )
+    async def create_job(request: Request) -> dict:
+        """Create a job from a multipart form: ``kind``, ``settings`` (JSON object) and one file per
+        input role of the kind. The job is queued and runs when a slot is free."""
+        # The upload checks need torch and OpenCV: wait for them off the event loop (an import
+        # on the loop would stall every other request, event streams included).
+        await asyncio.to_thread(_warm_imports)
+        job_id = manager.store.new_id()
+        staging = manager.store.staging_dir(job_id)
+        staging.mkdir(parents=True)
+        try:
+            # 1. Receive the form, within the limits, into the staging folder.
+            roles = {role for spec in INPUTS.values() for role in spec}
+            form = await receive_form(
+                request.headers.get("content-type"),
+                request.headers.get("content-length"),
+                request.stream(),
+                staging,
+                roles,
+                config.limits,
+            )
+            # 2. Kind and settings.
+            kind = form.fields.get("kind", "").strip()
+            if kind not in SETTINGS:
+                raise UploadError(422, f"form field 'kind' must be one of {', '.join(SETTINGS)}; got {kind!r}")
+            settings = validate_settings(kind, parse_settings(form.fields.get("settings")))
+            # 3. Inputs: the right roles, then each file opened the way the pipeline will open it.
+            match_roles(kind, form.files, INPUTS.get(kind, {}))
+            await asyncio.to_thread(check_files, form.files, config.limits)
+            inputs = {role: f.path.name for role, f in form.files.items()}
+            write_job(staging, kind, settings, inputs)
+            record = JobRecord(
+                id=job_id,
+                kind=kind,
+                state="queued",
+                created_at=time.time(),
+                settings=settings,
+                inputs={r: {"file": f.path.name, "bytes": f.size, "filename": f.filename} for r, f in form.files.items()},
+            )
+            manager.store.save(record, folder=staging)
+            manager.store.commit(job_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        job = manager.add(record)
+        return manager.status(job)
+
+    @router.get("/jobs/{job_id}", response_model=JobStatus, responses=_errors(404))
+    async def job_status(job_id: str) -> dict:
+        """State, stage, progress, loss terms, ETA, snapshot version and frames available."""
+        return manager.status(manager.get(job_id))
+
+    @router.delete("/jobs/{job_id}", response_model=Deleted, responses=_errors(404))
+    async def delete_job(job_id: str) -> dict:
+        """Delete a job and its files (a running job is stopped first)."""
+        job = manager.get(job_id)
+        await manager.delete(job)
+        frames.forget(job_id)
+        return {"id": job_id, "deleted": True}
+
+    @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=_errors(404, 409))
+    async def cancel_job(job_id: str) -> dict:
+        """Stop a queued or running job. Answers once the worker has stopped (within about 2 s;
+        a worker that does not stop by itself is killed). The last checkpoint is kept."""
+        job = manager.get(job_id)
+        await manager.cancel(job)
+        return manager.status(job)
+
+    @router.post("/jobs/{job_id}/resume", response_model=JobStatus, responses=_errors(404, 409))
+    async def resume_job(job_id: str) -> dict:
+        """Queue a failed, cancelled or interrupted job again; it continues from its last checkpoint."""
+        job = manager.get(job_id)
+        manager.resume(job)
+        return manager.status(job)
+
+    @router.get("/jobs/{job_id}/log", response_class=PlainTextResponse, responses=_errors(404, 422, json_route=False))
+    async def job_log(job_id: str, lines: int = Query(200, ge=1, le=10_000)) -> str:
+        """The last lines of the worker's output (tracebacks of failed jobs land here)."""
+        job = manager.get(job_id)
+        return await asyncio.to_thread(read_log_tail, job.dir / LOG_FILE, lines)
+
+    @router.get(
+        "/jobs/{job_id}/events",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
+            **_errors(404, 422, json_route=False),
+        },
+    )
+    async def job_events(
+        job_id: str,
+        after: int = Query(-1, ge=-1, description="send only events with a larger id (Last-Event-ID works too)"),
+        last_event_id: str | None = Header(None),
+    ):
+        """Server-sent events: ``status`` (the job status, first and whenever the state changes),
+        then every worker event (``worker``, ``stage``, ``progress``, ``snapshot``, ``log``) with
+        its id; ``end`` when the job has stopped and everything was sent."""
+        job = manager.get(job_id)
+        if last_event_id and last_event_id.strip().isdigit():
+            after = max(after, int(last_event_id))
+        return StreamingResponse(
+            _event_stream(manager, job, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # -- results ----------------------------------------------------------------------------------
+    @router.get(
+        "/jobs/{job_id}/frames/{index}",
+        response_class=Response,
+        responses={
+            200: {"content": {FRAME_MEDIA_TYPE: {}}, "description": "one frame in the wire format (docs/wire-format.md)"},
+            **_errors(404, 409, 422, json_route=False),
+        },
+    )
+    async def get_frame(
+        job_id: str,
+        index: int = PathParam(..., ge=0, le=100_000),
+        fps: float | None = Query(None, gt=0, le=1000, description="frame rate to sample at (default: the driving video's)"),
+        frame_count: int | None = Query(None, ge=1, le=10_000, description="frames in the sequence (default: the clip once at fps)"),
+        mode: Literal["clamp", "loop", "pingpong"] = Query("clamp", description="time past the clip's end"),
+        dtype: Literal["float32", "float16"] = Query("float32"),
+        version: int | None = Query(None, ge=0, description="refuse (409) unless this is the latest snapshot"),
+    ) -> Response:
+        """Frame ``index`` of the latest snapshot, sampled at ``fps`` over ``frame_count`` frames."""
+        job = manager.get(job_id)
+        data, snapshot = await asyncio.to_thread(
+            frames.frame, job_id, job.dir, index, fps=fps, frame_count=frame_count, mode=mode, dtype=dtype, version=version
+        )
+        headers = {"X-Snapshot-Version": str(snapshot.get("version", "")), "X-Frame-Format": "dynapose4d.frame/1"}
+        return Response(content=data, media_type=FRAME_MEDIA_TYPE, headers=headers)
+
+    @router.get("/jobs/{job_id}/keypoints", response_model=KeypointTracks, responses=_errors(404, 409, 422))
+    async def get_keypoints(
+        job_id: str,
+        fps: float | None = Query(None, gt=0, le=1000),
+        frame_count: int | None = Query(None, ge=1, le=10_000),
+        mode: Literal["clamp", "loop", "pingpong"] = Query("clamp"),
+        version: int | None = Query(None, ge=0),
+    ) -> dict:
+        """All keypoint trajectories of the latest snapshot (world units, +Y up) and the skeleton."""
+        job = manager.get(job_id)
+        return await asyncio.to_thread(
+            frames.keypoints, job_id, job.dir, fps=fps, frame_count=frame_count, mode=mode, version=version
+        )
+
+    @router.get(
+        "/jobs/{job_id}/result",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"application/zip": {}}, "description": "PLY sequence + sequence.json"},
+            **_errors(404, 409, json_route=False),
+        },
+    )
+    async def get_result(job_id: str):
+        """The finished job's PLY sequence and its sidecar (plus job.json, metrics.json) as a zip."""
+        job = manager.get(job_id)
+        if job.record.state != "done":
+            raise JobConflict(f"job {job_id} is {job.record.state}; results exist once it is done")
+        async with job.result_lock:
+            path = await asyncio.to_thread(result_zip, job.dir)
+        return FileResponse(path, media_type="application/zip", filename=f"dynapose4d-{job_id}.zip")
+
+    app.include_router(router)
+    return app
+
+
+async def _event_stream(manager: JobManager, job: Job, after: int):
+    job.watchers += 1
+    try:
+        job.log.poll()
+        cursor, sent_state = after, None
+        while True:
+            changed = job.changed  # taken before reading, so no change slips between
+            if job.deleted:
+                yield _sse("status", json.dumps({"id": job.record.id, "state": "deleted"}))
+                yield _sse("end", "{}")
+                return
+            status = manager.status(job)
+            if (status["state"], status["attempts"]) != sent_state:
+                sent_state = (status["state"], status["attempts"])
+                yield _sse("status", json.dumps(status))
+            for event_id, kind, text in job.log.since(cursor):
+                yield _sse(kind, text, event_id)
+            cursor = max(cursor, len(job.log) - 1)
+            if status["state"] in FINAL_STATES and job.proc is None:
+                yield _sse("end", "{}")
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                yield ": keepalive\n\n"
+    finally:
+        job.watchers -= 1
+
+
+def _sse(event: str, data: str, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+def create_app(config: ServerConfig, **kwargs):
+    """The ASGI application: the API behind the access guard (Host check + bearer token)."""
+    return AccessGuard(build_api(config, **kwargs), config.token, config.port, config.extra_hosts)

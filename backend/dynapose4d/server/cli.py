@@ -1,0 +1,141 @@
+"""``dynapose4d serve``: run the job server (registered on the main parser by ``add_serve_cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .address import default_address_file, default_jobs_dir
+from .auth import is_loopback_address, new_token
+from .config import MIB, ServerConfig, UploadLimits
+
+REMOTE_HELP = """\
+Remote use: keep the server on 127.0.0.1 and tunnel to it with SSH, using the same port on both
+ends (the server checks the Host header against its own port), e.g. on your workstation:
+    ssh -N -L 8765:127.0.0.1:8765 gpu-box      # and on gpu-box: dynapose4d serve --port 8765
+then copy the address file from gpu-box (it holds the token). The token is sent with every
+request, so it must never cross a network in clear text: --allow-remote exists for networks you
+trust (or behind a TLS proxy), not for the internet."""
+
+
+def add_serve_cli(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the local job server (HTTP API for the Blender add-on)",
+        description="Run the local job server. " + REMOTE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --allow-remote)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one, printed and written to the address file)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (read the remote-use note first)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME", help="extra Host header name to accept (with --allow-remote)")
+    p.add_argument("--address-file", default=None, help=f"where to write address and token (default {default_address_file()})")
+    p.add_argument("--jobs-dir", default=None, help=f"job folders (default {default_jobs_dir()})")
+    p.add_argument("--max-jobs", type=int, default=1, help="jobs running at once (default 1: one GPU job); 0 queues without running")
+    p.add_argument("--max-upload-mb", type=float, default=2048, help="largest request body in MiB (default 2048)")
+    p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="decompression-bomb guard for uploaded images")
+    p.add_argument("--cancel-grace", type=float, default=1.5, help="seconds a worker gets to stop before it is killed")
+    p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI spec and exit")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name != "nt":  # on Windows this option lets a second server steal the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _limits(args) -> UploadLimits:
+    limits = UploadLimits(max_request_bytes=int(args.max_upload_mb * MIB), max_image_pixels=args.max_image_pixels)
+    if limits.max_request_bytes < 1024:
+        raise ValueError("--max-upload-mb is too small to hold any upload")
+    return limits
+
+
+def cmd_serve(args) -> int:
+    from .address import remove_address_file, write_address_file
+    from .app import build_api, create_app
+
+    if args.max_jobs < 0:
+        raise ValueError("--max-jobs must be >= 0")
+    jobs_dir = Path(args.jobs_dir) if args.jobs_dir else default_jobs_dir()
+    if args.print_openapi:
+        api = build_api(ServerConfig(jobs_dir=jobs_dir, token="-", limits=_limits(args)))
+        print(json.dumps(api.openapi(), indent=1))
+        return 0
+    # 1. Where to listen: loopback unless explicitly asked.
+    if not is_loopback_address(args.host) and not args.allow_remote:
+        print(f"error: refusing to listen on {args.host}: this server is for this machine only.\n{REMOTE_HELP}\n"
+              "(Pass --allow-remote to listen there anyway.)", file=sys.stderr)
+        return 2
+    if args.allowed_host and not args.allow_remote:
+        print("error: --allowed-host needs --allow-remote", file=sys.stderr)
+        return 2
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    host = args.host if ":" not in args.host else f"[{args.host.strip('[]')}]"
+    url = f"http://{host}:{port}"
+    extra = tuple(args.allowed_host) + ((host,) if args.allow_remote and not is_loopback_address(args.host) else ())
+    config = ServerConfig(
+        jobs_dir=jobs_dir,
+        token=new_token(),
+        host=args.host,
+        port=port,
+        max_jobs=args.max_jobs,
+        cancel_grace_s=args.cancel_grace,
+        extra_hosts=extra,
+        limits=_limits(args),
+    )
+    address_file = Path(args.address_file) if args.address_file else default_address_file()
+
+    # 2. The address file appears when the server is ready and goes when it stops.
+    def ready():
+        info = {
+            "url": url,
+            "host": host,
+            "port": port,
+            "token": config.token,
+            "pid": os.getpid(),
+            "version": _version(),
+            "api": "/v1",
+            "jobs_dir": str(jobs_dir.resolve()),
+            "started_at": time.time(),
+        }
+        write_address_file(address_file, info)
+        print(f"dynapose4d server listening on {url} (jobs in {jobs_dir}; address and token in {address_file})", flush=True)
+
+    def stopped():
+        remove_address_file(address_file, config.token)
+
+    import uvicorn
+
+    app = create_app(config, on_ready=ready, on_shutdown=stopped, say=lambda line: print(line, flush=True))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1, server_header=False)
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        stopped()
+    return 0
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

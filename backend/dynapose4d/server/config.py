@@ -1,0 +1,41 @@
+"""The server's settings in one plain object, filled by ``dynapose4d serve`` (or by tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class UploadLimits:
+    """Byte limits, enforced while the request body streams in.
+
+    Each file is also capped by ``max_request_bytes``. The class of a file comes from its suffix
+    (images, videos, JSON, PLY); any other suffix is capped by the request limit only.
+    """
+
+    max_request_bytes: int = 2048 * MIB
+    image_bytes: int = 64 * MIB
+    video_bytes: int = 1024 * MIB
+    json_bytes: int = 1 * MIB
+    ply_bytes: int = 2048 * MIB
+    field_bytes: int = 64 * 1024  # a text field (kind, settings)
+    max_parts: int = 16
+    max_image_pixels: int = 50_000_000  # decompression-bomb guard (images.load_image)
+
+
+@dataclass
+class ServerConfig:
+    jobs_dir: Path
+    token: str
+    host: str = "127.0.0.1"
+    port: int = 0  # the bound port (0 until bound)
+    max_jobs: int = 1  # jobs running at once; 0 accepts and queues jobs without running them
+    cancel_grace_s: float = 1.5  # a worker that has not stopped by then is killed
+    orphan_timeout_s: float = 10.0  # a worker whose server is gone exits after this at the latest
+    extra_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback (--allow-remote only)
+    limits: UploadLimits = field(default_factory=UploadLimits)
+    frame_cache_bytes: int = 256 * MIB
+    poll_interval_s: float = 0.01  # how often running workers' event files are read

@@ -1,0 +1,101 @@
+"""A job's event file, read incrementally, and the progress it adds up to.
+
+The worker appends one JSON object a line to ``events.jsonl`` (see :mod:`.worker` for the
+types). The line number is the event's id: the SSE stream sends it, and a client that
+reconnects passes the last id it saw. Only complete lines are read (the worker may be in the
+middle of writing one); a line that is not JSON (a worker killed mid-write) keeps its id and is
+skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Progress:
+    """What the events say so far (the latest value of each)."""
+
+    stage: str | None = None
+    stage_status: str | None = None
+    iteration: int | None = None
+    total: int | None = None
+    losses: dict = field(default_factory=dict)
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    snapshot: dict | None = None
+    message: str | None = None
+    worker: dict | None = None  # the last "worker" event: started / finished / stopped / failed
+
+    def apply(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "progress":
+            self.stage = event.get("stage", self.stage)
+            self.iteration = event.get("iteration")
+            self.total = event.get("total")
+            self.losses = event.get("losses") or {}
+            self.elapsed_s = event.get("elapsed_s")
+            self.eta_s = event.get("eta_s")
+        elif kind == "stage":
+            self.stage = event.get("stage", self.stage)
+            self.stage_status = event.get("status")
+        elif kind == "snapshot":
+            self.snapshot = {k: v for k, v in event.items() if k not in ("type", "time")}
+        elif kind == "log":
+            self.message = event.get("message")
+        elif kind == "worker":
+            self.worker = event
+            if event.get("status") == "started":
+                self.eta_s = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EventLog:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.lines: list[tuple[str, str] | None] = []  # (type, raw JSON text) by id; None where a line was not JSON
+        self.progress = Progress()
+        self._offset = 0
+        self._partial = b""
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def poll(self) -> int:
+        """Read what was appended since the last call; returns the number of new events."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size < self._offset:  # the file was replaced (job deleted and re-created): start over
+            self.__init__(self.path)
+        if size == self._offset:
+            return 0
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read(size - self._offset)
+        self._offset += len(data)
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        for raw in complete:
+            text = raw.decode("utf-8", "replace").strip()
+            try:
+                event = json.loads(text)
+                if not isinstance(event, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                self.lines.append(None)
+                continue
+            self.progress.apply(event)
+            self.lines.append((str(event.get("type", "event")), text))
+        return len(complete)
+
+    def since(self, after: int) -> list[tuple[int, str, str]]:
+        """``(id, type, json text)`` of the events with id > ``after``."""
+        start = max(0, after + 1)
+        return [(i, *line) for i, line in enumerate(self.lines[start:], start) if line is not None]

@@ -1,0 +1,229 @@
+"""Frames and keypoint trajectories sampled from a job's latest snapshot model.
+
+The worker saves each snapshot as a whole 4D model (``snapshots/latest.pt``); the deformation is
+continuous in time, so a client asks for frame ``index`` of ``frame_count`` frames at ``fps``
+(its scene's frame rate), not for one of the T training frames. The loaded model is cached per
+job and reloaded when the file changes; encoded frames are cached (bounded by bytes) because a
+client typically fetches a sequence, and a re-fetch after a reconnect should be free.
+
+Blocking (torch) work: call these from a worker thread, not from the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .store import SNAPSHOT_FILE
+from .wire import encode_frame
+
+MAX_FRAME_COUNT = 10_000
+MAX_FPS = 1000.0
+
+
+class NoSnapshot(LookupError):
+    pass
+
+
+class SnapshotGone(Exception):
+    """The client asked for a snapshot version that has been replaced by a newer one."""
+
+
+class BadFrameRequest(ValueError):
+    pass
+
+
+@dataclass
+class _Loaded:
+    stamp: tuple
+    model: object  # Dynamic4D
+    snapshot: dict  # {"version", "iteration", "stage"}
+
+
+class SnapshotFrames:
+    def __init__(self, max_models: int = 4, frame_cache_bytes: int = 256 * 2**20):
+        self.max_models = max_models
+        self.frame_cache_bytes = frame_cache_bytes
+        self._models: OrderedDict[str, _Loaded] = OrderedDict()
+        self._frames: OrderedDict[tuple, bytes] = OrderedDict()
+        self._frame_bytes = 0
+        self._lock = threading.Lock()  # guards the two caches
+        self._load_lock = threading.Lock()
+
+    # -- the model -----------------------------------------------------------------------------
+    def load(self, job_id: str, job_dir: Path) -> _Loaded:
+        from ..model4d import Dynamic4D
+
+        path = job_dir / SNAPSHOT_FILE
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise NoSnapshot("this job has no snapshot yet; wait for a 'snapshot' event") from None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._cached_model(job_id, stamp)
+        if cached is not None:
+            return cached
+        # One load at a time: two requests for a new snapshot must not both build the model
+        # (building the deformation at 100k Gaussians takes a second or two).
+        with self._load_lock:
+            cached = self._cached_model(job_id, stamp)
+            if cached is not None:
+                return cached
+            model = Dynamic4D.load(path)
+            model.model()  # build the deformation network now, not in a concurrent first sample
+            loaded = _Loaded(stamp, model, dict(model.info.get("snapshot") or {}))
+            with self._lock:
+                self._models[job_id] = loaded
+                while len(self._models) > self.max_models:
+                    self._models.popitem(last=False)
+        return loaded
+
+    def _cached_model(self, job_id: str, stamp: tuple) -> _Loaded | None:
+        with self._lock:
+            cached = self._models.get(job_id)
+            if cached is None or cached.stamp != stamp:
+                return None
+            self._models.move_to_end(job_id)
+            return cached
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._models.pop(job_id, None)
+            for key in [k for k in self._frames if k[0] == job_id]:
+                self._frame_bytes -= len(self._frames.pop(key))
+
+    # -- requests ------------------------------------------------------------------------------
+    @staticmethod
+    def _timing(model, fps: float | None, frame_count: int | None, mode: str) -> tuple[float, int]:
+        from ..model4d import TIME_MODES, default_frame_count
+
+        fps = model.video_fps if fps is None else fps
+        if not (0 < fps <= MAX_FPS):
+            raise BadFrameRequest(f"fps must be in (0, {MAX_FPS:g}], got {fps}")
+        frame_count = default_frame_count(model, fps) if frame_count is None else frame_count
+        if not 1 <= frame_count <= MAX_FRAME_COUNT:
+            raise BadFrameRequest(f"frame_count must be within 1..{MAX_FRAME_COUNT}, got {frame_count}")
+        if mode not in TIME_MODES:
+            raise BadFrameRequest(f"mode must be one of {', '.join(TIME_MODES)}, got {mode!r}")
+        return fps, frame_count
+
+    def frame(
+        self,
+        job_id: str,
+        job_dir: Path,
+        index: int,
+        *,
+        fps: float | None = None,
+        frame_count: int | None = None,
+        mode: str = "clamp",
+        dtype: str = "float32",
+        version: int | None = None,
+    ) -> tuple[bytes, dict]:
+        """The encoded frame and its snapshot info."""
+        loaded = self.load(job_id, job_dir)
+        self._check_version(loaded, version)
+        fps, frame_count = self._timing(loaded.model, fps, frame_count, mode)
+        if not 0 <= index < frame_count:
+            raise BadFrameRequest(f"frame index {index} is outside 0..{frame_count - 1} (frame_count={frame_count})")
+        key = (job_id, loaded.snapshot.get("version"), loaded.stamp, float(fps), frame_count, mode, index, dtype)
+        with self._lock:
+            data = self._frames.get(key)
+            if data is not None:
+                self._frames.move_to_end(key)
+                return data, loaded.snapshot
+        data = self._encode(loaded, index, fps, frame_count, mode, dtype)
+        with self._lock:
+            if key not in self._frames and len(data) <= self.frame_cache_bytes:
+                self._frames[key] = data
+                self._frame_bytes += len(data)
+                while self._frame_bytes > self.frame_cache_bytes:
+                    self._frame_bytes -= len(self._frames.popitem(last=False)[1])
+        return data, loaded.snapshot
+
+    @staticmethod
+    def _check_version(loaded: _Loaded, version: int | None) -> None:
+        current = loaded.snapshot.get("version")
+        if version is not None and version != current:
+            raise SnapshotGone(f"snapshot version {version} has been replaced; the latest is {current} (fetch its frames instead)")
+
+    @staticmethod
+    def _encode(loaded: _Loaded, index: int, fps: float, frame_count: int, mode: str, dtype: str) -> bytes:
+        import torch
+
+        model = loaded.model
+        times = model.times(frame_count, fps, mode)
+        with torch.no_grad():
+            gaussians, keypoints = model.sample(times[index : index + 1])
+            g = gaussians.map(lambda t: t[0])
+            arrays = {
+                "positions": g.means,
+                "rotations": g.rotations,
+                "scales": g.scales,
+                "opacities": g.opacities,
+                "colors": g.rgb.clamp(0.0, 1.0),
+                "keypoints": keypoints[0],
+            }
+            arrays = {k: v.detach().float().cpu().numpy() for k, v in arrays.items()}
+        meta = {
+            "frame": {
+                "index": index,
+                "frame_count": frame_count,
+                "fps": fps,
+                "time_mode": mode,
+                "seconds": index / fps,
+                "time": float(times[index]),
+            },
+            "snapshot": loaded.snapshot,
+            "up": "+y",
+        }
+        return encode_frame(arrays, dtype=dtype, meta=meta)
+
+    def keypoints(
+        self,
+        job_id: str,
+        job_dir: Path,
+        *,
+        fps: float | None = None,
+        frame_count: int | None = None,
+        mode: str = "clamp",
+        version: int | None = None,
+    ) -> dict:
+        """All keypoint trajectories and the skeleton, as JSON-ready data."""
+        import torch
+
+        loaded = self.load(job_id, job_dir)
+        self._check_version(loaded, version)
+        model = loaded.model
+        fps, frame_count = self._timing(model, fps, frame_count, mode)
+        times = model.times(frame_count, fps, mode)
+        with torch.no_grad():
+            # Only the handles' motion is needed for keypoints, not every Gaussian of every frame.
+            motion = model.model().handle_motion(model.static, times)
+            positions = model.keypoints.anchors.positions(motion)
+        kp = model.keypoints
+        cam = model.camera
+        return {
+            "snapshot": loaded.snapshot,
+            "fps": fps,
+            "frame_count": frame_count,
+            "time_mode": mode,
+            "times": [round(float(t), 6) for t in times],
+            "names": list(kp.names),
+            "edges": np.asarray(kp.edges).tolist(),
+            "valid": [bool(v) for v in kp.anchors.valid.tolist()],
+            "positions": np.round(positions.float().cpu().numpy(), 6).tolist(),
+            "camera": {
+                "c2w": np.asarray(cam.c2w).reshape(4, 4).tolist(),
+                "fovy_deg": float(np.degrees(float(cam.fovy))),
+                "width": int(cam.width),
+                "height": int(cam.height),
+            },
+            "video_fps": model.video_fps,
+            "video_frames": model.num_frames,
+            "up": "+y",
+        }

@@ -1,0 +1,348 @@
+"""The job manager: a queue, worker processes, and each job's state, inside the server's event loop.
+
+One supervisor task polls every few milliseconds: it reads new lines of the event files that are
+being written or watched, notices workers that exited, kills workers that did not stop in time,
+and starts queued jobs while fewer than ``max_jobs`` run (one GPU job at a time by default).
+Everything that changes a job happens on the event loop, so no locks are needed.
+
+States: queued -> running -> done | failed | cancelled | interrupted. A failed, cancelled or
+interrupted job can be resumed (queued again); its pipeline continues from its last checkpoint.
+On start-up, jobs recorded as running were interrupted by a server crash and are marked so;
+queued jobs stay queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import ServerConfig
+from .eventlog import EventLog
+from .store import EVENTS_FILE, LOG_FILE, RESULT_ZIP, RESUMABLE_STATES, JobRecord, JobStore, UnknownJob, check_job_id
+from .worker import EXIT_BUSY, ORPHAN_TIMEOUT_ENV
+
+LOG_TAIL_LINES = 12
+RESUME_HINT = "resume it to continue from its last checkpoint"
+
+
+class JobConflict(Exception):
+    """The job is in a state where this action makes no sense; the message says which states do."""
+
+
+class Job:
+    """A job's record plus what only exists while the server runs (worker process, watchers)."""
+
+    def __init__(self, record: JobRecord, folder: Path):
+        self.record = record
+        self.dir = folder
+        self.log = EventLog(folder / EVENTS_FILE)
+        self.proc: subprocess.Popen | None = None
+        self.attempt_first_event = 0
+        self.cancel_requested = False
+        self.interrupt_on_exit = False
+        self.kill_deadline: float | None = None
+        self.watchers = 0
+        self.deleted = False
+        self.result_lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set at the next change; take it *before* reading the state to miss nothing."""
+        return self._changed
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class JobManager:
+    def __init__(self, store: JobStore, config: ServerConfig, say=print):
+        self.store = store
+        self.config = config
+        self.say = say
+        self.jobs: dict[str, Job] = {}
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        records, warnings = self.store.load_all()
+        for warning in warnings:
+            self.say(f"warning: {warning}")
+        for record in records:
+            if record.state == "running":
+                record.state = "interrupted"
+                record.error = f"the server stopped while this job was running; {RESUME_HINT}"
+                record.finished_at = time.time()
+                self.store.save(record)
+            self.jobs[record.id] = Job(record, self.store.job_dir(record.id))
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def shutdown(self) -> None:
+        """Stop running workers (they keep their checkpoints); their jobs become interrupted."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()  # from here on, this method alone looks after the workers
+        running = [job for job in self.jobs.values() if job.proc is not None]
+        for job in running:
+            job.interrupt_on_exit = True
+            self._send_stop(job)
+        deadline = time.monotonic() + self.config.cancel_grace_s
+        while time.monotonic() < deadline and any(job.proc.poll() is None for job in running):
+            await asyncio.sleep(0.02)
+        for job in running:
+            if job.proc.poll() is None:
+                self._kill(job)
+            await asyncio.to_thread(job.proc.wait, 10)
+            self._finish(job)
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception as exc:  # the supervisor must outlive any one job's surprise
+                self.say(f"warning: job supervisor: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.config.poll_interval_s)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            if (job.proc is not None or job.watchers) and job.log.poll():
+                job.notify()
+            if job.proc is not None:
+                if job.proc.poll() is not None:
+                    self._finish(job)
+                elif job.kill_deadline is not None and now >= job.kill_deadline:
+                    self._kill(job)
+        if not self._closing:
+            self._start_queued()
+
+    # -- lookups --------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        check_job_id(job_id)
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r} (it never existed or was deleted)")
+        return job
+
+    def add(self, record: JobRecord) -> Job:
+        job = Job(record, self.store.job_dir(record.id))
+        self.jobs[record.id] = job
+        self._start_queued()
+        return job
+
+    def status(self, job: Job) -> dict:
+        if job.proc is None and not job.watchers:
+            job.log.poll()
+        r, p = job.record, job.log.progress
+        progress = None
+        if p.iteration is not None and p.total:
+            progress = round(min(1.0, p.iteration / p.total), 6)
+        return {
+            "id": r.id,
+            "kind": r.kind,
+            "state": r.state,
+            "created_at": r.created_at,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "settings": r.settings,
+            "inputs": r.inputs,
+            "attempts": r.attempts,
+            "error": r.error,
+            "exit_code": r.exit_code,
+            "stage": p.stage,
+            "iteration": p.iteration,
+            "total": p.total,
+            "progress": progress,
+            "losses": p.losses,
+            "elapsed_s": p.elapsed_s,
+            "eta_s": p.eta_s if r.state == "running" else None,
+            "snapshot": p.snapshot,
+            "frames_available": int(p.snapshot.get("num_frames", 0)) if p.snapshot else 0,
+            "results_available": r.state == "done" and (job.dir / "sequence" / "sequence.json").exists(),
+            "resumable": r.state in RESUMABLE_STATES,
+            "events": len(job.log),
+            "message": p.message,
+            "worker_pid": job.proc.pid if job.proc is not None else None,
+        }
+
+    # -- actions --------------------------------------------------------------------------------
+    async def cancel(self, job: Job) -> None:
+        """Stop a job within ``cancel_grace_s`` (+ a kill); its last checkpoint stays."""
+        state = job.record.state
+        if state == "queued":
+            self._set_final(job, "cancelled", None)
+            return
+        if state != "running":
+            raise JobConflict(f"job {job.record.id} is {state}; only queued or running jobs can be cancelled")
+        job.cancel_requested = True
+        self._send_stop(job)
+        if job.kill_deadline is None:
+            job.kill_deadline = time.monotonic() + self.config.cancel_grace_s
+        deadline = time.monotonic() + self.config.cancel_grace_s + 3.0
+        while job.proc is not None and time.monotonic() < deadline:
+            changed = job.changed
+            try:
+                await asyncio.wait_for(changed.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+
+    def resume(self, job: Job) -> None:
+        state = job.record.state
+        if state not in RESUMABLE_STATES:
+            raise JobConflict(f"job {job.record.id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} jobs can be resumed")
+        job.record.state = "queued"
+        job.record.error = None
+        job.record.finished_at = None
+        self.store.save(job.record)
+        job.notify()
+        self._start_queued()
+
+    async def delete(self, job: Job) -> None:
+        if job.proc is not None:
+            job.cancel_requested = True
+            self._kill(job)  # the files are going away: no point in a graceful stop
+            await asyncio.to_thread(job.proc.wait, 10)
+            self._finish(job)
+        job.deleted = True
+        self.jobs.pop(job.record.id, None)
+        job.notify()
+        await asyncio.to_thread(self.store.delete, job.record.id)
+
+    # -- workers --------------------------------------------------------------------------------
+    def _start_queued(self) -> None:
+        running = sum(1 for job in self.jobs.values() if job.proc is not None)
+        queued = sorted((j for j in self.jobs.values() if j.record.state == "queued"), key=lambda j: j.record.created_at)
+        for job in queued[: max(0, self.config.max_jobs - running)]:
+            self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        r = job.record
+        r.state, r.started_at, r.finished_at, r.error, r.exit_code = "running", time.time(), None, None, None
+        r.attempts += 1
+        job.cancel_requested = job.interrupt_on_exit = False
+        job.kill_deadline = None
+        job.log.poll()
+        job.attempt_first_event = len(job.log)
+        (job.dir / RESULT_ZIP).unlink(missing_ok=True)
+        log_fh = open(job.dir / LOG_FILE, "ab")
+        log_fh.write(f"--- attempt {r.attempts}, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+        log_fh.flush()
+        package_root = str(Path(__file__).resolve().parents[2])  # so the worker imports this same code
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env[ORPHAN_TIMEOUT_ENV] = str(self.config.orphan_timeout_s)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        # Its own process group: Ctrl-C in the server's terminal reaches the server only (which
+        # then stops the worker properly), and a kill reaches the worker's children too.
+        group = {"start_new_session": True} if os.name != "nt" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        try:
+            job.proc = subprocess.Popen(
+                [sys.executable, "-m", "dynapose4d.server.worker", str(job.dir)],
+                stdin=subprocess.PIPE,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                cwd=job.dir,
+                env=env,
+                **group,
+            )
+        except OSError as exc:
+            r.state, r.error, r.finished_at = "failed", f"could not start the worker process: {exc}", time.time()
+        finally:
+            log_fh.close()  # the child has its own copy of the descriptor
+        self.store.save(r)
+        job.notify()
+
+    def _send_stop(self, job: Job) -> None:
+        try:
+            job.proc.stdin.write(b"stop\n")
+            job.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # already gone; the exit is picked up by the supervisor
+
+    def _kill(self, job: Job) -> None:
+        job.kill_deadline = None
+        try:
+            if os.name != "nt":
+                os.killpg(job.proc.pid, signal.SIGKILL)
+            else:
+                job.proc.kill()
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+
+    def _finish(self, job: Job) -> None:
+        """The worker exited: decide the job's state from its last event and exit status."""
+        proc, job.proc = job.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        rc = proc.returncode
+        job.log.poll()
+        job.record.exit_code = rc
+        last = None
+        for i in range(len(job.log.lines) - 1, job.attempt_first_event - 1, -1):
+            line = job.log.lines[i]
+            if line is not None and line[0] == "worker":
+                parsed = json.loads(line[1])
+                if parsed.get("type") == "worker" and parsed.get("status") != "started":
+                    last = parsed
+                    break
+        status = last.get("status") if last else None
+        if status == "finished" and rc == 0:
+            self._set_final(job, "done", None)
+        elif job.cancel_requested:
+            self._set_final(job, "cancelled", None)
+        elif job.interrupt_on_exit:
+            self._set_final(job, "interrupted", f"the server was shut down while this job was running; {RESUME_HINT}")
+        elif status == "stopped":
+            self._set_final(job, "interrupted", f"the worker stopped ({last.get('reason') or 'no reason given'}); {RESUME_HINT}")
+        elif rc == EXIT_BUSY:
+            self._set_final(job, "failed", "a previous worker of this job is still running; try resuming again in a moment")
+        elif status == "failed":
+            self._set_final(job, "failed", last.get("error") or "the job failed (see its log)")
+        else:
+            self._set_final(job, "failed", f"{_exit_description(rc)}; last lines of its log:\n{self._log_tail(job)}")
+        job.cancel_requested = job.interrupt_on_exit = False
+        job.kill_deadline = None
+
+    def _set_final(self, job: Job, state: str, error: str | None) -> None:
+        job.record.state = state
+        job.record.error = error
+        job.record.finished_at = time.time()
+        self.store.save(job.record)
+        job.notify()
+
+    def _log_tail(self, job: Job) -> str:
+        return read_log_tail(job.dir / LOG_FILE, LOG_TAIL_LINES)
+
+
+def read_log_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _exit_description(rc: int | None) -> str:
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (by the user, or by the system when memory ran out)" if name == "SIGKILL" else ""
+        return f"the worker was killed by {name}{hint}"
+    return f"the worker exited with status {rc} without reporting why"

@@ -1,0 +1,71 @@
+"""The frame wire format (encoder): one frame of Gaussians + keypoints as compact binary.
+
+The layout is specified in ``docs/wire-format.md``; the add-on's numpy-only decoder is
+``blender_addon/format/wire.py``, and the tests round-trip the two. In short::
+
+    bytes 0..3    b"DP4F"
+    bytes 4..7    uint32 little-endian: H, the header length in bytes
+    bytes 8..8+H  UTF-8 JSON header, padded with spaces so that 8 + H is a multiple of 8
+    then          the payload: little-endian C-order arrays at the header's offsets (relative
+                  to the payload start, each a multiple of 8), zero bytes between them
+
+Header: ``{"format": "dynapose4d.frame", "format_version": 1, "count": N, "keypoint_count": P,
+"dtype": "float32"|"float16", "fields": [{"name", "dtype", "shape", "offset", "nbytes"}, ...],
+...metadata}``. Fields, in this order: ``positions [N, 3]``, ``rotations [N, 4]`` (unit
+quaternions, w x y z), ``scales [N, 3]`` (standard deviations in world units, activated),
+``opacities [N]`` (in [0, 1]), ``colors [N, 3]`` (degree-0 colour as RGB in [0, 1]),
+``keypoints [P, 3]`` (always float32). Backend coordinates: right-handed, +Y up.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+MAGIC = b"DP4F"
+FORMAT = "dynapose4d.frame"
+FORMAT_VERSION = 1
+DTYPES = {"float32": "<f4", "float16": "<f2"}
+# name -> trailing shape (after N); keypoints are listed separately (count P, float32).
+GAUSSIAN_FIELDS = (("positions", (3,)), ("rotations", (4,)), ("scales", (3,)), ("opacities", ()), ("colors", (3,)))
+ALIGN = 8
+
+
+def _pad(n: int) -> int:
+    return (-n) % ALIGN
+
+
+def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: dict | None = None) -> bytes:
+    """``arrays``: the five Gaussian fields (``[N, ...]``) and ``keypoints [P, 3]``; ``meta`` is
+    copied into the header (frame index, time, snapshot version, ...)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    n = int(np.asarray(arrays["positions"]).shape[0])
+    blobs, fields, offset = [], [], 0
+    specs = [(name, (n, *tail), DTYPES[dtype]) for name, tail in GAUSSIAN_FIELDS]
+    keypoints = np.asarray(arrays.get("keypoints", np.zeros((0, 3))))
+    specs.append(("keypoints", (int(keypoints.shape[0]), 3), "<f4"))
+    for name, shape, wire_dtype in specs:
+        arr = np.ascontiguousarray(np.asarray(arrays[name]) if name != "keypoints" else keypoints, dtype=wire_dtype)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {list(shape)}, got {list(arr.shape)}")
+        data = arr.tobytes()
+        fields.append({"name": name, "dtype": wire_dtype, "shape": list(shape), "offset": offset, "nbytes": len(data)})
+        blobs.append(data)
+        blobs.append(b"\0" * _pad(len(data)))
+        offset += len(data) + _pad(len(data))
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "count": n,
+        "keypoint_count": int(keypoints.shape[0]),
+        "dtype": dtype,
+        "fields": fields,
+        "payload_bytes": offset,
+        **(meta or {}),
+    }
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * _pad(8 + len(text))
+    return b"".join([MAGIC, struct.pack("<I", len(text)), text, *blobs])

@@ -1,0 +1,79 @@
+"""The server's parts without a server: job store, event log, worker event file, failures."""
+
+import json
+import time
+
+import pytest
+
+from dynapose4d.server.eventlog import EventLog
+from dynapose4d.server.store import JobRecord, JobStore, UnknownJob, check_job_id
+from dynapose4d.server.worker import EventWriter, StopRequest, _describe_failure, _last_snapshot_version
+
+
+def test_job_ids_are_strict():
+    assert check_job_id("0123456789abcdef0123456789abcdef")
+    for bad in ("..", "../x", "0123456789ABCDEF0123456789ABCDEF", "0" * 31, "0" * 33, "0" * 31 + "/", "", None):
+        with pytest.raises(UnknownJob, match="32 lowercase hex digits"):
+            check_job_id(bad)
+
+
+def test_store_round_trip_and_recovery_skips_what_is_not_a_job(tmp_path):
+    store = JobStore(tmp_path)
+    record = JobRecord(id=store.new_id(), kind="demo", state="queued", created_at=time.time(), settings={"iterations": 3})
+    staging = store.staging_dir(record.id)
+    staging.mkdir(parents=True)
+    store.save(record, folder=staging)
+    store.commit(record.id)
+    (tmp_path / "notes").mkdir()  # a folder without a record
+    (tmp_path / ("f" * 32)).mkdir()
+    (tmp_path / ("f" * 32) / "state.json").write_text("{broken")
+    store.staging_dir("e" * 32).mkdir(parents=True)  # an upload that never finished
+    records, warnings = store.load_all()
+    assert [r.to_dict() for r in records] == [record.to_dict()]
+    assert len(warnings) == 2 and all("not a readable job" in w for w in warnings)
+    assert not (tmp_path / ".incoming" / ("e" * 32)).exists()
+    store.delete(record.id)
+    assert store.load_all()[0] == []
+
+
+def test_event_log_reads_complete_lines_only(tmp_path):
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    assert log.poll() == 0  # no file yet
+    with open(path, "ab") as fh:
+        fh.write(b'{"type": "progress", "iteration": 1, "total": 4, "losses": {"loss": 2.0}}\n{"type": "progr')
+    assert log.poll() == 1 and log.progress.iteration == 1 and log.progress.losses == {"loss": 2.0}
+    with open(path, "ab") as fh:
+        fh.write(b'ess", "iteration": 2, "total": 4}\nnot json\n{"type": "snapshot", "version": 3, "time": 1.0}\n')
+    assert log.poll() == 3
+    assert log.progress.iteration == 2 and log.progress.snapshot == {"version": 3}
+    assert [(i, kind) for i, kind, _ in log.since(-1)] == [(0, "progress"), (1, "progress"), (3, "snapshot")]
+    assert [i for i, _, _ in log.since(1)] == [3]
+    assert len(log) == 4  # the bad line keeps its id
+
+
+def test_worker_event_file_survives_a_torn_line(tmp_path):
+    (tmp_path / "events.jsonl").write_bytes(b'{"type": "snapshot", "version": 4}\n{"type": "progress", "itera')
+    assert _last_snapshot_version(tmp_path / "events.jsonl") == 4
+    writer = EventWriter(tmp_path, StopRequest(10))
+    writer.write({"type": "log", "message": "next attempt", "value": float("nan")})
+    writer.close()
+    log = EventLog(tmp_path / "events.jsonl")
+    log.poll()
+    kinds = [kind for _, kind, _ in log.since(-1)]
+    assert kinds == ["snapshot", "log"] and len(log) == 3  # the torn line stays on its own line
+    last = json.loads(log.since(-1)[-1][2])
+    assert last["message"] == "next attempt" and last["value"] is None and last["time"] > 0
+    assert writer.snapshot_version == 4  # the next snapshot of this job is version 5
+
+
+def test_failure_messages():
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    message = _describe_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"))
+    assert message.startswith("out of GPU memory: CUDA out of memory. Tried to allocate 2.00 GiB") and "fewer Gaussians" in message
+    from dynapose4d.pipeline import JobError
+
+    assert _describe_failure(JobError("setting 'x' must be int")) == "setting 'x' must be int"
+    assert _describe_failure(KeyError("boom")) == "KeyError: 'boom'"
