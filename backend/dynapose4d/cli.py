@@ -1,8 +1,12 @@
 """Command line: ``dynapose4d <command>``.
 
-    demo     the built-in job: no downloaded weights, nothing outside the repository
-    render   render a 3DGS PLY (or the built-in scene) from orbit cameras to PNG / GIF
-    info     version, torch, device and which renderer would be used
+    demo      the built-in job: no downloaded weights, nothing outside the repository
+    generate  image -> 4D Gaussians (needs the Zero-1-to-3 and Stable Video Diffusion weights)
+    animate   an existing 3DGS PLY + a video -> 4D Gaussians (no weights needed)
+    models    list, check or download the model weights
+    selftest  check the renderer and the installed models on a built-in sample
+    render    render a 3DGS PLY (or the built-in scene) from orbit cameras to PNG / GIF
+    info      version, torch, device and which renderer would be used
 """
 
 from __future__ import annotations
@@ -166,6 +170,14 @@ def cmd_animate(args) -> int:
     return _run_job_command(args, "animate", {"ply": args.ply, "video": args.video, "keypoints": args.keypoints})
 
 
+def cmd_selftest(args) -> int:
+    from .selftest import report, run_selftest
+
+    checks = run_selftest(args.zero123, args.svd, args.device, args.steps)
+    print(report(checks))
+    return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
 def cmd_info(args) -> int:
     from .render import choose_backend
 
@@ -224,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     anim.add_argument("--restart", action="store_true", help="discard an existing job folder")
     _add_setting_flags(anim, "animate")
     anim.set_defaults(func=cmd_animate)
+
+    test = sub.add_parser("selftest", help="check the renderer and the installed models on a built-in sample")
+    test.add_argument("--zero123", default="zero123-xl", help="Zero-1-to-3 model name, hub id or folder")
+    test.add_argument("--svd", default="svd", help="video model name, hub id or folder")
+    test.add_argument("--device", default="auto")
+    test.add_argument("--steps", type=int, default=None, help="denoising steps (default: 25 on CUDA, 2 on CPU)")
+    test.set_defaults(func=cmd_selftest)
 
     info = sub.add_parser("info", help="show versions, device and renderer")
     info.add_argument("--device", default="auto")

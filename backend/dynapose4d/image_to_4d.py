@@ -9,7 +9,9 @@ each frame) -> results.
 support image -> the user's video -> keypoints -> dynamic stage -> results.
 
 Every step writes its product into the job folder and is skipped when that product exists, so a
-job run again resumes where it stopped (the stages resume from their checkpoints).
+job run again resumes where it stopped (the stages resume from their checkpoints). Products are
+read back right after they are written, so a first run and a resumed one see the same (saved,
+e.g. 8-bit) data, and the stages' checkpoints match their inputs.
 """
 
 from __future__ import annotations
@@ -147,8 +149,8 @@ def generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shoul
     if (ref_dir / "reference.json").exists():
         reference = ReferenceImage.load(ref_dir)
     else:
-        reference = prepare_reference(job_dir / "inputs" / inputs["image"], size=REFERENCE_SIZE)
-        reference.save(ref_dir)
+        prepare_reference(job_dir / "inputs" / inputs["image"], size=REFERENCE_SIZE).save(ref_dir)
+        reference = ReferenceImage.load(ref_dir)
     camera = reference_camera(REFERENCE_SIZE)
 
     # 2. Static Gaussians.
@@ -163,6 +165,7 @@ def generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shoul
         if static is None:
             return {"status": "stopped", "stage": "static"}
         write_ply(static_path, static)
+        static = read_ply(static_path)
 
     # 3. The driving video.
     video = _video(job_dir, settings, inputs, preset, reference, device, emit)
@@ -211,8 +214,8 @@ def _video(job_dir: Path, settings: dict, inputs: dict, preset: Preset, referenc
         if preset.low_vram:
             config = replace(config, decode_chunk_size=2)
         source = SVDSource(config, device)
-    video = source.generate(reference.image, reference.mask)
-    video.save(folder)
+    source.generate(reference.image, reference.mask).save(folder)
+    video = DrivingVideo.load(folder)
     emit(StageEvent("video", "finished", f"{video.num_frames} frames at {video.fps:g} fps ({video.source})"))
     return video
 
@@ -240,10 +243,10 @@ def animate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should
         video = DrivingVideo.load(folder)
     else:
         emit(StageEvent("video", "started"))
-        video = FileVideoSource(job_dir / "inputs" / inputs["video"], num_frames=settings["frames"], size=REFERENCE_SIZE).generate(
+        FileVideoSource(job_dir / "inputs" / inputs["video"], num_frames=settings["frames"], size=REFERENCE_SIZE).generate(
             view.rgb.clamp(0, 1), view.alpha
-        )
-        video.save(folder)
+        ).save(folder)
+        video = DrivingVideo.load(folder)
         emit(StageEvent("video", "finished", f"{video.num_frames} frames at {video.fps:g} fps"))
 
     # 3. Keypoints (user keypoints are given on the reference-view render).
