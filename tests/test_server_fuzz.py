@@ -27,7 +27,8 @@ def _spec() -> dict:
     from dynapose4d.server.app import build_api
     from dynapose4d.server.config import ServerConfig
 
-    return build_api(ServerConfig(jobs_dir=Path(tempfile.mkdtemp(prefix="dp4d-spec-")), token="-")).openapi()
+    with tempfile.TemporaryDirectory(prefix="dp4d-spec-") as folder:
+        return build_api(ServerConfig(jobs_dir=Path(folder), token="-")).openapi()
 
 
 SPEC = _spec()
