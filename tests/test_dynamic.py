@@ -80,6 +80,22 @@ def test_deformation_is_pinned_to_identity_at_t0_even_after_training(demo_inputs
     assert (d.means[1] - static.means).abs().max() > 1e-3  # and it does move later
 
 
+def test_blended_skinning_equals_blending_the_moved_points(demo_inputs):
+    """The control model blends the K affine maps before applying them; that must equal linear
+    blend skinning written out point by point."""
+    static = demo_inputs.object.static.to(dtype=torch.float64)
+    model = make_deformation(static, small_config().deform).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    t = torch.tensor([0.3, 0.9], dtype=torch.float64)
+    d = model(static, t)
+    w = torch.softmax(model.skin_logits, -1)
+    c = model.controls[model.knn]  # [N, K, 3]
+    moved = (d.handle_rot[:, model.knn] @ (static.means[:, None] - c)[None, ..., None])[..., 0] + c + d.handle_shift[:, model.knn]
+    torch.testing.assert_close(d.means, (w[None, ..., None] * moved).sum(2))
+
+
 def test_control_points_are_spread_and_prefer_opaque_gaussians():
     pts = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [1.0, 0, 0], [0.0, 1.0, 0], [0.5, 0.5, 0]])
     idx = farthest_point_sample(pts, 3, torch.tensor([0.1, 1.0, 1.0, 1.0, 1.0]))

@@ -5,6 +5,7 @@
     animate   an existing 3DGS PLY + a video -> 4D Gaussians (no weights needed)
     models    list, check or download the model weights
     selftest  check the renderer and the installed models on a built-in sample
+    serve     the local job server the Blender add-on talks to (loopback, token-protected)
     render    render a 3DGS PLY (or the built-in scene) from orbit cameras to PNG / GIF
     info      version, torch, device and which renderer would be used
 """
@@ -17,26 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from . import __version__
 
 
-def _save_png(path: Path, rgb: torch.Tensor) -> None:
-    from PIL import Image
+def _device(name: str):
+    import torch
 
-    Image.fromarray((rgb.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(path)
-
-
-def _save_gif(path: Path, frames: torch.Tensor, fps: float) -> None:
-    from PIL import Image
-
-    images = [Image.fromarray((f.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-
-
-def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -46,7 +33,10 @@ def _device(name: str) -> torch.device:
 
 def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: float, radius: float, device, renderer):
     """Render ``views`` orbit views around the object: a GIF plus the input view as PNG."""
+    import torch
+
     from .cameras import Cameras
+    from .images import save_gif, to_pil
     from .render import render
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +47,8 @@ def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: flo
     with torch.no_grad():
         frames = torch.cat([render(g, cams[i : i + 8], 1.0, backend=renderer).rgb for i in range(0, views, 8)])
     seconds = time.perf_counter() - t0
-    _save_png(out_dir / "front.png", frames[0])
-    _save_gif(out_dir / "turntable.gif", frames, fps=12)
+    to_pil(frames[:1])[0].save(out_dir / "front.png")
+    save_gif(frames, out_dir / "turntable.gif", fps=12)
     return seconds
 
 
@@ -79,6 +69,8 @@ def cmd_render(args) -> int:
 def cmd_demo(args) -> int:
     from dataclasses import replace
 
+    import torch
+
     from .demo import DemoConfig, run_demo
     from .progress import ConsoleProgress
 
@@ -88,6 +80,9 @@ def cmd_demo(args) -> int:
     out = Path(args.output)
     print(f"DynaPose4D demo: recovering the '{cfg.motion}' motion ({cfg.frames} frames) on {torch.get_num_threads()} CPU thread(s)")
     model, metrics = run_demo(out, cfg, emit=ConsoleProgress())
+    if metrics["status"] != "finished":
+        print(f"stopped at iteration {metrics['iterations']}; run the same command again to resume")
+        return 3
     rows = [
         ("reference-view PSNR (dB)", "ref_psnr"),
         ("moving-region PSNR (dB)", "moving_psnr"),
@@ -179,6 +174,8 @@ def cmd_selftest(args) -> int:
 
 
 def cmd_info(args) -> int:
+    import torch
+
     from .render import choose_backend
 
     device = _device(args.device)

@@ -154,6 +154,8 @@ def run_demo(
             emit(LogEvent(f"ignoring {checkpoint}: {exc}", "warning"))
     status = stage.run(emit, should_stop, checkpoint_path=checkpoint)
     model = stage.result()
+    if status == "stopped":  # a stop must be quick: evaluate and write results when finished
+        return model, {"status": status, "iterations": stage.step, "seconds": round(time.perf_counter() - t0, 1)}
     # 4. Evaluation and outputs.
     metrics = {"status": status, "iterations": stage.step, **evaluate(model, ground_truth(model, inputs, cfg.eval_size))}
     metrics["seconds"] = round(time.perf_counter() - t0, 1)

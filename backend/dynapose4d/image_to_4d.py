@@ -118,6 +118,8 @@ def _dynamic(job_dir: Path, settings: dict, preset: Preset, static: Gaussians, v
         lambda_scl=settings["lambda_scl"],
         seed=settings["seed"],
         lambda_sds=1.0 if guidance is not None else 0.0,
+        snapshot_every=settings["snapshot_every"],
+        checkpoint_every=settings["checkpoint_every"],
         deform=DeformConfig(hexplane=HexPlaneConfig(time_res=video.num_frames)),
     )
     stage = DynamicStage(cfg, static, video, support, track, camera, guidance)
@@ -159,7 +161,13 @@ def generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shoul
         static = read_ply(static_path)
     else:
         novel = NovelViewConfig(views=preset.novel_views)
-        cfg = StaticConfig(iterations=settings["static_iterations"] or preset.static_iterations, novel=novel, seed=settings["seed"])
+        cfg = StaticConfig(
+            iterations=settings["static_iterations"] or preset.static_iterations,
+            novel=novel,
+            seed=settings["seed"],
+            snapshot_every=settings["snapshot_every"],
+            checkpoint_every=settings["checkpoint_every"],
+        )
         source = Zero123Static(cfg, _zero123_config(settings, preset), device)
         static = source.static(reference, camera, emit, should_stop, job_dir / "checkpoints" / "static.pt")
         if static is None:

@@ -438,3 +438,22 @@ def prepare_reference(
         meta={"mode": loaded.mode},
         **transform,
     )
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def to_pil(images) -> list[Image.Image]:
+    """``[..., H, W, 3]`` floats in [0, 1] (tensor or array) -> 8-bit PIL images (one per leading index)."""
+    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return [Image.fromarray(a) for a in arr.reshape((-1,) + arr.shape[-3:])]
+
+
+def save_gif(images, path: str | Path, fps: float = 7.0) -> Path:
+    """An endlessly looping GIF of PIL images (or float frames ``[F, H, W, 3]``) at ``fps``."""
+    frames = images if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image) else to_pil(images)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=list(frames[1:]), duration=max(20, round(1000 / fps)), loop=0)
+    return path

@@ -97,6 +97,11 @@ class Dynamic4D:
             kps.append(self.keypoints.anchors.positions(d))
         return Gaussians.cat_batch(parts), torch.cat(kps)
 
+    @torch.no_grad()
+    def sample_keypoints(self, times: Tensor) -> Tensor:
+        """Keypoints ``[F, P, 3]`` at ``times [F]`` without deforming every Gaussian."""
+        return self.keypoints.anchors.positions(self.model().handle_motion(self.static, times))
+
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)

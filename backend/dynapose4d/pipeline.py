@@ -75,10 +75,14 @@ _KEYPOINTS = (
     Setting("num_keypoints", int, 14, 1, 100, help="automatic support keypoints (when none are given)"),
     Setting("estimator", str, "tracker", choices=("tracker", "static"), help="keypoint estimator"),
 )
+_PROGRESS = (
+    Setting("snapshot_every", int, 50, 1, 100_000, help="steps between live snapshots"),
+    Setting("checkpoint_every", int, 50, 1, 100_000, help="steps between checkpoints (resume points)"),
+)
 _RUN = (
     Setting("previews", bool, True, help="render preview GIFs at the end"),
     Setting("device", str, "auto", choices=("auto", "cpu", "cuda"), help="where to run"),
-)
+) + _PROGRESS
 
 SETTINGS: dict[str, tuple[Setting, ...]] = {
     "demo": (
@@ -88,7 +92,8 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("frames", int, 14, 3, 64, help="driving-video frames"),
         Setting("previews", bool, True, help="render preview GIFs at the end"),
     )
-    + _LOSSES,
+    + _LOSSES
+    + _PROGRESS,
     "generate": (
         Setting("preset", str, "standard", choices=("fast", "standard", "high", "low-vram"), help="speed/quality/memory preset"),
         Setting("static_iterations", int, 0, 0, 100_000, help="static-stage steps (0: from the preset)"),
@@ -190,6 +195,8 @@ def _run_demo(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shou
         lambda_kml=settings["lambda_kml"],
         lambda_scl=settings["lambda_scl"],
         seed=settings["seed"],
+        snapshot_every=settings["snapshot_every"],
+        checkpoint_every=settings["checkpoint_every"],
     )
     _, metrics = run_demo(job_dir, cfg, emit=emit, should_stop=should_stop)
     return metrics

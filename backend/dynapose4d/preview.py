@@ -5,25 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from .cameras import Cameras
+from .images import save_gif
 from .model4d import Dynamic4D
 from .render import render
-
-
-def to_images(rgb: torch.Tensor) -> list[Image.Image]:
-    arr = (rgb.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-    return [Image.fromarray(a) for a in arr]
-
-
-def save_gif(images: list[Image.Image], path: str | Path, fps: float) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, int(round(1000 / fps))), loop=0)
-    return path
 
 
 @torch.no_grad()
@@ -51,6 +38,6 @@ def write_previews(model: Dynamic4D, out_dir: str | Path, fps: float = 12.0, siz
     out = Path(out_dir)
     ref_frames = max(2, int(round(model.duration_s * fps)) + 1)
     return {
-        "reference": save_gif(to_images(render_reference(model, ref_frames, fps, size)), out / "preview_reference.gif", fps),
-        "turntable": save_gif(to_images(render_turntable(model, 36, fps, size)), out / "preview_turntable.gif", fps),
+        "reference": save_gif(render_reference(model, ref_frames, fps, size), out / "preview_reference.gif", fps),
+        "turntable": save_gif(render_turntable(model, 36, fps, size), out / "preview_turntable.gif", fps),
     }

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..images import save_gif  # noqa: F401  (re-exported: one home for writing GIFs)
 from .base import TrackResult, as_rgb_float
 
 
@@ -92,12 +93,6 @@ def draw_track(frames: Sequence[np.ndarray], result: TrackResult, truth: np.ndar
                        truth=None if truth is None else truth[t] - offset, scale=scale, label=f"t={t}")
         for t, f in enumerate(frames)
     ]
-
-
-def save_gif(images: Sequence[Image.Image], path: str | Path, fps: float = 7.0) -> None:
-    """An endlessly looping GIF at ``fps`` frames per second."""
-    images = list(images)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def save_strip(images: Sequence[Image.Image], path: str | Path, columns: int = 8) -> None:
