@@ -341,3 +341,16 @@ def test_articulated_parts_move_rigidly():
     assert (g.means[2] - g.means[0]).norm(dim=-1).max() > 0.05  # it does move
     with pytest.raises(ValueError, match="unknown motion"):
         make_articulated("dance")
+
+
+def test_hexplane_grid_sampling_equals_pointwise_sampling():
+    from dynapose4d.deform import HexPlane
+
+    field = HexPlane(HexPlaneConfig(channels=4, spatial_res=(8, 16), time_res=5))
+    with torch.no_grad():
+        for g in field.grids:
+            g.uniform_(0.2, 1.0)
+    xyz = torch.rand(7, 3) * 2.4 - 1.2  # some outside the bound, clamped
+    t = torch.tensor([0.0, 0.35, 1.0])
+    dense = field(xyz.expand(3, 7, 3), t[:, None].expand(3, 7))
+    torch.testing.assert_close(field.forward_grid(xyz, t), dense)

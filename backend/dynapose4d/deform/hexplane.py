@@ -61,6 +61,33 @@ class HexPlane(nn.Module):
             feats.append(f)
         return torch.cat(feats, -1).reshape(shape + (-1,))
 
+    def forward_grid(self, xyz: Tensor, t: Tensor) -> Tensor:
+        """Features ``[F, M, C * n_res]`` at every point ``xyz [M, 3]`` at every time ``t [F]``.
+
+        Same values as ``forward`` on the expanded grid, but the three spatial planes are sampled
+        once per point rather than once per (point, time).
+        """
+        m, f = xyz.shape[0], t.shape[0]
+        space = (xyz / self.config.bound).clamp(-1.0, 1.0)
+        time = (t * 2.0 - 1.0).clamp(-1.0, 1.0)
+        grid = torch.cat([space.unsqueeze(0).expand(f, m, 3), time[:, None, None].expand(f, m, 1)], -1)
+        feats = []
+        for r in range(len(self.config.spatial_res)):
+            spatial, temporal = None, None
+            for p, (a, b) in enumerate(_PAIRS):
+                plane = self.grids[r * 6 + p]
+                if b < 3:
+                    coords = space[:, [a, b]].reshape(1, m, 1, 2)
+                    sample = F.grid_sample(plane, coords, mode="bilinear", padding_mode="border", align_corners=True)[0, :, :, 0].T
+                    spatial = sample if spatial is None else spatial * sample  # [M, C]
+                else:
+                    coords = grid[..., [a, b]].reshape(1, f * m, 1, 2)
+                    sample = F.grid_sample(plane, coords, mode="bilinear", padding_mode="border", align_corners=True)[0, :, :, 0].T
+                    sample = sample.reshape(f, m, -1)
+                    temporal = sample if temporal is None else temporal * sample  # [F, M, C]
+            feats.append(spatial[None] * temporal)
+        return torch.cat(feats, -1)
+
     def tv_loss(self) -> Tensor:
         """Total variation of the spatial planes and smoothness (2nd difference) of time planes."""
         total = 0.0

@@ -150,9 +150,8 @@ class _FieldMLP(nn.Module):
         pinned to the identity there. Without this the whole model can slide in depth at every t
         at once, which no loss on the reference view or on motion (SCL, ARAP) can see.
         """
-        f, m = t.shape[0], xyz.shape[0]
         tt = torch.cat([torch.zeros_like(t[:1]), t])
-        h = self.mlp(self.field(xyz.unsqueeze(0).expand(f + 1, m, 3), tt[:, None].expand(f + 1, m)))
+        h = self.mlp(self.field.forward_grid(xyz, tt))
         shift, rot, scale = self.head_shift(h), axis_angle_to_quat(self.head_rot(h)), self.head_scale(h)
         q0_inv = rot[:1] * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=rot.dtype, device=rot.device)
         return shift[1:] - shift[:1], quat_multiply(rot[1:], q0_inv), scale[1:] - scale[:1]
