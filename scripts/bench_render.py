@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Renderer benchmark on the fixed scene of DESIGN.md §6.
 
-Forward + backward time, Gaussian-pixel pairs per second and peak memory for N Gaussians in
-{1k, 5k, 20k, 100k} at 128^2 and 256^2, for our pair rasteriser and, where it fits in memory,
-the dense reference (all pixels x all Gaussians) measured in the same run. Each configuration
-runs in a fresh subprocess so that its peak memory is its own.
+Forward + backward time (projection, SH, rasterisation), Gaussian-pixel pairs per second and
+peak memory for N Gaussians in {1k, 5k, 20k, 100k} at 128^2 and 256^2, for the renderer's
+backend (``--backend``, default ``auto``: the numba tile rasteriser on the CPU), our PyTorch
+pair rasteriser and, where it fits in memory, the dense reference (all pixels x all Gaussians),
+all measured in the same run. Each configuration runs in a fresh subprocess so that its peak
+memory is its own; a tiny render before the measurement loads the compiled kernels, so their
+one-off JIT or cache loading counts in neither time nor peak.
 
-The last line is ``RESULT {json}`` with the 20k / 256^2 figures and the speedup over the
-dense reference at 5k / 128^2.
+The last line is ``RESULT {json}`` with the 20k / 256^2 figures of the chosen backend, the
+PyTorch path's time there (``torch_fwd_bwd_s``) and the chosen backend's speedup over the dense
+reference at 5k / 128^2.
 
-    python scripts/bench_render.py [--quick] [--threads N]
+    python scripts/bench_render.py [--quick] [--threads N] [--backend auto|numba|torch]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ DENSE_MAX_BYTES = 6e9  # skip the dense reference when its [pixels, N] temporari
 
 
 def _run(args):
-    kind, n, res, reps, threads = args
+    kind, n, res, reps, threads = args  # kind: a render() backend name, or "dense"
     import torch
 
     from dynapose4d.cameras import Cameras
@@ -38,13 +42,16 @@ def _run(args):
     from dynapose4d.scenes import sphere_scene
 
     torch.set_num_threads(threads)
+    backend = None
+    if kind != "dense":  # load the kernels (JIT cache) before the peak-memory baseline
+        backend = render(sphere_scene(8), Cameras.orbit(0.0, 0.0, 2.0, width=16), backend=kind).backend
     g = sphere_scene(n).requires_grad_()
     cam = Cameras.orbit(0.0, 0.0, 2.0, width=res)
     weights = torch.rand(res, res, 3, generator=torch.Generator().manual_seed(0))
 
     def step():
-        if kind == "pairs":
-            rgb = render(g, cam, 1.0, backend="torch").rgb
+        if kind != "dense":
+            rgb = render(g, cam, 1.0, backend=kind).rgb
         else:
             p = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None], cam.Ks[None], res, res)
             rgb, _, _ = rasterize_dense(
@@ -64,20 +71,21 @@ def _run(args):
         p = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None], cam.Ks[None], res, res)
         feats = torch.cat([p.means2d, p.conics, g.opacities[None, :, None]], -1)
         pairs = len(_contributing_pairs(feats, p.radii, p.depths, res, res, 10**9)[0])
-    return {"fwd_bwd_s": statistics.median(times), "peak_mb": peak_mb, "pairs": pairs}
+    return {"fwd_bwd_s": statistics.median(times), "peak_mb": peak_mb, "pairs": pairs, "backend": backend}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip 100k")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads, torch's and numba's (the target has 2 cores)")
+    ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch"], help="the backend measured")
     args = ap.parse_args()
     reps = 2 if args.quick else 5
     ctx = mp.get_context("spawn")
     rows = []
     for n in SIZES if not args.quick else SIZES[:3]:
         for res in RESOLUTIONS:
-            configs = [("pairs", n, res)]
+            configs = [(args.backend, n, res)] + ([("torch", n, res)] if args.backend != "torch" else [])
             if res * res * n * 4 * 12 < DENSE_MAX_BYTES:
                 configs.append(("dense", n, res))
             for kind, n_, res_ in configs:
@@ -85,8 +93,9 @@ def main() -> None:
                     r = pool.apply(_run, ((kind, n_, res_, reps if n_ < 100_000 else 2, args.threads),))
                 r.update(kind=kind, n=n_, res=res_, pairs_per_s=r["pairs"] / r["fwd_bwd_s"])
                 rows.append(r)
+                name = kind if kind == "dense" or kind == r["backend"] else f"{kind}:{r['backend']}"
                 print(
-                    f"{kind:>6} N={n_:>7,} {res_:>3}^2  fwd+bwd {r['fwd_bwd_s'] * 1000:8.1f} ms  "
+                    f"{name:>10} N={n_:>7,} {res_:>3}^2  fwd+bwd {r['fwd_bwd_s'] * 1000:8.1f} ms  "
                     f"peak {r['peak_mb']:7.0f} MB  pairs {r['pairs']:>10,}  {r['pairs_per_s'] / 1e6:6.2f} M pairs/s",
                     flush=True,
                 )
@@ -94,24 +103,36 @@ def main() -> None:
     def find(kind, n, res):
         return next((r for r in rows if (r["kind"], r["n"], r["res"]) == (kind, n, res)), None)
 
+    main = args.backend
+    used = next(r["backend"] for r in rows if r["kind"] == main)
+    label = main if main == used else f"{main} ({used})"
     print()
-    print("| N | res | pairs fwd+bwd (ms) | peak (MB) | M pairs/s | dense fwd+bwd (ms) | dense peak (MB) | speedup |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| N | res | {label} fwd+bwd (ms) | peak (MB) | M pairs/s | torch fwd+bwd (ms) | torch peak (MB) "
+        "| vs torch | dense fwd+bwd (ms) | dense peak (MB) | speedup vs dense |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if r["kind"] != "pairs":
+        if r["kind"] != main:
             continue
-        d = find("dense", r["n"], r["res"])
+        t, d = find("torch", r["n"], r["res"]), find("dense", r["n"], r["res"])
+        torch_cols = f"{t['fwd_bwd_s'] * 1000:.0f} | {t['peak_mb']:.0f} | {t['fwd_bwd_s'] / r['fwd_bwd_s']:.1f}x"
         dense = f"{d['fwd_bwd_s'] * 1000:.0f} | {d['peak_mb']:.0f} | {d['fwd_bwd_s'] / r['fwd_bwd_s']:.1f}x" if d else "- | - | -"
-        print(f"| {r['n']:,} | {r['res']} | {r['fwd_bwd_s'] * 1000:.0f} | {r['peak_mb']:.0f} | {r['pairs_per_s'] / 1e6:.2f} | {dense} |")
-    main_row = find("pairs", 20_000, 256)
-    dense, ours = find("dense", 5_000, 128), find("pairs", 5_000, 128)
+        print(
+            f"| {r['n']:,} | {r['res']} | {r['fwd_bwd_s'] * 1000:.0f} | {r['peak_mb']:.0f} | "
+            f"{r['pairs_per_s'] / 1e6:.2f} | {torch_cols} | {dense} |"
+        )
+    main_row, torch_row = find(main, 20_000, 256), find("torch", 20_000, 256)
+    dense, ours = find("dense", 5_000, 128), find(main, 5_000, 128)
     result = {
+        "backend": used,
         "n": 20_000,
         "res": 256,
         "fwd_bwd_s": round(main_row["fwd_bwd_s"], 4),
         "peak_mb": round(main_row["peak_mb"], 1),
         "pairs_per_s": round(main_row["pairs_per_s"]),
         "speedup_vs_dense_5k_128": round(dense["fwd_bwd_s"] / ours["fwd_bwd_s"], 2) if dense else None,
+        "torch_fwd_bwd_s": round(torch_row["fwd_bwd_s"], 4),
         "threads": args.threads,
     }
     print("RESULT " + json.dumps(result))

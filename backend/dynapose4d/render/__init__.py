@@ -1,10 +1,12 @@
-"""``render(gaussians, cameras, background)``: one entry point over two rasterisers.
+"""``render(gaussians, cameras, background)``: one entry point over three rasterisers.
 
+- ``"numba"``: our numba-compiled tile rasteriser (CPU tensors only, the fast CPU path);
 - ``"torch"``: our device-agnostic PyTorch rasteriser (CPU, and the CUDA fallback);
 - ``"gsplat"``: gsplat's CUDA kernels.
 
 ``"auto"`` (the default, overridable with ``DYNAPOSE4D_RENDERER``) picks gsplat on CUDA when it
-works and the PyTorch rasteriser otherwise. Both follow the same rules (DESIGN.md §4).
+works, numba on the CPU when it imports, and the PyTorch rasteriser otherwise. All follow the
+same rules (DESIGN.md §4).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .projection import EPS2D, NEAR_PLANE, project_gaussians
 from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError, rasterize
 from .sh import eval_sh
 
-BACKENDS = ("auto", "torch", "gsplat")
+BACKENDS = ("auto", "numba", "torch", "gsplat")
 
 __all__ = ["render", "RenderOutput", "RenderBudgetError", "choose_backend", "BACKENDS"]
 
@@ -53,8 +55,15 @@ def choose_backend(device: torch.device, requested: str = "auto") -> str:
         return "torch"
     if device.type != "cuda":
         if requested == "gsplat":
-            raise RuntimeError("the gsplat renderer needs CUDA tensors; use renderer='torch' on the CPU")
+            raise RuntimeError("the gsplat renderer needs CUDA tensors; use renderer='numba' or 'torch' on the CPU")
+        problem = _numba_problem()
+        if problem is None:
+            return "numba"
+        if requested == "numba":
+            raise RuntimeError(f"{problem}; install numba or use renderer='torch'")
         return "torch"
+    if requested == "numba":
+        raise RuntimeError("the numba renderer needs CPU tensors; use renderer='gsplat' or 'torch' on CUDA")
     from .gsplat_backend import gsplat_problem
 
     problem = gsplat_problem(device.index or 0)
@@ -64,6 +73,14 @@ def choose_backend(device: torch.device, requested: str = "auto") -> str:
         raise RuntimeError(problem)
     warnings.warn(f"{problem}; using the PyTorch rasteriser instead (slower)", stacklevel=3)
     return "torch"
+
+
+def _numba_problem() -> str | None:
+    try:
+        from . import numba_raster  # noqa: F401  (the import is the check)
+    except ImportError as e:
+        return f"the numba rasteriser does not import ({e})"
+    return None
 
 
 def render(
@@ -108,6 +125,7 @@ def render(
 
     # 2. Rasterise.
     name = choose_backend(device, backend)
+    lead = g_shape + (() if single_camera else (C,))
     if N == 0:
         rgb = torch.zeros(B, C, H, W, 3, device=device, dtype=dtype)
         alpha = depth_acc = torch.zeros(B, C, H, W, device=device, dtype=dtype)
@@ -122,8 +140,15 @@ def render(
     else:
         proj = project_gaussians(flat.means, flat.quats, flat.scales, flat.opacities, viewmats, Ks, W, H, eps2d, near)
         colors = _colors(flat, cameras, B, C)
-        rgb, alpha, depth_acc = rasterize(
-            proj.means2d.reshape(B * C, N, 2),
+        if name == "numba":
+            from .numba_raster import rasterize_numba as rasterize_fn
+        else:
+            rasterize_fn = rasterize
+        # The returned means2d must be the tensor the rasteriser consumes (in the caller's
+        # shape), so that retain_grad() on it collects densification statistics.
+        means2d = proj.means2d.reshape(lead + (N, 2))
+        rgb, alpha, depth_acc = rasterize_fn(
+            means2d.reshape(B * C, N, 2),
             proj.conics.reshape(B * C, N, 3),
             flat.opacities[:, None].expand(B, C, N).reshape(B * C, N),
             colors.reshape(B * C, N, 3),
@@ -134,14 +159,16 @@ def render(
             max_pairs,
         )
         rgb, alpha, depth_acc = (t.reshape((B, C) + t.shape[1:]) for t in (rgb, alpha, depth_acc))
-        means2d, radii = proj.means2d, proj.radii
+        radii = proj.radii
 
-    # 3. Background, expected depth, and the caller's shapes back.
+    # 3. Background, expected depth, and the caller's shapes back (a tensor already in that
+    # shape is returned as is; gsplat's means2d keeps its gradient only when no reshape is needed).
     rgb = rgb + (1.0 - alpha[..., None]) * bg[:, :, None, None, :]
     depth = torch.where(alpha > 1e-6, depth_acc / alpha.clamp_min(1e-6), torch.zeros_like(depth_acc))
-    lead = g_shape + (() if single_camera else (C,))
-    out = [t.reshape(lead + t.shape[2:]) for t in (rgb, alpha, depth, means2d, radii)]
-    return RenderOutput(*out, backend=name)
+    rgb, alpha, depth, radii = (t.reshape(lead + t.shape[2:]) for t in (rgb, alpha, depth, radii))
+    if means2d.shape != lead + (N, 2):
+        means2d = means2d.reshape(lead + (N, 2))
+    return RenderOutput(rgb, alpha, depth, means2d, radii, backend=name)
 
 
 def _colors(flat: Gaussians, cameras: Cameras, B: int, C: int) -> Tensor:
