@@ -134,6 +134,21 @@ def test_kml_values():
     assert keypoint_match_loss(pred, target, conf, (100, 50)).item() == pytest.approx(0.5 * (0.03**2 + 0.08**2) / 2.5 / 2)
 
 
+def test_robust_kml_matches_squared_for_small_errors_and_bounds_outliers():
+    target = torch.zeros(1, 2, 2)
+    small = torch.tensor([[[0.1, 0.0], [0.0, 0.0]]])  # 0.001 of a 100 px image
+    conf = torch.ones(1, 2)
+    plain = keypoint_match_loss(small, target, conf, (100, 100))
+    robust = keypoint_match_loss(small, target, conf, (100, 100), robust_scale=0.02)
+    assert robust.item() == pytest.approx(plain.item(), rel=1e-2)
+    far = torch.tensor([[[60.0, 0.0], [0.0, 0.0]]], requires_grad=True)
+    keypoint_match_loss(far, target, conf, (100, 100), robust_scale=0.02).backward()
+    robust_pull = far.grad.norm()
+    far.grad = None
+    keypoint_match_loss(far, target, conf, (100, 100)).backward()
+    assert robust_pull < 0.05 * far.grad.norm()  # an outlier pulls far less
+
+
 def test_scl_velocity_and_acceleration():
     t = torch.arange(5, dtype=torch.float64)
     uniform = torch.stack([t * 0.1, 0 * t, 0 * t], -1)[:, None, :].expand(5, 2, 3)  # 2 handles, constant speed

@@ -20,7 +20,9 @@ def loss_reference(rgb: Tensor, alpha: Tensor, target_rgb: Tensor, target_mask: 
     return torch.mean((rgb - target_rgb) ** 2), torch.mean((alpha - target_mask) ** 2)
 
 
-def keypoint_match_loss(pred: Tensor, target: Tensor, confidence: Tensor, image_size: tuple[int, int]) -> Tensor:
+def keypoint_match_loss(
+    pred: Tensor, target: Tensor, confidence: Tensor, image_size: tuple[int, int], robust_scale: float = 0.0
+) -> Tensor:
     """KML: confidence-weighted mean squared keypoint distance in normalised image coordinates.
 
     ``pred``, ``target``: pixels ``[F, N, 2]`` in images of ``image_size = (width, height)``;
@@ -29,9 +31,15 @@ def keypoint_match_loss(pred: Tensor, target: Tensor, confidence: Tensor, image_
     are averaged with the confidences as weights (the paper's mean over keypoints); frames are
     averaged (the paper sums over tau = 1..T-1; the mean keeps lambda independent of T).
     The caller passes frames 1..T-1 only: frame 0 is the one-shot support.
+
+    ``robust_scale`` c > 0 replaces the squared distance d^2 by the Cauchy loss
+    ``c^2 log(1 + d^2 / c^2)``: the same for errors well below c, but a keypoint the estimator
+    got wrong (an outlier it did not flag) pulls with bounded force. 0 is the paper's form.
     """
     scale = torch.tensor(image_size, dtype=pred.dtype, device=pred.device)
     sq = (((pred - target) / scale) ** 2).sum(-1)  # [F, N]
+    if robust_scale > 0:
+        sq = robust_scale**2 * torch.log1p(sq / robust_scale**2)
     w = confidence.to(pred.dtype)
     # where(), not a product: a zero-weight keypoint must not turn the sum into NaN via 0 * inf.
     per_frame = torch.where(w > 0, w * sq, torch.zeros_like(sq)).sum(-1) / w.sum(-1).clamp_min(1e-8)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -29,7 +28,7 @@ from torch import Tensor
 from ..cameras import Cameras
 from ..deform.anchors import make_anchors
 from ..deform.models import DeformConfig, make_deformation
-from ..events import EventSink, ProgressEvent, SnapshotEvent, StageEvent, ignore
+from ..events import EventSink, SnapshotEvent, ignore
 from ..gaussians import Gaussians
 from ..keypoints.base import SupportKeypoints, TrackResult
 from ..losses import (
@@ -41,6 +40,7 @@ from ..losses import (
 from ..model4d import Dynamic4D, Keypoints3D
 from ..render import render
 from ..video import DrivingVideo
+from .loop import StopRequested, run_stage
 
 STAGE = "dynamic"
 
@@ -55,6 +55,7 @@ class DynamicConfig:
     lambda_mask: float = 1000.0
     ramp: bool = True
     lambda_kml: float = 20000.0
+    kml_robust_scale: float = 0.0  # > 0: Cauchy KML with this scale (normalised image units); 0: the paper's squared form
     lambda_scl: float = 100.0
     scl_order: int = 1  # 1: the paper's velocity form; 2: acceleration (jitter only)
     lambda_arap: float = 1000.0  # our addition (losses.py); 0 gives the paper's losses only
@@ -102,10 +103,6 @@ class NovelViewGuidance(Protocol):
     """
 
     def __call__(self, gaussians: Gaussians, frame_ids: Tensor, step_fraction: float) -> dict[str, Tensor]: ...
-
-
-class StopRequested(Exception):
-    pass
 
 
 class DynamicStage:
@@ -207,7 +204,9 @@ class DynamicStage:
         if later.any():
             pixels, _ = self.camera.project(self.anchors.positions(deformed)[later])
             weight = self.track_weight[frame_ids[later]] * self.anchor_weight
-            losses["loss_kml"] = keypoint_match_loss(pixels, self.track_xy[frame_ids[later]].to(pixels), weight, (self.camera.width, self.camera.height))
+            losses["loss_kml"] = keypoint_match_loss(
+                pixels, self.track_xy[frame_ids[later]].to(pixels), weight, (self.camera.width, self.camera.height), c.kml_robust_scale
+            )
         losses["loss_scl"] = spatio_temporal_consistency_loss(handles.handles, c.scl_order)
         losses["loss_arap"] = as_rigid_as_possible_loss(
             handles.handles, handles.handle_rot, self.model.handles_rest, self.arap_neighbours, self.arap_weights
@@ -243,28 +242,7 @@ class DynamicStage:
         step is checkpointed (when ``checkpoint_path`` is given) and ``"stopped"`` returned.
         """
         c = self.config
-        emit(StageEvent(STAGE, "started", f"from iteration {self.step}"))
-        t0, start_step = time.perf_counter(), self.step
-        try:
-            while self.step < c.iterations:
-                if should_stop():
-                    raise StopRequested
-                values = self.train_step(should_stop)
-                elapsed = time.perf_counter() - t0
-                done = self.step - start_step
-                eta = elapsed / done * (c.iterations - self.step)
-                emit(ProgressEvent(STAGE, self.step, c.iterations, values, elapsed, eta))
-                if self.step % c.snapshot_every == 0 or self.step == c.iterations:
-                    emit(self.snapshot())
-                if checkpoint_path and (self.step % c.checkpoint_every == 0 or self.step == c.iterations):
-                    self.save_checkpoint(checkpoint_path)
-        except StopRequested:
-            if checkpoint_path:
-                self.save_checkpoint(checkpoint_path)
-            emit(StageEvent(STAGE, "stopped", f"at iteration {self.step}"))
-            return "stopped"
-        emit(StageEvent(STAGE, "finished"))
-        return "finished"
+        return run_stage(self, STAGE, c.iterations, c.snapshot_every, c.checkpoint_every, emit, should_stop, checkpoint_path)
 
     def train_step(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
         """One optimisation step; returns the weighted loss terms and their total."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,13 +24,13 @@ from typing import Callable
 import torch
 
 from ..cameras import Cameras
-from ..events import EventSink, ProgressEvent, SnapshotEvent, StageEvent, ignore
+from ..events import EventSink, SnapshotEvent, ignore
 from ..gaussians import Gaussians, duplicate, remove, split
 from ..images import ReferenceImage
 from ..losses import loss_reference
 from ..model4d import Dynamic4D
 from ..render import render
-from .dynamic import StopRequested
+from .loop import StopRequested, run_stage
 from .novel_view import NovelViewConfig, NovelViewSDS
 
 STAGE = "static"
@@ -199,27 +198,10 @@ class StaticStage:
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False, checkpoint_path=None) -> str:
         c = self.config
-        emit(StageEvent(STAGE, "started", f"from iteration {self.step}"))
-        t0, start_step = time.perf_counter(), self.step
-        try:
-            while self.step < c.iterations:
-                if should_stop():
-                    raise StopRequested
-                values = self.train_step(should_stop)
-                elapsed = time.perf_counter() - t0
-                eta = elapsed / (self.step - start_step) * (c.iterations - self.step)
-                emit(ProgressEvent(STAGE, self.step, c.iterations, values, elapsed, eta))
-                if self.step % c.snapshot_every == 0 or self.step == c.iterations:
-                    emit(self.snapshot())
-                if checkpoint_path and (self.step % c.checkpoint_every == 0 or self.step == c.iterations):
-                    self.save_checkpoint(checkpoint_path)
-        except StopRequested:
-            if checkpoint_path:
-                self.save_checkpoint(checkpoint_path)
-            emit(StageEvent(STAGE, "stopped", f"at iteration {self.step}"))
-            return "stopped"
-        emit(StageEvent(STAGE, "finished", f"{self.params['means'].shape[0]:,} Gaussians"))
-        return "finished"
+        return run_stage(
+            self, STAGE, c.iterations, c.snapshot_every, c.checkpoint_every, emit, should_stop, checkpoint_path,
+            summary=lambda: f"{self.params['means'].shape[0]:,} Gaussians",
+        )
 
     def snapshot(self) -> SnapshotEvent:
         self.snapshot_version += 1
