@@ -40,7 +40,6 @@ def demo_dynamic_config(frames: int) -> DynamicConfig:
         iterations=200,
         frames_per_step=4,
         resolution=128,
-        lambda_scl=1000.0,
         lambda_arap=10000.0,
         train_static=False,  # the demo's static model is the ground truth rest pose
         snapshot_every=50,

@@ -116,6 +116,7 @@ def _dynamic(job_dir: Path, settings: dict, preset: Preset, static: Gaussians, v
         frames_per_step=preset.frames_per_step,
         lambda_kml=settings["lambda_kml"],
         lambda_scl=settings["lambda_scl"],
+        kml_robust_scale=settings["kml_robust_scale"],
         seed=settings["seed"],
         lambda_sds=1.0 if guidance is not None else 0.0,
         snapshot_every=settings["snapshot_every"],

@@ -69,7 +69,8 @@ class Setting:
 _LOSSES = (
     Setting("seed", int, 0, 0, 2**31 - 1, help="random seed"),
     Setting("lambda_kml", float, 20000.0, 0.0, 1e9, help="weight of the Keypoint Match Loss"),
-    Setting("lambda_scl", float, 1000.0, 0.0, 1e9, help="weight of the Spatio-temporal Consistency Loss"),
+    Setting("lambda_scl", float, 100.0, 0.0, 1e9, help="weight of the Spatio-temporal Consistency Loss"),
+    Setting("kml_robust_scale", float, 0.02, 0.0, 1.0, help="Cauchy scale of the KML (0: the paper's squared form)"),
 )
 _KEYPOINTS = (
     Setting("num_keypoints", int, 14, 1, 100, help="automatic support keypoints (when none are given)"),
@@ -194,6 +195,7 @@ def _run_demo(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shou
         iterations=settings["iterations"],
         lambda_kml=settings["lambda_kml"],
         lambda_scl=settings["lambda_scl"],
+        kml_robust_scale=settings["kml_robust_scale"],
         seed=settings["seed"],
         snapshot_every=settings["snapshot_every"],
         checkpoint_every=settings["checkpoint_every"],
