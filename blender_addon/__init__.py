@@ -5,9 +5,33 @@ This file only registers; the add-on's parts live in its modules. ``bpy`` is imp
 """
 
 
+def _modules():
+    from . import operators, preferences, properties, ui
+
+    return (preferences, properties, operators, ui)
+
+
 def register():
-    pass
+    import bpy
+
+    from . import properties, runtime
+
+    for module in _modules():
+        for cls in module.CLASSES:
+            bpy.utils.register_class(cls)
+    properties.register_properties()
+    bpy.app.handlers.load_pre.append(runtime.on_load_pre)
 
 
 def unregister():
-    pass
+    import bpy
+
+    from . import properties, runtime
+
+    if runtime.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(runtime.on_load_pre)
+    runtime.reset()
+    properties.unregister_properties()
+    for module in reversed(_modules()):
+        for cls in reversed(module.CLASSES):
+            bpy.utils.unregister_class(cls)

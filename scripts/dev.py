@@ -7,12 +7,19 @@
 Setup is idempotent: it records a hash of the dependency files in `.venv/` and reinstalls
 only when they change, so the second run starts at once. Only the standard library is used
 here because this runs before the environment exists.
+
+`test` also sets up, the same idempotent way, two things the Blender add-on's tests use:
+`.venv-bpy5/` (bpy 5.0.x, whose animation API differs from 4.5 LTS) where a second pytest
+step runs the bpy-5 test file after the main suite, and the Khronos glTF validator (npm
+`gltf-validator`) under `.node/` where Node.js and npm exist. `DP4D_SKIP_BPY5=1` skips the
+second step; it is also skipped when test paths are given on the command line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -24,6 +31,15 @@ BACKEND = ROOT / "backend"
 CONSTRAINTS = BACKEND / "constraints-dev.txt"
 # torch is installed on its own first and pinned: left to the resolver, a bare `torch`
 # requirement pulls a multi-GB CUDA build onto machines that cannot use it.
+# The add-on's second Blender: bpy 5.x removed Action.fcurves (slotted actions only). Its test
+# file runs in its own environment, without the backend (and without torch): hence
+# --noconftest, since tests/conftest.py imports torch.
+VENV_BPY5 = ROOT / ".venv-bpy5"
+BPY5_PIN = "bpy==5.0.1"
+BPY5_TESTS = ["tests/test_addon_bpy5.py"]
+# The Khronos glTF validator for the export tests: installed into a git-ignored folder.
+NODE_DIR = ROOT / ".node"
+GLTF_VALIDATOR_PIN = "gltf-validator@2.0.0-dev.3.10"
 PROFILES = {
     "runtime": ["-e", f"{BACKEND}"],
     "dev": ["-e", f"{BACKEND}[dev]"],
@@ -64,6 +80,50 @@ def ensure_env(profile: str) -> Path:
     return venv_python()
 
 
+def _pin(name: str) -> str:
+    return next(line.strip() for line in CONSTRAINTS.read_text().splitlines() if line.startswith(f"{name}=="))
+
+
+def ensure_bpy5_env() -> Path:
+    """Create or update `.venv-bpy5/` (bpy 5.0.x + pytest); a no-op when nothing changed."""
+    requirements = [BPY5_PIN, _pin("numpy"), _pin("pytest")]
+    fingerprint = hashlib.sha256(" ".join(requirements).encode()).hexdigest()
+    py = VENV_BPY5 / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    stamp = VENV_BPY5 / ".setup-bpy5"
+    if stamp.exists() and stamp.read_text() == fingerprint and py.exists():
+        return py
+    if not py.exists():
+        print(f"[setup] creating {VENV_BPY5.name}/ ({BPY5_PIN}, a ~370 MB download the first time)", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV_BPY5)
+    subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *requirements], check=True)
+    stamp.write_text(fingerprint)
+    return py
+
+
+def ensure_gltf_validator() -> bool:
+    """Install the glTF validator into `.node/` with npm; False (and a note) without Node.js."""
+    stamp = NODE_DIR / ".setup-validator"
+    if stamp.exists() and stamp.read_text() == GLTF_VALIDATOR_PIN and (NODE_DIR / "node_modules" / "gltf-validator").is_dir():
+        return True
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        print("[setup] Node.js/npm not found: the glTF validator tests will be skipped", flush=True)
+        return False
+    print(f"[setup] installing {GLTF_VALIDATOR_PIN} into {NODE_DIR.name}/", flush=True)
+    NODE_DIR.mkdir(exist_ok=True)
+    cmd = [npm, "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error", GLTF_VALIDATOR_PIN]
+    if subprocess.run(cmd).returncode != 0:
+        print("[setup] npm could not install the glTF validator: its tests will be skipped", flush=True)
+        return False
+    stamp.write_text(GLTF_VALIDATOR_PIN)
+    return True
+
+
+def _selects_tests(args: list[str]) -> bool:
+    """Whether pytest arguments name tests (paths or node ids) rather than only options."""
+    return any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in args)
+
+
 def main(argv: list[str]) -> int:
     commands = {"demo": "runtime", "test": "dev", "setup": "dev"}
     if not argv or argv[0] not in commands:
@@ -74,7 +134,15 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return subprocess.call([py, "-m", "dynapose4d", "demo", *rest], cwd=ROOT)
     if command == "test":
-        return subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT)
+        ensure_gltf_validator()
+        rc = subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT)
+        if os.environ.get("DP4D_SKIP_BPY5") or _selects_tests(rest):
+            return rc
+        print(f"[test] add-on tests under {BPY5_PIN} ({VENV_BPY5.name}/)", flush=True)
+        quiet = [a for a in rest if a in ("-q", "-qq", "-v", "-x")]
+        py5 = str(ensure_bpy5_env())
+        rc5 = subprocess.call([py5, "-m", "pytest", "--noconftest", "-p", "tests.bpy_exit", *quiet, *BPY5_TESTS], cwd=ROOT)
+        return rc or rc5
     return 0
 
 

@@ -1,0 +1,257 @@
+"""Operators: thin. Each copies its properties into plain objects and calls a function.
+
+Network and process work runs on threads (``follow``, ``launcher``, ``runtime``); the modal
+``dynapose4d.watch`` operator polls them with a timer and applies the results on the main
+thread, so Blender's UI never waits for the backend.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper
+
+from . import preferences, properties, runtime
+
+WATCH_INTERVAL_S = 0.2
+
+
+def start_watching(context) -> None:
+    """Run the watch timer (once). The bpy module has no event loop: there, callers tick."""
+    if runtime.STATE.watching or bpy.app.background:
+        return
+    bpy.ops.dynapose4d.watch("INVOKE_DEFAULT")
+
+
+def redraw(context) -> None:
+    wm = context.window_manager
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
+
+
+class DYNAPOSE4D_OT_watch(bpy.types.Operator):
+    """Follow the backend: apply job progress and new snapshots to the scene as they arrive"""
+
+    bl_idname = "dynapose4d.watch"
+    bl_label = "Follow DynaPose4D Backend"
+    bl_options = {"INTERNAL"}
+
+    def invoke(self, context, event):
+        state = runtime.STATE
+        if state.watching:
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(WATCH_INTERVAL_S, window=context.window)
+        wm.modal_handler_add(self)
+        state.watching = True
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        state = runtime.STATE
+        try:
+            for level, text in state.tick(context):
+                self.report({level}, text)
+        except Exception as exc:  # a failing import must not kill the timer silently
+            state.error = f"import failed: {type(exc).__name__}: {exc}"
+            self.report({"ERROR"}, state.error)
+            if state.session is not None:
+                state.session.close()
+        redraw(context)
+        if not state.busy():
+            self._finish(context)
+            return {"FINISHED"}
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        self._finish(context)
+
+    def _finish(self, context):
+        context.window_manager.event_timer_remove(self._timer)
+        runtime.STATE.watching = False
+
+
+class DYNAPOSE4D_OT_connect(bpy.types.Operator):
+    """Connect to the backend (starting the local one if needed) and show its device and models"""
+
+    bl_idname = "dynapose4d.connect"
+    bl_label = "Connect"
+
+    def execute(self, context):
+        runtime.STATE.check_health(preferences.backend_settings(preferences.get(context)))
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_stop_backend(bpy.types.Operator):
+    """Stop the backend this add-on started (running jobs are interrupted and can be resumed)"""
+
+    bl_idname = "dynapose4d.stop_backend"
+    bl_label = "Stop Backend"
+
+    def execute(self, context):
+        if not runtime.STATE.stop_backend():
+            self.report({"INFO"}, "No backend started by Blender is running")
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_generate(bpy.types.Operator):
+    """Send the job to the backend and import its result live while it trains"""
+
+    bl_idname = "dynapose4d.generate"
+    bl_label = "Generate"
+
+    @classmethod
+    def poll(cls, context):
+        if runtime.STATE.job_running:
+            cls.poll_message_set("A job is running: cancel it first")
+            return False
+        return True
+
+    def execute(self, context):
+        from .jobs import JobRequestError, build_request
+
+        prefs = preferences.get(context)
+        try:
+            request = build_request(properties.job_options(context, prefs, runtime.STATE.temp.name))
+            sampling = properties.sampling(context, prefs)
+        except (JobRequestError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
+                                    context.scene.name, request=request)
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_import_job(bpy.types.Operator):
+    """Import an existing job's latest snapshot (again: e.g. after changing the duration), following it if it still runs"""
+
+    bl_idname = "dynapose4d.import_job"
+    bl_label = "Import Job"
+
+    job_id: StringProperty(name="Job", description="Job id (empty: the scene's job)")
+
+    def execute(self, context):
+        job_id = self.job_id or properties.settings(context).job_id
+        if not job_id:
+            self.report({"ERROR"}, "No job id: run a job first, or enter the id of one")
+            return {"CANCELLED"}
+        prefs = preferences.get(context)
+        try:
+            sampling = properties.sampling(context, prefs)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
+                                    context.scene.name, job_id=job_id)
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_cancel(bpy.types.Operator):
+    """Cancel the running job (its last checkpoint is kept: it can be resumed)"""
+
+    bl_idname = "dynapose4d.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return runtime.STATE.job_running
+
+    def execute(self, context):
+        runtime.STATE.session.cancel()
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_export_gltf(bpy.types.Operator, ExportHelper):
+    """Export the job's points (morph-target animation), keypoint empties, rig and camera to glTF"""
+
+    bl_idname = "dynapose4d.export_gltf"
+    bl_label = "Export glTF"
+    filename_ext = ".glb"
+
+    filter_glob: StringProperty(default="*.glb", options={"HIDDEN"})
+    job_id: StringProperty(name="Job", description="Job whose collection to export (empty: the scene's or the active object's)")
+    camera: BoolProperty(name="Reference Camera", default=True)
+    rebake: BoolProperty(name="Re-bake Rig", default=True, description="Bake the armature again from the keypoint empties first")
+
+    def execute(self, context):
+        from .scene.export import ExportError, export_gltf
+        from .scene.importer import collection_of, job_collection
+
+        job_id = self.job_id or properties.settings(context).job_id
+        coll = job_collection(context.scene, job_id, create=False) if job_id else collection_of(context.active_object)
+        if coll is None:
+            self.report({"ERROR"}, "Nothing to export: import a DynaPose4D job first")
+            return {"CANCELLED"}
+        try:
+            path = export_gltf(context, coll, self.filepath, camera=self.camera, rebake=self.rebake)
+        except ExportError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {path}")
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_install_backend(bpy.types.Operator):
+    """Create the backend's Python environment from the sources bundled with the add-on (downloads packages)"""
+
+    bl_idname = "dynapose4d.install_backend"
+    bl_label = "Create Backend Environment"
+
+    def execute(self, context):
+        import shlex
+
+        from .launcher import EnvironmentBuilder, bundled_backend_source
+
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off: allow it in Preferences > System > Network to download the backend's packages")
+            return {"CANCELLED"}
+        source = bundled_backend_source()
+        if source is None:
+            self.report({"ERROR"}, "This build of the add-on has no backend sources (backend_src); reinstall it")
+            return {"CANCELLED"}
+        prefs = preferences.get(context)
+        builder = EnvironmentBuilder(
+            prefs.env_dir_path() if prefs else preferences.default_env_dir(),
+            source,
+            base_python=bpy.path.abspath(prefs.base_python) if prefs and prefs.base_python else "",
+            extras=("diffusion",) if prefs is None or prefs.with_diffusion else (),
+            pip_args=tuple(shlex.split(prefs.pip_args)) if prefs and prefs.pip_args else (),
+        )
+        try:
+            runtime.STATE.build_environment(builder)
+        except RuntimeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_install_backend_cancel(bpy.types.Operator):
+    """Stop creating the backend environment"""
+
+    bl_idname = "dynapose4d.install_backend_cancel"
+    bl_label = "Stop"
+
+    def execute(self, context):
+        if runtime.STATE.builder is not None:
+            runtime.STATE.builder.cancel()
+        return {"FINISHED"}
+
+
+CLASSES = (
+    DYNAPOSE4D_OT_watch,
+    DYNAPOSE4D_OT_connect,
+    DYNAPOSE4D_OT_stop_backend,
+    DYNAPOSE4D_OT_generate,
+    DYNAPOSE4D_OT_import_job,
+    DYNAPOSE4D_OT_cancel,
+    DYNAPOSE4D_OT_export_gltf,
+    DYNAPOSE4D_OT_install_backend,
+    DYNAPOSE4D_OT_install_backend_cancel,
+)

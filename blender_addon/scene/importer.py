@@ -1,0 +1,94 @@
+"""Import a job's :class:`~..format.sequence.Sequence` into the scene, and update it in place.
+
+One collection per job (``DynaPose4D <job id>``) holds the Gaussians (``scene.points``), their
+display (``scene.display``), the keypoint empties and armature (``scene.rig``) and the
+reference camera (``scene.camera``). Importing the same job again (a newer snapshot while it
+trains) rewrites those objects: no objects are added per snapshot. Callable without the UI:
+this is what the live-import timer and the tests call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import bpy
+
+from ..format.sequence import Sequence
+from . import camera as camera_mod
+from . import display as display_mod
+from . import points, rig
+
+JOB = "dynapose4d_job"
+
+
+@dataclass
+class ImportOptions:
+    frame_start: int = 1
+    set_frame_range: bool = True  # make the scene's range cover the animation
+    display: bool = True  # the Geometry Nodes splat display
+    radius_scale: float = display_mod.RADIUS_SCALE
+    rig: bool = True
+    camera: bool = True
+
+
+def job_collection(scene, job_id: str, create: bool = True):
+    """The collection of ``job_id`` (linked into ``scene``), created when missing."""
+    for coll in bpy.data.collections:
+        if coll.get(JOB) == job_id:
+            if create and coll.name not in scene.collection.children:
+                scene.collection.children.link(coll)
+            return coll
+    if not create:
+        return None
+    coll = bpy.data.collections.new(f"DynaPose4D {job_id}")
+    coll[JOB] = job_id
+    scene.collection.children.link(coll)
+    return coll
+
+
+def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOptions | None = None):
+    """Show ``sequence`` in ``context.scene`` (new objects the first time, in place after)."""
+    options = options or ImportOptions()
+    t0 = time.perf_counter()
+    scene = context.scene
+    coll = job_collection(scene, job_id)
+    # 1. The Gaussians.
+    obj = rig.find_role(coll, "gaussians")
+    if obj is None:
+        obj = bpy.data.objects.new("gaussians", points.new_points_mesh("gaussians", 0))
+        obj[rig.ROLE] = "gaussians"
+        coll.objects.link(obj)
+    points.write_points(obj, sequence, options.frame_start)
+    if options.display:
+        display_mod.ensure_display(obj, options.radius_scale)
+    # 2. The keypoint rig.
+    if options.rig and sequence.names:
+        empties = rig.write_keypoints(coll, sequence, options.frame_start)
+        rig.write_armature(context, coll, sequence, empties, options.frame_start)
+    # 3. The reference camera.
+    if options.camera:
+        cam = camera_mod.write_camera(coll, sequence.camera)
+        if cam is not None and scene.camera is None:
+            scene.camera = cam
+    # 4. Where it came from, and the scene's range.
+    coll["dynapose4d_snapshot"] = int(sequence.version or 0)
+    coll["dynapose4d_frame_start"] = options.frame_start
+    coll["dynapose4d_frame_count"] = sequence.frame_count
+    coll["dynapose4d_fps"] = float(sequence.sampling.fps)
+    coll["dynapose4d_gaussians"] = sequence.count
+    if options.set_frame_range:
+        scene.frame_start = options.frame_start
+        scene.frame_end = options.frame_start + sequence.frame_count - 1
+    coll["dynapose4d_import_s"] = time.perf_counter() - t0
+    return coll
+
+
+def collection_of(obj):
+    """The job collection an object belongs to (None if it is not part of an import)."""
+    if obj is None:
+        return None
+    for coll in obj.users_collection:
+        if JOB in coll:
+            return coll
+    return None

@@ -1,0 +1,133 @@
+"""The sidebar panel: View3D > Sidebar > DynaPose4D. Draws state; never waits for anything."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import properties, runtime
+
+KIND_BUTTON = {"generate": "Generate", "demo": "Run Demo", "animate": "Animate"}
+
+
+class DynaPose4DPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "DynaPose4D"
+
+
+class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
+    bl_idname = "DYNAPOSE4D_PT_main"
+    bl_label = "DynaPose4D"
+
+    def draw(self, context):
+        layout = self.layout
+        s = properties.settings(context)
+        state = runtime.STATE
+        # 1. Backend status.
+        box = layout.box()
+        health = state.health
+        row = box.row(align=True)
+        icon = "CHECKMARK" if health.info else ("SORTTIME" if health.checking else "ERROR" if health.error else "UNLINKED")
+        row.label(text=health.summary()[:90], icon=icon)
+        row.operator("dynapose4d.connect", text="", icon="FILE_REFRESH")
+        row.operator("dynapose4d.stop_backend", text="", icon="QUIT")
+        models = health.models()
+        if models:
+            flow = box.grid_flow(columns=2, align=True)
+            for name, ok in models:
+                flow.label(text=name, icon="CHECKMARK" if ok else "X")
+        # 2. What to run, on what.
+        layout.prop(s, "kind", expand=True)
+        col = layout.column()
+        if s.kind == "generate":
+            col.template_ID(s, "image", open="image.open")
+            if s.image is None:
+                col.prop(s, "image_path")
+            col.prop(s, "preset")
+            col.prop(s, "video_path", text="Video (optional)")
+        elif s.kind == "animate":
+            col.prop(s, "ply_path")
+            col.prop(s, "ply_up_axis")
+            col.prop(s, "video_path")
+        else:
+            col.prop(s, "motion")
+        # 3. Run, cancel, progress, errors.
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        row.operator("dynapose4d.generate", text=KIND_BUTTON[s.kind], icon="PLAY")
+        row.operator("dynapose4d.cancel", text="", icon="CANCEL")
+        view = state.view
+        if view is not None:
+            fraction = view.progress or 0.0
+            if view.state == "done":
+                fraction = 1.0
+            layout.progress(factor=fraction, type="BAR", text=view.text())
+            if state.fetch is not None and state.fetch.done < state.fetch.total:
+                layout.label(text=f"Receiving snapshot {state.fetch.version}: frame {state.fetch.done}/{state.fetch.total}",
+                             icon="IMPORT")
+            elif state.imported_version is not None:
+                info = f"Snapshot {state.imported_version} in the scene"
+                if state.last_update_s is not None:
+                    info += f" ({state.last_update_s:.2f} s to build)"
+                layout.label(text=info, icon="OUTLINER_COLLECTION")
+        if state.error:
+            box = layout.box()
+            box.alert = True
+            for number, line in enumerate(_wrap(state.error, 60)[:8]):
+                box.label(text=line, icon="ERROR" if number == 0 else "BLANK1")
+
+
+class DYNAPOSE4D_PT_settings(DynaPose4DPanel, bpy.types.Panel):
+    bl_label = "Settings"
+    bl_parent_id = "DYNAPOSE4D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        s = properties.settings(context)
+        col = layout.column()
+        col.prop(s, "frames")
+        col.prop(s, "iterations")
+        if s.kind == "generate":
+            col.prop(s, "static_iterations")
+        if s.kind == "demo":
+            col.prop(s, "gaussians")
+        else:
+            col.prop(s, "num_keypoints")
+        col.prop(s, "lambda_kml")
+        col.prop(s, "lambda_scl")
+        col.prop(s, "seed")
+
+
+class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
+    bl_label = "Import and Export"
+    bl_parent_id = "DYNAPOSE4D_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        s = properties.settings(context)
+        col = layout.column()
+        col.prop(s, "duration")
+        fps = properties.scene_fps(context.scene)
+        col.label(text=f"{max(1, round(s.duration * fps))} frames at the scene's {fps:g} fps")
+        col.prop(s, "time_mode")
+        col.prop(s, "set_frame_range")
+        col.prop(s, "radius_scale")
+        col.prop(s, "job_id")
+        row = layout.row(align=True)
+        row.operator("dynapose4d.import_job", icon="IMPORT")
+        row.operator("dynapose4d.export_gltf", icon="EXPORT")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    out = []
+    for paragraph in str(text).splitlines() or [""]:
+        out += textwrap.wrap(paragraph, width) or [""]
+    return out
+
+
+CLASSES = (DYNAPOSE4D_PT_main, DYNAPOSE4D_PT_settings, DYNAPOSE4D_PT_result)

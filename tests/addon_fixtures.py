@@ -1,0 +1,189 @@
+"""Helpers for the Blender add-on's tests: a synthetic asymmetric sequence, a GLB reader that
+needs no Blender (numpy only), and the Khronos glTF validator.
+
+No torch and no backend imports here: the bpy-5 test step runs these in an environment that
+has only bpy, numpy and pytest (with ``--noconftest``, so the Blender folders are set here too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VALIDATOR = ROOT / ".node" / "node_modules" / "gltf-validator"
+
+if "BLENDER_USER_RESOURCES" not in os.environ:  # conftest.py does this in the main suite
+    _tmp = Path(tempfile.mkdtemp(prefix="dp4d-blender-"))
+    os.environ["BLENDER_USER_RESOURCES"] = str(_tmp / "resources")
+    os.environ.setdefault("XDG_CACHE_HOME", str(_tmp / "cache"))
+
+
+@pytest.fixture
+def fresh_blender():
+    """An empty scene before the test and after it (import it into a test module: autouse
+    there, not session-wide)."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    yield bpy.context
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+# -- a synthetic sequence ------------------------------------------------------------------------------
+
+NAMES = ["root", "neck", "hand_l", "hand_r", "head"]
+EDGES = [(0, 1), (1, 2), (1, 3), (1, 4)]
+
+
+def make_sequence(count: int = 300, frames: int = 6, fps: float = 24.0, seed: int = 0, version: int = 1):
+    """An asymmetric moving cloud (every axis moves differently, so a swapped or mirrored axis
+    fails a test) with a 5-keypoint skeleton rotating about backend Z and stretching."""
+    from blender_addon.format.sequence import Sampling, Sequence
+
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, frames)
+    base = (rng.normal(size=(count, 3)) * np.array([0.15, 0.25, 0.1])).astype(np.float32)
+    shift = np.stack([0.3 * t, 0.1 * t**2, -0.2 * t], axis=1).astype(np.float32)  # [F, 3]
+    positions = base[None] + shift[:, None]
+    positions[:, :, 0] += 0.05 * np.sin(6.0 * base[None, :, 1] + 3.0 * t[:, None])
+    kp0 = np.array([[0.0, 0.0, 0.0], [0.0, 0.3, 0.05], [0.2, 0.32, 0.0], [-0.18, 0.3, 0.02], [0.02, 0.5, 0.1]])
+    keypoints = []
+    for k, a in enumerate(np.linspace(0.0, 0.9, frames)):
+        rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+        keypoints.append(kp0 @ rot.T * (1.0 + 0.2 * t[k]) + np.array([0.1 * t[k], 0.0, 0.05 * t[k]]))
+    scales = np.exp(rng.normal(np.log(0.01), 0.3, size=(count, 3))).astype(np.float32)
+    quats = rng.normal(size=(count, 4)).astype(np.float32)
+    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
+    return Sequence(
+        positions=positions.astype(np.float32),
+        scales=np.repeat(scales[None], frames, axis=0),
+        rotations=quats,
+        opacities=rng.uniform(0.0, 1.0, count).astype(np.float32),
+        colors=rng.uniform(0.0, 1.0, (count, 3)).astype(np.float32),
+        keypoints=np.asarray(keypoints, dtype=np.float32),
+        names=list(NAMES),
+        edges=list(EDGES),
+        valid=np.ones(len(NAMES), dtype=bool),
+        camera={"c2w": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2.0], [0, 0, 0, 1]], "fovy_deg": 49.1, "width": 256, "height": 256},
+        sampling=Sampling(fps, frames),
+        times=t,
+        snapshot={"version": version, "iteration": 10 * version, "stage": "dynamic"},
+    )
+
+
+# -- reading a GLB without Blender ----------------------------------------------------------------------
+
+_COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+
+
+class Glb:
+    """A GLB file's JSON and binary chunk, with accessors decoded by numpy."""
+
+    def __init__(self, path):
+        data = Path(path).read_bytes()
+        magic, version, length = struct.unpack("<4sII", data[:12])
+        assert magic == b"glTF" and version == 2 and length == len(data)
+        json_len, json_type = struct.unpack("<II", data[12:20])
+        assert json_type == 0x4E4F534A  # "JSON"
+        self.json = json.loads(data[20 : 20 + json_len])
+        offset = 20 + json_len
+        bin_len, bin_type = struct.unpack("<II", data[offset : offset + 8])
+        assert bin_type == 0x004E4942  # "BIN\0"
+        self.bin = data[offset + 8 : offset + 8 + bin_len]
+
+    def accessor(self, index: int) -> np.ndarray:
+        acc = self.json["accessors"][index]
+        dtype, width = _COMPONENTS[acc["componentType"]], _WIDTH[acc["type"]]
+        count = acc["count"]
+        if "bufferView" in acc:
+            view = self.json["bufferViews"][acc["bufferView"]]
+            start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+            stride = view.get("byteStride")
+            item = np.dtype(dtype).itemsize * width
+            if stride and stride != item:
+                raw = np.frombuffer(self.bin, np.uint8, count=stride * (count - 1) + item, offset=start)
+                out = np.stack([np.frombuffer(raw[i * stride : i * stride + item].tobytes(), dtype) for i in range(count)])
+            else:
+                out = np.frombuffer(self.bin, dtype, count=count * width, offset=start).reshape(count, width).copy()
+        else:
+            out = np.zeros((count, width), dtype)
+        if "sparse" in acc:
+            sp = acc["sparse"]
+            iv = self.json["bufferViews"][sp["indices"]["bufferView"]]
+            idx = np.frombuffer(self.bin, _COMPONENTS[sp["indices"]["componentType"]], count=sp["count"],
+                                offset=iv.get("byteOffset", 0) + sp["indices"].get("byteOffset", 0))
+            vv = self.json["bufferViews"][sp["values"]["bufferView"]]
+            vals = np.frombuffer(self.bin, dtype, count=sp["count"] * width,
+                                 offset=vv.get("byteOffset", 0) + sp["values"].get("byteOffset", 0)).reshape(-1, width)
+            out[idx.astype(np.int64)] = vals
+        if acc.get("normalized"):
+            out = out.astype(np.float32) / np.iinfo(dtype).max
+        return out
+
+    def node(self, name: str) -> int:
+        return next(i for i, n in enumerate(self.json["nodes"]) if n.get("name") == name)
+
+    def channels(self) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray, str]]:
+        """(node, path) -> (times, values, interpolation) over every animation."""
+        out = {}
+        for anim in self.json.get("animations", []):
+            for ch in anim["channels"]:
+                sampler = anim["samplers"][ch["sampler"]]
+                key = (ch["target"]["node"], ch["target"]["path"])
+                out[key] = (self.accessor(sampler["input"])[:, 0], self.accessor(sampler["output"]), sampler.get("interpolation", "LINEAR"))
+        return out
+
+    def morph_frames(self, node_name: str, fps: float) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ``[F, N, 3]`` of a point mesh at each key time of its weights animation
+        (STEP weights applied to the morph targets), and the key times."""
+        node_index = self.node(node_name)
+        prim = self.json["meshes"][self.json["nodes"][node_index]["mesh"]]["primitives"][0]
+        base = self.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
+        targets = np.stack([self.accessor(t["POSITION"]) for t in prim["targets"]]).astype(np.float64)  # [T, N, 3]
+        times, weights, interpolation = self.channels()[(node_index, "weights")]
+        assert interpolation == "STEP", interpolation
+        weights = weights.reshape(len(times), len(prim["targets"]))
+        return base[None] + np.einsum("ft,tnc->fnc", weights, targets), times
+
+
+# -- the Khronos validator ------------------------------------------------------------------------------
+
+_VALIDATE_JS = """
+const fs = require('fs');
+const validator = require(process.argv[2]);
+const path = process.argv[3];
+validator.validateBytes(new Uint8Array(fs.readFileSync(path)), {uri: path, maxIssues: 1000})
+  .then((report) => { process.stdout.write(JSON.stringify(report)); })
+  .catch((error) => { process.stderr.write('validator failed: ' + error); process.exit(2); });
+"""
+
+
+def gltf_validator_available() -> bool:
+    return shutil.which("node") is not None and VALIDATOR.is_dir()
+
+
+def validate_gltf(path) -> dict:
+    """The Khronos glTF validator's report (``issues.numErrors`` ...); skips the test where
+    Node.js or the validator is missing (``scripts/dev.py test`` installs it into .node/)."""
+    if not gltf_validator_available():
+        pytest.skip("the glTF validator is not installed (python3 scripts/dev.py test installs it into .node/; needs Node.js)")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "validate.js"
+        script.write_text(_VALIDATE_JS)
+        done = subprocess.run(["node", str(script), str(VALIDATOR), str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def validation_errors(report: dict) -> list[dict]:
+    return [m for m in report["issues"]["messages"] if m["severity"] == 0]

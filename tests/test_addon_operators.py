@@ -1,0 +1,236 @@
+"""Operators, the panel and the watch timer's work, on real bpy without a backend: the add-on
+package registered directly. (The installed extension and a real backend: test_addon_e2e.py.)"""
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import blender_addon  # noqa: E402
+from blender_addon import preferences, properties, runtime, ui  # noqa: E402
+from blender_addon.follow import Finished, FetchProgress, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
+from blender_addon.format.sequence import Sampling  # noqa: E402
+from blender_addon.scene import export, importer  # noqa: E402
+from tests.addon_fixtures import Glb, fresh_blender, make_sequence  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("fresh_blender")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    blender_addon.register()
+    yield
+    blender_addon.unregister()
+    assert not [name for name in dir(bpy.types) if name.startswith("DYNAPOSE4D")]
+    assert not hasattr(bpy.types.Scene, "dynapose4d")
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime():
+    runtime.reset()
+    yield runtime.STATE
+    runtime.reset()
+
+
+def test_generate_refuses_a_job_without_its_input():
+    s = bpy.context.scene.dynapose4d
+    s.kind = "generate"
+    with pytest.raises(RuntimeError, match="needs an image file"):  # bpy.ops raises what the operator reports
+        bpy.ops.dynapose4d.generate()
+    assert runtime.STATE.session is None
+    s.kind = "animate"
+    with pytest.raises(RuntimeError, match="needs a ply file"):
+        bpy.ops.dynapose4d.generate()
+
+
+def test_an_image_data_block_becomes_a_file_the_backend_can_read(tmp_path):
+    image = bpy.data.images.new("painted cat", 16, 8)
+    image.pixels.foreach_set(np.tile([1.0, 0.5, 0.0, 1.0], 16 * 8).astype(np.float32))
+    path = properties.image_file(image, str(tmp_path))
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.size == (16, 8)
+        assert img.convert("RGB").getpixel((0, 0))[0] == 255
+    assert len(bpy.data.images) == 1  # the temporary copy is gone
+
+
+def test_panel_defaults_match_the_job_options():
+    """The panel's defaults are those of JobOptions (which test_addon_client pins to the backend's)."""
+    from blender_addon.jobs import JobOptions
+
+    s = bpy.context.scene.dynapose4d
+    options = JobOptions()
+    for name in ("lambda_kml", "lambda_scl", "num_keypoints", "seed", "preset", "motion"):
+        assert getattr(s, name) == getattr(options, name), name
+
+
+def test_operator_settings_copy_the_panel():
+    s = bpy.context.scene.dynapose4d
+    s.kind, s.gaussians, s.frames, s.iterations, s.seed, s.duration = "demo", 600, 5, 3, 7, 0.5
+    bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = 30, 1.001
+    options = properties.job_options(bpy.context, None, "/tmp")
+    assert (options.kind, options.gaussians, options.frames, options.iterations, options.seed) == ("demo", 600, 5, 3, 7)
+    sampling = properties.sampling(bpy.context)
+    assert sampling.fps == pytest.approx(30 / 1.001) and sampling.frame_count == 15
+
+
+def queued_session(messages, job_id="job-q"):
+    """A session whose threads already ran: its queue holds what they reported."""
+    session = JobSession(lambda: None, Sampling(24.0, 6), job_id=job_id)
+    for message in messages:
+        session.queue.put(message)
+    return session
+
+
+def test_tick_applies_the_newest_snapshot_and_reports_the_end():
+    state = runtime.STATE
+    state.session = queued_session([
+        Status(JobView(id="job-q", state="running", stage="dynamic", iteration=1, total=3)),
+        SequenceReady(make_sequence(version=1)),
+        FetchProgress(2, 3, 6),
+        SequenceReady(make_sequence(version=2, seed=4)),
+        Status(JobView(id="job-q", state="running", stage="dynamic", iteration=3, total=3)),
+        Finished(JobView(id="job-q", state="done", snapshot_version=2)),
+    ])
+    state.import_options = importer.ImportOptions(frame_start=1)
+    reports = state.tick(bpy.context)
+    assert ("INFO", "DynaPose4D job job-q is done") in reports
+    coll = importer.job_collection(bpy.context.scene, "job-q", create=False)
+    assert coll is not None and coll["dynapose4d_snapshot"] == 2  # only the newest was built
+    assert state.imported_version == 2 and state.view.state == "done" and state.fetch is None
+    assert bpy.context.scene.dynapose4d.job_id == "job-q"
+    assert not state.busy()
+
+
+def test_tick_shows_failures():
+    state = runtime.STATE
+    state.session = queued_session([Problem("cannot reach the DynaPose4D backend at http://127.0.0.1:1"),
+                                    Finished(JobView(state="connecting", error="x"))])
+    reports = state.tick(bpy.context)
+    assert reports[0][0] == "ERROR" and "cannot reach" in state.error
+    state.session = queued_session([Finished(JobView(id="job-f", state="failed", error="CUDA out of memory"))])
+    reports = state.tick(bpy.context)
+    assert ("ERROR", "DynaPose4D job job-f failed: CUDA out of memory") in reports
+
+
+def test_export_operator_and_function_write_the_same_file(tmp_path):
+    seq = make_sequence()
+    coll = importer.import_sequence(bpy.context, seq, "job-e")
+    bpy.context.scene.dynapose4d.job_id = "job-e"
+    assert bpy.ops.dynapose4d.export_gltf(filepath=str(tmp_path / "op.glb")) == {"FINISHED"}
+    export.export_gltf(bpy.context, coll, str(tmp_path / "fn.glb"))
+    by_op, by_fn = Glb(tmp_path / "op.glb"), Glb(tmp_path / "fn.glb")
+    assert [n.get("name") for n in by_op.json["nodes"]] == [n.get("name") for n in by_fn.json["nodes"]]
+    channels_op, channels_fn = by_op.channels(), by_fn.channels()  # the exporter orders channels freely
+    assert channels_op.keys() == channels_fn.keys()
+    for key, (times, values, interpolation) in channels_op.items():
+        np.testing.assert_array_equal(times, channels_fn[key][0])
+        np.testing.assert_array_equal(values, channels_fn[key][1])
+    np.testing.assert_array_equal(by_op.morph_frames("gaussians", 24.0)[0], by_fn.morph_frames("gaussians", 24.0)[0])
+    np.testing.assert_allclose(by_op.morph_frames("gaussians", 24.0)[0], seq.positions, atol=1e-6)
+
+
+def test_export_and_import_operators_need_a_job(tmp_path):
+    with pytest.raises(RuntimeError, match="Nothing to export"):
+        bpy.ops.dynapose4d.export_gltf(filepath=str(tmp_path / "x.glb"))
+    with pytest.raises(RuntimeError, match="No job id"):
+        bpy.ops.dynapose4d.import_job()
+
+
+def test_install_operator_respects_online_access():
+    assert not bpy.app.online_access  # the bpy module runs offline
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.dynapose4d.install_backend()
+    assert runtime.STATE.builder is None
+
+
+def test_cancel_and_generate_polls_follow_the_job_state():
+    assert not bpy.ops.dynapose4d.cancel.poll()
+    state = runtime.STATE
+    state.session = queued_session([])
+    state.session._threads = [_Alive()]
+    state.view = JobView(id="job-r", state="running")
+    assert bpy.ops.dynapose4d.cancel.poll() and not bpy.ops.dynapose4d.generate.poll()
+    state.session._threads = []
+
+
+class _Alive:
+    def is_alive(self):
+        return True
+
+
+def test_preferences_fall_back_to_defaults_when_not_enabled():
+    settings = preferences.backend_settings(preferences.get(bpy.context))
+    assert settings.mode == "LOCAL" and settings.address_file.endswith("server.json")
+    assert "backend-env" in settings.python
+
+
+# -- the panel, drawn into a recorder (the bpy module never draws panels) -----------------------------
+
+
+class Recorder:
+    """Stands in for UILayout: checks every property and operator the panel names exists."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):
+        if name in ("row", "column", "box", "grid_flow", "split"):
+            return lambda *a, **k: Recorder(self.log)
+        return lambda *a, **k: self.log.append((name, a, k))
+
+    def __setattr__(self, name, value):
+        if name == "log":
+            object.__setattr__(self, name, value)
+
+    def prop(self, data, name, **kw):
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kw):
+        module, name = idname.split(".")
+        assert getattr(getattr(bpy.ops, module), name).poll is not None
+        self.log.append(("operator", idname))
+        return type("Props", (), {})()
+
+
+class PanelStub:
+    def __init__(self):
+        self.log = []
+        self.layout = Recorder(self.log)
+
+
+@pytest.mark.parametrize("kind", ["generate", "demo", "animate"])
+def test_panels_draw_every_kind_and_state(kind):
+    bpy.context.scene.dynapose4d.kind = kind
+    state = runtime.STATE
+    for setup in (lambda: None, lambda: setattr(state, "view", JobView(state="running", stage="dynamic", iteration=2, total=4, progress=0.5)),
+                  lambda: setattr(state, "error", "line one\nline two"),
+                  lambda: setattr(state.health, "info", {"version": "0.1.0", "device": "cuda", "gpu": {"name": "H100", "memory_total_mb": 81920},
+                                                         "models": [{"name": "svd", "available": False}]})):
+        setup()
+        for panel in ui.CLASSES:
+            stub = PanelStub()
+            panel.draw(stub, bpy.context)
+            assert stub.log
+    stub = PanelStub()
+    ui.DYNAPOSE4D_PT_main.draw(stub, bpy.context)
+    assert ("operator", "dynapose4d.generate") in stub.log and ("operator", "dynapose4d.cancel") in stub.log
+    assert any(entry[0] == "progress" for entry in stub.log)
+
+
+def test_preferences_draw():
+    from blender_addon.preferences import DynaPose4DPreferences
+
+    class Prefs(PanelStub):
+        pass
+
+    for mode in ("LOCAL", "REMOTE"):
+        stub = Prefs()
+        props = type("P", (), {"backend_mode": mode, "bl_rna": DynaPose4DPreferences.bl_rna})()
+        stub.__dict__.update({k: getattr(props, k) for k in ("backend_mode", "bl_rna")})
+        DynaPose4DPreferences.draw(stub, bpy.context)
+        names = [e[1] for e in stub.log if e[0] == "prop"]
+        assert ("url" in names) == (mode == "REMOTE") and ("python_path" in names) == (mode == "LOCAL")
+
