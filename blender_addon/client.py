@@ -15,7 +15,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from .format.sequence import Sampling, Sequence, assemble
@@ -242,43 +242,55 @@ class EventStream:
                 raise BackendError(_unreachable(c.url, exc)) from None
             if resp.status >= 400:
                 raise _error(resp.status, resp.read(), "GET", f"/jobs/{self.job_id}/events")
-            event, event_id, data = None, None, []
-            while not self._closed:
+
+            def readline() -> bytes:
+                if self._closed:
+                    return b""
                 try:
-                    line = resp.readline()
+                    return resp.readline()
                 except (OSError, http.client.HTTPException) as exc:
                     if self._closed:
-                        return
+                        return b""
                     raise BackendError(f"lost the event stream of job {self.job_id}: {exc}") from None
-                if not line:
-                    return
-                line = line.decode("utf-8", "replace").rstrip("\r\n")
-                if line == "":
-                    if event is not None:
-                        try:
-                            payload = json.loads("\n".join(data)) if data else {}
-                        except ValueError:
-                            payload = {"text": "\n".join(data)}
-                        yield event, event_id, payload
-                        if event == "end":
-                            return
-                    event, event_id, data = None, None, []
-                elif line.startswith(":"):
-                    continue
-                else:
-                    key, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if key == "event":
-                        event = value
-                    elif key == "id" and value.strip().isdigit():
-                        event_id = int(value)
-                    elif key == "data":
-                        data.append(value)
+
+            yield from parse_sse(readline)
         finally:
             conn.close()
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def parse_sse(readline: Callable[[], bytes]) -> Iterator[tuple[str, int | None, dict]]:
+    """Server-sent events read line by line: ``(event, id, data)`` until ``end`` or the end of
+    the stream (``readline`` returns b""). ``data`` is the JSON payload (or ``{"text": ...}``)."""
+    event, event_id, data = None, None, []
+    while True:
+        line = readline()
+        if not line:
+            return
+        line = line.decode("utf-8", "replace").rstrip("\r\n")
+        if line == "":
+            if event is not None:
+                try:
+                    payload = json.loads("\n".join(data)) if data else {}
+                except ValueError:
+                    payload = {"text": "\n".join(data)}
+                yield event, event_id, payload
+                if event == "end":
+                    return
+            event, event_id, data = None, None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "event":
+                event = value
+            elif key == "id" and value.strip().isdigit():
+                event_id = int(value)
+            elif key == "data":
+                data.append(value)
 
 
 def _unreachable(url: str, exc: Exception) -> str:

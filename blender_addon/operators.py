@@ -23,6 +23,13 @@ def start_watching(context) -> None:
     bpy.ops.dynapose4d.watch("INVOKE_DEFAULT")
 
 
+def follow_job(context, prefs, sampling, **job) -> None:
+    """Follow a new job (``request=``) or an existing one (``job_id=``) into this scene."""
+    runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
+                                context.scene.name, **job)
+    start_watching(context)
+
+
 def redraw(context) -> None:
     wm = context.window_manager
     for window in wm.windows:
@@ -121,9 +128,7 @@ class DYNAPOSE4D_OT_generate(bpy.types.Operator):
         except (JobRequestError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
-                                    context.scene.name, request=request)
-        start_watching(context)
+        follow_job(context, prefs, sampling, request=request)
         return {"FINISHED"}
 
 
@@ -146,9 +151,7 @@ class DYNAPOSE4D_OT_import_job(bpy.types.Operator):
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
-                                    context.scene.name, job_id=job_id)
-        start_watching(context)
+        follow_job(context, prefs, sampling, job_id=job_id)
         return {"FINISHED"}
 
 

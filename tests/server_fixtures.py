@@ -130,28 +130,9 @@ class Server:
             resp = conn.getresponse()
             assert resp.status == 200, resp.read()
             assert resp.getheader("content-type", "").startswith("text/event-stream")
-            event, event_id, data = None, None, []
-            while True:
-                line = resp.readline()
-                if not line:
-                    return
-                line = line.decode().rstrip("\n")
-                if line == "":
-                    if event is not None:
-                        yield event, event_id, json.loads("\n".join(data))
-                        if event == "end":
-                            return
-                    event, event_id, data = None, None, []
-                elif line.startswith(":"):
-                    continue
-                else:
-                    key, _, value = line.partition(": ")
-                    if key == "event":
-                        event = value
-                    elif key == "id":
-                        event_id = int(value)
-                    elif key == "data":
-                        data.append(value)
+            from blender_addon.client import parse_sse  # the add-on's parser: one home for SSE
+
+            yield from parse_sse(resp.readline)
         finally:
             conn.close()
 
