@@ -126,6 +126,10 @@ class ModelSpec:
         return f"{_hub_endpoint()}/{self.repo_id}"
 
 
+# The two SVD variants share their licence.
+_SVD_LICENSE = "Stability AI Community License (stable-video-diffusion-community)"
+_SVD_LICENSE_NOTE = "free below Stability's revenue threshold; accept it on the model page first."
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -162,8 +166,8 @@ MODELS: dict[str, ModelSpec] = {
             repo_id="stabilityai/stable-video-diffusion-img2vid",
             env_var="DYNAPOSE4D_SVD",
             option="--svd",
-            license_name="Stability AI Community License (stable-video-diffusion-community)",
-            license_note="free below Stability's revenue threshold; accept it on the model page first.",
+            license_name=_SVD_LICENSE,
+            license_note=_SVD_LICENSE_NOTE,
             gated=True,
             num_frames=14,
             download_variant="fp16",
@@ -176,8 +180,8 @@ MODELS: dict[str, ModelSpec] = {
             repo_id="stabilityai/stable-video-diffusion-img2vid-xt",
             env_var="DYNAPOSE4D_SVD_XT",
             option="--svd",
-            license_name="Stability AI Community License (stable-video-diffusion-community)",
-            license_note="free below Stability's revenue threshold; accept it on the model page first.",
+            license_name=_SVD_LICENSE,
+            license_note=_SVD_LICENSE_NOTE,
             gated=True,
             num_frames=25,
             download_variant="fp16",
