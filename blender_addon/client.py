@@ -151,12 +151,6 @@ class BackendClient:
     def cancel(self, job_id: str) -> dict:
         return self.json("POST", f"/jobs/{job_id}/cancel")
 
-    def resume(self, job_id: str) -> dict:
-        return self.json("POST", f"/jobs/{job_id}/resume")
-
-    def delete(self, job_id: str) -> dict:
-        return self.json("DELETE", f"/jobs/{job_id}")
-
     def log(self, job_id: str, lines: int = 50) -> str:
         return self.request("GET", f"/jobs/{job_id}/log", query={"lines": lines})[2].decode("utf-8", "replace")
 
@@ -205,12 +199,6 @@ class BackendClient:
             if on_frame is not None:
                 on_frame(index + 1, sampling.frame_count)
         return assemble(frames, tracks, sampling)
-
-    def download_result(self, job_id: str, path: str | os.PathLike) -> Path:
-        """The finished job's PLY sequence zip, written to ``path``."""
-        path = Path(path)
-        path.write_bytes(self.request("GET", f"/jobs/{job_id}/result", timeout=max(self.timeout, 300.0))[2])
-        return path
 
 
 class EventStream:

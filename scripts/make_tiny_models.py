@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hf-cache", action="store_true", help="also write a fake Hugging Face cache under OUT/hf-cache")
     args = ap.parse_args(argv)
 
-    from dynapose4d.models import MODELS
+    from dynapose4d.weights import MODELS
     from dynapose4d.testing.tiny_models import fake_hf_cache, make_all
 
     folders = make_all(args.out)

@@ -29,7 +29,7 @@ TINY = {"iterations": 3, "gaussians": 600, "frames": 5, "previews": False}
 
 def register_upload_kind() -> None:
     from dynapose4d import pipeline
-    from dynapose4d.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from dynapose4d.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     pipeline.SETTINGS.setdefault(UPLOAD_KIND, pipeline.SETTINGS["demo"])
     pipeline.INPUTS.setdefault(

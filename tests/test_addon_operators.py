@@ -190,7 +190,8 @@ class Recorder:
 
     def operator(self, idname, **kw):
         module, name = idname.split(".")
-        assert getattr(getattr(bpy.ops, module), name).poll is not None
+        # bpy.ops answers any attribute; only a registered operator has an RNA type.
+        getattr(getattr(bpy.ops, module), name).get_rna_type()
         self.log.append(("operator", idname))
         return type("Props", (), {})()
 

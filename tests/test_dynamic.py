@@ -12,8 +12,8 @@ import torch
 from dynapose4d.articulated import make_articulated
 from dynapose4d.cameras import Cameras
 from dynapose4d.deform import Binding, DeformConfig, HexPlaneConfig, lift_keypoints, make_deformation
-from dynapose4d.deform.models import Deformed, farthest_point_sample, move_bound_points
-from dynapose4d.demo import DemoConfig, make_demo_inputs
+from dynapose4d.deform.deformations import Deformed, farthest_point_sample, move_bound_points
+from dynapose4d.pipeline.demo import DemoConfig, make_demo_inputs
 from dynapose4d.events import ProgressEvent, SnapshotEvent, StageEvent
 from dynapose4d.gaussians import Gaussians
 from dynapose4d.io import read_ply
@@ -23,7 +23,7 @@ from dynapose4d.losses import (
     keypoint_match_loss,
     spatio_temporal_consistency_loss,
 )
-from dynapose4d.model4d import Dynamic4D
+from dynapose4d.dynamic4d import Dynamic4D
 from dynapose4d.stages import DynamicConfig, DynamicStage
 
 
@@ -107,7 +107,7 @@ def test_gradients_reach_every_parameter(demo_inputs):
     stage = make_stage(demo_inputs, train_static=True, frames_per_step=0)
     stage.train_step()  # the zero-initialised heads first need one step to pass gradients on
     stage.train_step()
-    named = dict(stage.model.named_parameters())
+    named = dict(stage.deformation.named_parameters())
     named.update({f"static.{k}": v for k, v in stage.static_params.items()})
     for name, p in named.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -250,7 +250,7 @@ def test_stop_and_exact_resume(demo_inputs, tmp_path, stop_call):
     resumed.load_checkpoint(ckpt)
     assert resumed.step == 3
     assert resumed.run(checkpoint_path=ckpt) == "finished"
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(straight.deformation.state_dict().items(), resumed.deformation.state_dict().values()):
         assert torch.equal(a, b), name
 
 

@@ -19,11 +19,11 @@ from dynapose4d.images import ImageLoadError, ReferenceImage
 from dynapose4d.io import read_ply, write_ply
 from dynapose4d.io.sequence import read_sequence
 from dynapose4d.metrics import psnr
-from dynapose4d.model4d import Dynamic4D
-from dynapose4d.models import ModelNotFoundError
+from dynapose4d.dynamic4d import Dynamic4D
+from dynapose4d.weights import ModelNotFoundError
 from dynapose4d.pipeline import JobError, run_job, write_job
 from dynapose4d.render import render
-from dynapose4d.sources import PlyRegistration, register_gaussians
+from dynapose4d.pipeline.static_sources import PlyRegistration, register_gaussians
 from dynapose4d.stages.static import StaticConfig, StaticStage
 
 pytest_plugins = ["tests.conftest_models"]
@@ -182,7 +182,7 @@ def test_bad_job_inputs_are_named(tmp_path, lamp):
 
 
 def test_presets_are_the_documented_ones():
-    from dynapose4d.image_to_4d import PRESETS
+    from dynapose4d.pipeline import PRESETS
 
     assert PRESETS["standard"].static_iterations == 500 and PRESETS["standard"].dynamic_iterations == 500  # the paper
     assert PRESETS["high"].svd == "svd-xt"

@@ -1,16 +1,14 @@
 """Model registry: resolution from folders, environment variables and the HF cache; messages."""
 
-import argparse
 import io
 import shutil
 
 import pytest
 
-from dynapose4d.models import (
+from dynapose4d.weights import (
     MODELS,
     ModelDownloadError,
     ModelNotFoundError,
-    add_models_cli,
     check_model,
     download_model,
     get_spec,
@@ -165,8 +163,9 @@ def test_download_failure_is_a_clear_message(tmp_path):
 
 
 def test_models_cli(tiny_zero123, tmp_path, monkeypatch, capsys):
-    ap = argparse.ArgumentParser()
-    add_models_cli(ap.add_subparsers(dest="command", required=True))
+    from dynapose4d.cli import build_parser
+
+    ap = build_parser()
     for var in ("DYNAPOSE4D_ZERO123", "DYNAPOSE4D_SVD"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DYNAPOSE4D_ZERO123", str(tiny_zero123["zero123-xl"]))

@@ -13,7 +13,7 @@ from dynapose4d.render import RenderBudgetError, render
 from dynapose4d.render.pairs import _contributing_pairs
 from dynapose4d.render.projection import ALPHA_MIN, project_gaussians
 from dynapose4d.render.reference import rasterize_dense
-from dynapose4d.render.sh import eval_sh
+from dynapose4d.sh import eval_sh
 
 D = torch.float64
 

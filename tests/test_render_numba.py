@@ -16,7 +16,7 @@ from dynapose4d.render.numba_raster import rasterize_numba
 from dynapose4d.render.pairs import rasterize
 from dynapose4d.render.projection import project_gaussians
 from dynapose4d.render.reference import rasterize_dense
-from dynapose4d.render.sh import eval_sh
+from dynapose4d.sh import eval_sh
 from tests.test_render import random_scene, reference_render, some_cameras
 
 D = torch.float64

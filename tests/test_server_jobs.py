@@ -16,7 +16,7 @@ import torch
 pytest.register_assert_rewrite("tests.server_fixtures")
 from blender_addon.format.wire import decode_frame  # noqa: E402
 from dynapose4d.io.ply import read_ply  # noqa: E402
-from dynapose4d.model4d import Dynamic4D  # noqa: E402
+from dynapose4d.dynamic4d import Dynamic4D  # noqa: E402
 from tests.server_fixtures import TINY  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]

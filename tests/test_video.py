@@ -65,7 +65,7 @@ def test_svd_input_is_composited_on_white_and_resized(tiny_svd):
 
 
 def test_svd_missing_model_fails_at_construction(tmp_path, monkeypatch):
-    from dynapose4d.models import ModelNotFoundError
+    from dynapose4d.weights import ModelNotFoundError
 
     monkeypatch.delenv("DYNAPOSE4D_SVD_XT", raising=False)
     with pytest.raises(ModelNotFoundError, match="dynapose4d models download svd-xt"):

@@ -190,7 +190,7 @@ def test_novel_view_sample(guidance, one_thread):
 
 
 def test_loading_checks_the_layout(tiny_svd):
-    from dynapose4d.models import ModelNotFoundError
+    from dynapose4d.weights import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="not a zero123 model in the diffusers layout"):
         Zero123Guidance(Zero123Config(model=str(tiny_svd)))

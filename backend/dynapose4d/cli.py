@@ -22,13 +22,12 @@ from . import __version__
 
 
 def _device(name: str):
-    import torch
+    from .devices import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name}: this torch build has no CUDA device (see README, GPU setup)")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise SystemExit(f"error: --device {exc}") from None
 
 
 def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: float, radius: float, device, renderer):
@@ -71,8 +70,8 @@ def cmd_demo(args) -> int:
 
     import torch
 
-    from .demo import DemoConfig, run_demo
-    from .progress import ConsoleProgress
+    from .pipeline.demo import DemoConfig, run_demo
+    from .pipeline.progress import ConsoleProgress
 
     cfg = DemoConfig(motion=args.motion, seed=args.seed)
     if args.iterations:
@@ -123,10 +122,11 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
     """Create (or resume) the job folder ``args.output`` and run it with a console progress."""
     import shutil
 
-    from .pipeline import JOB_FILE, SETTINGS, run_job, write_job
-    from .progress import ConsoleProgress
+    from .pipeline import SETTINGS, JobFolder, run_job, write_job
+    from .pipeline.progress import ConsoleProgress
 
-    out = Path(args.output)
+    folder = JobFolder(args.output)
+    out = folder.root
     settings = {s.name: getattr(args, s.name) for s in SETTINGS[kind] if getattr(args, s.name, None) is not None}
     files = {}
     for role, path in inputs.items():
@@ -136,17 +136,16 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
         if not src.is_file():
             raise ValueError(f"the {role} {src} is not a file")
         files[role] = src.name
-    job_file = out / JOB_FILE
-    if job_file.exists() and not args.restart:
-        spec = json.loads(job_file.read_text())
+    if folder.job_file.exists() and not args.restart:
+        spec = json.loads(folder.job_file.read_text())
         print(f"resuming the {spec['kind']} job in {out} (use --restart to start over)")
     else:
         if out.exists() and args.restart:
             shutil.rmtree(out)
-        (out / "inputs").mkdir(parents=True, exist_ok=True)
+        folder.inputs.mkdir(parents=True, exist_ok=True)
         for role, path in inputs.items():
             if path is not None:
-                shutil.copyfile(path, out / "inputs" / files[role])
+                shutil.copyfile(path, folder.input(files[role]))
         write_job(out, kind, settings, files)
     summary = run_job(out, ConsoleProgress())
     print("RESULT " + json.dumps(summary))
@@ -189,6 +188,75 @@ def cmd_info(args) -> int:
     }
     print(json.dumps(info, indent=2))
     return 0
+
+
+def cmd_models_list(args) -> int:
+    from .weights import list_models
+
+    for status in list_models(cache_dir=args.cache_dir):
+        spec = status.spec
+        where = f"available: {status.path}" if status.available else "not downloaded"
+        print(f"{spec.name:<15} {spec.repo_id:<48} {'gated' if spec.gated else '':<5}  {where}")
+        print(f"{'':<15} {spec.description}; licence: {spec.license_name}")
+    return 0
+
+
+def cmd_models_check(args) -> int:
+    from .weights import MODELS, check_model, get_spec
+
+    names = args.names or list(MODELS)
+    for name in names:
+        get_spec(name)  # unknown names fail before anything is printed
+    ok = True
+    for name in names:
+        status = check_model(name, cache_dir=args.cache_dir)
+        ok &= status.available
+        print(f"{name}: {status.summary()}")
+        if not status.available:
+            print(f"  get it with: dynapose4d models download {name}   (or set {status.spec.env_var}=/path/to/folder)")
+    return 0 if ok else 1
+
+
+def cmd_models_download(args) -> int:
+    from .weights import download_model
+
+    download_model(
+        args.name,
+        cache_dir=args.cache_dir,
+        local_dir=args.local_dir,
+        token=args.token,
+        full_precision=args.full_precision,
+    )
+    return 0
+
+
+def _add_models_parser(subparsers) -> argparse.ArgumentParser:
+    """``models list|check|download``."""
+    from .weights import MODELS
+
+    models = subparsers.add_parser("models", help="list, check and download the diffusion models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+
+    def cache_option(p):
+        p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE or ~/.cache)")
+
+    p = msub.add_parser("list", help="every model, its licence and whether it is here")
+    cache_option(p)
+    p.set_defaults(func=cmd_models_list)
+
+    p = msub.add_parser("check", help="is a model available locally, and where (exit 1 if not)")
+    p.add_argument("names", nargs="*", help=f"models to check ({', '.join(MODELS)}); default all")
+    cache_option(p)
+    p.set_defaults(func=cmd_models_check)
+
+    p = msub.add_parser("download", help="download a model into the Hugging Face cache (shows its licence)")
+    p.add_argument("name", choices=list(MODELS))
+    cache_option(p)
+    p.add_argument("--local-dir", default=None, help="download into this folder instead of the cache")
+    p.add_argument("--token", default=None, help="Hugging Face token (default: the logged-in one / HF_TOKEN)")
+    p.add_argument("--full-precision", action="store_true", help="SVD: fetch fp32 weights instead of fp16")
+    p.set_defaults(func=cmd_models_download)
+    return models
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,9 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--device", default="auto")
     info.set_defaults(func=cmd_info)
 
-    from .models import add_models_cli
-
-    add_models_cli(sub)
+    _add_models_parser(sub)
     from .server.cli import add_serve_cli
 
     add_serve_cli(sub)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .cameras import Cameras
 from .metrics import jitter, keypoint_error, moving_region, psnr, ssim
-from .model4d import Dynamic4D
+from .dynamic4d import Dynamic4D
 from .render import render
 
 

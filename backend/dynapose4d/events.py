@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Union
 
 if TYPE_CHECKING:
-    from .model4d import Dynamic4D
+    from .dynamic4d import Dynamic4D
 
 
 @dataclass

@@ -21,7 +21,9 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-SH_C0 = 0.28209479177387814
+from .sh import C0, rotate_sh
+
+SH_C0 = C0  # degree-0 basis value
 
 
 class GaussiansError(ValueError):
@@ -324,8 +326,6 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
 
 def transform_gaussians(g: Gaussians, rotation: Tensor, translation: Tensor | None = None, scale: float = 1.0) -> Gaussians:
     """``x -> scale * R x + t`` applied to a scene: means, orientations, sizes and SH colours."""
-    from .render.sh import rotate_sh
-
     R = rotation.to(g.means)
     q = rotmat_to_quat(R).expand_as(g.quats)
     means = scale * g.means @ R.T

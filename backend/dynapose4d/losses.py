@@ -71,3 +71,17 @@ def as_rigid_as_possible_loss(handles: Tensor, rotations: Tensor, rest: Tensor, 
     then = rest[neighbours] - rest[:, None]  # [M, K, 3]
     expected = (rotations[:, :, None] @ then[None, ..., None])[..., 0]
     return (weights[None, ..., None] * (now - expected) ** 2).sum((-1, -2)).mean()
+
+
+def weigh_terms(terms: dict[str, Tensor], weights: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
+    """The weighted total of the loss terms, and each weighted term as a float (for the log).
+
+    Every term needs its weight (``lambda_<name>`` of the stage config): a term without one is
+    an error, never silently weighted 1 (a misspelt or new term would otherwise dominate)."""
+    unknown = sorted(set(terms) - set(weights))
+    if unknown:
+        raise KeyError(f"loss term(s) {', '.join(unknown)} have no weight; known: {', '.join(sorted(weights))}")
+    total = sum(weights[k] * v for k, v in terms.items())
+    values = {k: float(weights[k] * v.detach()) for k, v in terms.items()}
+    values["loss"] = float(total.detach())
+    return total, values

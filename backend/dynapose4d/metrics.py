@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +78,3 @@ def jitter(trajectories: Tensor) -> float:
     acc = trajectories[2:] - 2 * trajectories[1:-1] + trajectories[:-2]
     return float(acc.norm(dim=-1).mean())
 
-
-def nan_to_none(x: float) -> float | None:
-    return None if math.isnan(x) else x

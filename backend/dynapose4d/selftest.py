@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .cameras import Cameras
+from .devices import resolve_device
 from .metrics import psnr, ssim
 
 REAL_UNET_PARAMETERS = 100_000_000  # the real UNets have ~0.9-1.5 billion; test fixtures ~1 million
@@ -72,7 +73,7 @@ def _real(module) -> tuple[bool, int]:
 def check_zero123(model: str, device: torch.device, steps: int) -> Check:
     from .guidance import OrbitPose
     from .guidance.zero123 import Zero123Config, Zero123Guidance
-    from .models import ModelNotFoundError
+    from .weights import ModelNotFoundError
 
     t0 = time.perf_counter()
     try:
@@ -91,7 +92,7 @@ def check_zero123(model: str, device: torch.device, steps: int) -> Check:
 
 
 def check_svd(model: str, device: torch.device, steps: int) -> Check:
-    from .models import ModelNotFoundError
+    from .weights import ModelNotFoundError
     from .video import SVDConfig, SVDSource
 
     t0 = time.perf_counter()
@@ -112,7 +113,7 @@ def check_svd(model: str, device: torch.device, steps: int) -> Check:
 
 
 def run_selftest(zero123: str = "zero123-xl", svd: str = "svd", device: str = "auto", steps: int | None = None) -> list[Check]:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     steps = steps or (25 if dev.type == "cuda" else 2)
     checks = check_renderer(dev)
     checks.append(check_zero123(zero123, dev, steps))

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .devices import resolve_device
+from .formats import IMAGE_SUFFIXES
 from .images import DEFAULT_FILL, ImageLoadError, Segmenter, border_pixels, clean_mask, estimate_foreground, load_image
 
 __all__ = [
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_FRAME_FOLDER_FPS = 7.0  # assumed (and recorded as assumed) when a frame folder has no fps
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif", ".mpg", ".mpeg")
 
 
 class VideoError(ValueError):
@@ -372,10 +372,10 @@ class SVDSource(VideoSource):
         *,
         progress: Callable[[int, int], None] | None = None,
     ):
-        from .models import resolve_model
+        from .weights import resolve_model
 
         self.config = config = config or SVDConfig()
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         use_fp16 = config.fp16 if config.fp16 is not None else self.device.type == "cuda"
         self.dtype = torch.float16 if use_fp16 else torch.float32
         self.resolved = resolve_model(config.model, kind="svd", cache_dir=config.cache_dir)
@@ -394,7 +394,7 @@ class SVDSource(VideoSource):
         )
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        from .models import weights_variant
+        from .weights import weights_variant
 
         path = self.resolved.path
         kw = dict(torch_dtype=self.dtype)

@@ -2,10 +2,11 @@
 
 from .anchors import Anchors, lift_keypoints, make_anchors
 from .hexplane import HexPlane, HexPlaneConfig
-from .models import (
+from .deformations import (
     Binding,
     ControlDeformation,
     DeformConfig,
+    Deformation,
     Deformed,
     PerGaussianDeformation,
     farthest_point_sample,
@@ -17,6 +18,7 @@ __all__ = [
     "Binding",
     "ControlDeformation",
     "DeformConfig",
+    "Deformation",
     "Deformed",
     "HexPlane",
     "HexPlaneConfig",

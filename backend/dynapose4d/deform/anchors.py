@@ -17,7 +17,7 @@ from torch import Tensor
 from ..cameras import Cameras
 from ..gaussians import Gaussians
 from ..render import render
-from .models import Binding, Deformed, move_bound_points
+from .deformations import Binding, Deformed, move_bound_points
 
 
 @dataclass

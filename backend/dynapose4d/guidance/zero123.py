@@ -44,6 +44,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor
 
+from ..devices import resolve_device
 from . import OrbitPose
 
 __all__ = [
@@ -163,10 +164,10 @@ class Zero123Guidance:
     """
 
     def __init__(self, config: Zero123Config | None = None, device: torch.device | str | None = None):
-        from ..models import resolve_model
+        from ..weights import resolve_model
 
         self.config = config = config or Zero123Config()
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = resolve_device(device)
         use_fp16 = config.fp16 if config.fp16 is not None else self.device.type == "cuda"
         self.dtype = torch.float16 if use_fp16 else torch.float32
         if not 0.0 <= config.t_range[0] < config.t_range[1] <= 1.0:
@@ -201,7 +202,7 @@ class Zero123Guidance:
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPVisionModelWithProjection
 
-        from ..models import weights_variant
+        from ..weights import weights_variant
 
         kw = dict(torch_dtype=self.dtype)
         self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=weights_variant(path / "unet"), **kw)

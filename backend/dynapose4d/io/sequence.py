@@ -17,7 +17,7 @@ import math
 import os
 from pathlib import Path
 
-from ..model4d import Dynamic4D
+from ..dynamic4d import Dynamic4D
 from .ply import write_ply
 
 FORMAT = "dynapose4d.sequence/1"

@@ -159,10 +159,6 @@ def _inside(mask: np.ndarray | None, xy: np.ndarray, tolerance: int = 2) -> np.n
     return ok
 
 
-def _spline_or_none(src: np.ndarray, dst: np.ndarray, regularization: float = 1e-2):
-    return ThinPlateSpline(src, dst, regularization) if len(src) else None
-
-
 def _snap_to_mask(mask: np.ndarray | None, xy: np.ndarray, tolerance: int = 2) -> np.ndarray:
     """Move points farther than ``tolerance`` pixels outside ``mask`` to the nearest mask pixel's centre.
 

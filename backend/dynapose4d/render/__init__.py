@@ -22,7 +22,7 @@ from ..cameras import Cameras
 from ..gaussians import Gaussians
 from .projection import EPS2D, NEAR_PLANE, project_gaussians
 from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError, rasterize
-from .sh import eval_sh
+from ..sh import eval_sh
 
 BACKENDS = ("auto", "numba", "torch", "gsplat")
 

@@ -104,7 +104,7 @@ class DeviceProbe:
 
 def _warm_imports() -> None:
     """Import the heavy modules once at start-up, not inside the first upload or frame request."""
-    for name in ("images", "video", "model4d"):
+    for name in ("images", "video", "dynamic4d"):
         importlib.import_module(f"dynapose4d.{name}")
 
 

@@ -57,7 +57,7 @@ class SnapshotFrames:
 
     # -- the model -----------------------------------------------------------------------------
     def load(self, job_id: str, job_dir: Path) -> _Loaded:
-        from ..model4d import Dynamic4D
+        from ..dynamic4d import Dynamic4D
 
         path = job_dir / SNAPSHOT_FILE
         try:
@@ -75,7 +75,7 @@ class SnapshotFrames:
             if cached is not None:
                 return cached
             model = Dynamic4D.load(path)
-            model.model()  # build the deformation network now, not in a concurrent first sample
+            model.deformation()  # build the deformation network now, not in a concurrent first sample
             loaded = _Loaded(stamp, model, dict(model.info.get("snapshot") or {}))
             with self._lock:
                 self._models[job_id] = loaded
@@ -100,7 +100,7 @@ class SnapshotFrames:
     # -- requests ------------------------------------------------------------------------------
     @staticmethod
     def _timing(model, fps: float | None, frame_count: int | None, mode: str) -> tuple[float, int]:
-        from ..model4d import TIME_MODES, default_frame_count
+        from ..dynamic4d import TIME_MODES, default_frame_count
 
         fps = model.video_fps if fps is None else fps
         if not (0 < fps <= MAX_FPS):
@@ -202,9 +202,7 @@ class SnapshotFrames:
         fps, frame_count = self._timing(model, fps, frame_count, mode)
         times = model.times(frame_count, fps, mode)
         with torch.no_grad():
-            # Only the handles' motion is needed for keypoints, not every Gaussian of every frame.
-            motion = model.model().handle_motion(model.static, times)
-            positions = model.keypoints.anchors.positions(motion)
+            positions = model.sample_keypoints(times)  # the handles' motion only
         kp = model.keypoints
         cam = model.camera
         return {

@@ -14,7 +14,7 @@ def probe() -> dict:
     import torch
 
     from .. import __version__
-    from ..models import list_models
+    from ..weights import list_models
 
     info: dict = {"version": __version__, "torch": torch.__version__, "device": "cpu", "gpu": None}
     if torch.cuda.is_available():

@@ -53,7 +53,7 @@ class ReceivedForm:
 
 def suffix_class(suffix: str) -> str:
     """``image``, ``video``, ``json``, ``ply`` or ``other``: decides the size limit and the check."""
-    from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     if suffix in IMAGE_SUFFIXES:
         return "image"

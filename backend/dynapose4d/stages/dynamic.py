@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..deform.anchors import make_anchors
-from ..deform.models import DeformConfig, make_deformation
+from ..deform.deformations import DeformConfig, make_deformation
 from ..events import EventSink, SnapshotEvent, ignore
 from ..gaussians import Gaussians
 from ..keypoints.base import SupportKeypoints, TrackResult
@@ -36,8 +36,9 @@ from ..losses import (
     keypoint_match_loss,
     loss_reference,
     spatio_temporal_consistency_loss,
+    weigh_terms,
 )
-from ..model4d import Dynamic4D, Keypoints3D
+from ..dynamic4d import Dynamic4D, Keypoints3D
 from ..render import render
 from ..video import DrivingVideo
 from .loop import StopRequested, run_stage
@@ -107,6 +108,13 @@ class NovelViewGuidance(Protocol):
     def __call__(self, gaussians: Gaussians, frame_ids: Tensor, step_fraction: float) -> dict[str, Tensor]: ...
 
 
+def _learning_rate(config: DynamicConfig, group: str) -> float:
+    try:
+        return getattr(config, f"lr_{group}")
+    except AttributeError:
+        raise ValueError(f"the deformation has a parameter group {group!r} but DynamicConfig has no lr_{group}") from None
+
+
 class DynamicStage:
     def __init__(
         self,
@@ -149,12 +157,16 @@ class DynamicStage:
 
         # 3. The model: static Gaussians (trainable or not), deformation, anchors.
         self.static_params = {k: torch.nn.Parameter(v.detach().clone(), requires_grad=config.train_static) for k, v in static.tensors().items()}
-        self.model = make_deformation(self.static, config.deform)
+        self.deformation = make_deformation(self.static, config.deform)
+        if not self.deformation.trainable:
+            raise ValueError(
+                f"deformation mode {config.deform.mode!r} has nothing to train; the dynamic stage trains 'control' (default) or 'per_gaussian'"
+            )
         sx, sy = support.image_size or (vw, vh)
         support_px = torch.from_numpy(support.xy) * torch.tensor([res / sx, res / sy])
-        self.anchors = make_anchors(self.static.detach(), self.camera, support_px.to(self.camera.c2w), self.model.handles_rest, config.anchor_knn)
+        self.anchors = make_anchors(self.static.detach(), self.camera, support_px.to(self.camera.c2w), self.deformation.handles_rest, config.anchor_knn)
         self.anchor_weight = (self.anchors.valid & torch.from_numpy(support.visible)).to(self.track_weight)
-        rest = self.model.handles_rest
+        rest = self.deformation.handles_rest
         k = min(config.arap_knn + 1, rest.shape[0])
         dist, idx = torch.cdist(rest, rest).topk(k, largest=False)  # the first is the point itself
         self.arap_neighbours = idx[:, 1:]
@@ -162,12 +174,7 @@ class DynamicStage:
         self.arap_weights = torch.exp(-(dist[:, 1:] ** 2) / (2 * sigma**2))
 
         # 4. Optimiser with per-group learning rates; its own generator for frame sampling.
-        groups = [
-            {"name": "grid", "params": list(self.model.net.field.parameters()), "lr": config.lr_grid},
-            {"name": "mlp", "params": [p for n, p in self.model.net.named_parameters() if not n.startswith("field.")], "lr": config.lr_mlp},
-        ]
-        if hasattr(self.model, "skin_logits"):
-            groups.append({"name": "skin", "params": [self.model.skin_logits], "lr": config.lr_skin})
+        groups = [{"name": name, "params": params, "lr": _learning_rate(config, name)} for name, params in self.deformation.parameter_groups().items()]
         if config.train_static:
             groups += [{"name": k, "params": [p], "lr": config.lr_static[k]} for k, p in self.static_params.items()]
         for g in groups:
@@ -197,7 +204,7 @@ class DynamicStage:
         c = self.config
         static = self.static
         all_t = self.times(torch.arange(self.num_frames))
-        deformed, handles = self.model.frames_and_handles(static, all_t, frame_ids)
+        deformed, handles = self.deformation.frames_and_handles(static, all_t, frame_ids)
         scenes = deformed.gaussians(static)
         out = render(scenes, self.camera, 1.0)
         losses = {}
@@ -211,9 +218,9 @@ class DynamicStage:
             )
         losses["loss_scl"] = spatio_temporal_consistency_loss(handles.handles, c.scl_order)
         losses["loss_arap"] = as_rigid_as_possible_loss(
-            handles.handles, handles.handle_rot, self.model.handles_rest, self.arap_neighbours, self.arap_weights
+            handles.handles, handles.handle_rot, self.deformation.handles_rest, self.arap_neighbours, self.arap_weights
         )
-        losses["loss_tv"] = self.model.net.field.tv_loss()
+        losses.update(self.deformation.regularizers())
         if self.guidance is not None:
             losses.update(self.guidance(scenes, frame_ids, self.step / max(1, c.iterations)))
         return losses
@@ -256,13 +263,11 @@ class DynamicStage:
             self.generator.set_state(rng_before)
             raise StopRequested
         w = self.weights()
-        total = sum(w.get(k, 1.0) * v for k, v in terms.items())
+        total, values = weigh_terms(terms, w)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         self.step += 1
-        values = {k: float(w.get(k, 1.0) * v.detach()) for k, v in terms.items()}
-        values["loss"] = float(total.detach())
         return values
 
     def _set_learning_rates(self):
@@ -279,7 +284,7 @@ class DynamicStage:
         return Dynamic4D(
             static=self.static.detach(),
             deform_config=self.config.deform,
-            deform_state={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            deform_state={k: v.detach().clone() for k, v in self.deformation.state_dict().items()},
             keypoints=Keypoints3D(tuple(names), torch.from_numpy(self.support.edges), self.anchors),
             camera=self.camera,
             video_fps=self.video_fps,
@@ -295,7 +300,7 @@ class DynamicStage:
             "snapshot_version": self.snapshot_version,
             "config": self.config.to_dict(),
             "inputs_digest": self.inputs_digest,
-            "model": self.model.state_dict(),
+            "model": self.deformation.state_dict(),
             "static": {k: v.detach() for k, v in self.static_params.items()},
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
@@ -319,7 +324,7 @@ class DynamicStage:
             raise ValueError(f"{path}: the checkpoint was made from different inputs (video, keypoints or static model)")
         if state["config"] != self.config.to_dict():
             raise ValueError(f"{path}: the checkpoint was made with different settings")
-        self.model.load_state_dict(state["model"])
+        self.deformation.load_state_dict(state["model"])
         with torch.no_grad():
             for k, v in state["static"].items():
                 self.static_params[k].copy_(v)

@@ -27,8 +27,8 @@ from ..cameras import Cameras
 from ..events import EventSink, SnapshotEvent, ignore
 from ..gaussians import Gaussians, duplicate, remove, split
 from ..images import ReferenceImage
-from ..losses import loss_reference
-from ..model4d import Dynamic4D
+from ..losses import weigh_terms, loss_reference
+from ..dynamic4d import Dynamic4D
 from ..render import render
 from .loop import StopRequested, run_stage
 from .novel_view import NovelViewConfig, NovelViewSDS
@@ -150,7 +150,7 @@ class StaticStage:
                 self.sds.load_state_dict(rng_before[1])
             raise StopRequested
         w = self.weights()
-        total = sum(w.get(k, 1.0) * v for k, v in terms.items())
+        total, values = weigh_terms(terms, w)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         total.backward()
@@ -160,8 +160,6 @@ class StaticStage:
         self.step += 1
         if c.densify_from <= self.step <= c.densify_until and self.step % c.densify_every == 0:
             self.densify()
-        values = {k: float(w.get(k, 1.0) * v.detach()) for k, v in terms.items()}
-        values["loss"] = float(total.detach())
         values["gaussians"] = float(self.params["means"].shape[0])
         return values
 

@@ -157,7 +157,54 @@ class _FieldMLP(nn.Module):
         return shift[1:] - shift[:1], quat_multiply(rot[1:], q0_inv), scale[1:] - scale[:1]
 
 
-class ControlDeformation(nn.Module):
+class Deformation(nn.Module):
+    """What the dynamic stage and the 4D result need of a deformation phi(S, t).
+
+    - ``forward(static, t [F]) -> Deformed``: the dense Gaussians (and handles) at times ``t``;
+    - ``handles_rest [M, 3]`` and ``handle_motion(static, t)``: the handles keypoint anchors ride
+      on and SCL/ARAP act on;
+    - ``frames_and_handles(static, all_t, frame_ids)``: one training step's dense frames and the
+      handles at every frame;
+    - ``parameter_groups()``: trainable parameters by name (``"grid"``, ``"mlp"``, ``"skin"``);
+      the stage gives each group the learning rate ``lr_<name>`` of its config;
+    - ``regularizers()``: the named loss terms the deformation itself offers (``loss_tv``).
+    """
+
+    trainable = True
+
+    @property
+    def handles_rest(self) -> Tensor:
+        raise NotImplementedError
+
+    def handle_motion(self, static: Gaussians, t: Tensor) -> Deformed:
+        raise NotImplementedError
+
+    def frames_and_handles(self, static: Gaussians, all_t: Tensor, frame_ids: Tensor) -> tuple[Deformed, Deformed]:
+        return self(static, all_t[frame_ids]), self.handle_motion(static, all_t)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {}
+
+    def regularizers(self) -> dict[str, Tensor]:
+        return {}
+
+
+class _FieldDeformation(Deformation):
+    """A deformation driven by a HexPlane + MLP field (``self.net``)."""
+
+    net: _FieldMLP
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "grid": list(self.net.field.parameters()),
+            "mlp": [p for n, p in self.net.named_parameters() if not n.startswith("field.")],
+        }
+
+    def regularizers(self) -> dict[str, Tensor]:
+        return {"loss_tv": self.net.field.tv_loss()}
+
+
+class ControlDeformation(_FieldDeformation):
     """Control points + linear blend skinning (the default model)."""
 
     def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig()):
@@ -215,6 +262,9 @@ class ControlDeformation(nn.Module):
     def forward(self, static: Gaussians, t: Tensor) -> Deformed:
         return self.blend(static, self.motion(t))
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {**super().parameter_groups(), "skin": [self.skin_logits]}
+
     def frames_and_handles(self, static: Gaussians, all_t: Tensor, frame_ids: Tensor) -> tuple[Deformed, Deformed]:
         """Dense deformation at ``all_t[frame_ids]`` and handle motion at every ``all_t``, sharing
         one evaluation of the field (the training step needs both)."""
@@ -222,7 +272,7 @@ class ControlDeformation(nn.Module):
         return self.blend(static, motion.select_times(frame_ids)), motion
 
 
-class PerGaussianDeformation(nn.Module):
+class PerGaussianDeformation(_FieldDeformation):
     """DG4D's per-Gaussian HexPlane deformation (the paper's baseline)."""
 
     def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="per_gaussian")):
@@ -247,9 +297,6 @@ class PerGaussianDeformation(nn.Module):
         means = static.means[self.handle_index][None] + shift
         return Deformed(None, None, None, means, quat_to_rotmat(q), shift)
 
-    def frames_and_handles(self, static: Gaussians, all_t: Tensor, frame_ids: Tensor) -> tuple[Deformed, Deformed]:
-        return self(static, all_t[frame_ids]), self.handle_motion(static, all_t)
-
     def forward(self, static: Gaussians, t: Tensor) -> Deformed:
         shift, q, dscale = self.net(static.means, t)  # [F, N, 3|4|3]
         f = t.shape[0]
@@ -261,8 +308,10 @@ class PerGaussianDeformation(nn.Module):
         return Deformed(means, quats, log_scales, means[:, i], quat_to_rotmat(q[:, i]), shift[:, i])
 
 
-class StillDeformation(nn.Module):
+class StillDeformation(Deformation):
     """No motion at all: how a static model (the static stage's result) is shown as a 4D one."""
+
+    trainable = False
 
     def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="still")):
         super().__init__()
@@ -291,7 +340,7 @@ class StillDeformation(nn.Module):
 DEFORMATIONS = {"control": ControlDeformation, "per_gaussian": PerGaussianDeformation, "still": StillDeformation}
 
 
-def make_deformation(static: Gaussians, config: DeformConfig) -> nn.Module:
+def make_deformation(static: Gaussians, config: DeformConfig) -> Deformation:
     if config.mode not in DEFORMATIONS:
         raise ValueError(f"unknown deformation mode {config.mode!r}; choose one of {', '.join(DEFORMATIONS)}")
     return DEFORMATIONS[config.mode](static, config)

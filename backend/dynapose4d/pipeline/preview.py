@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from .cameras import Cameras
-from .images import save_gif
-from .model4d import Dynamic4D
-from .render import render
+from ..cameras import Cameras
+from ..images import save_gif
+from ..dynamic4d import Dynamic4D
+from ..render import render
+from .folder import JobFolder
 
 
 @torch.no_grad()
@@ -34,10 +35,9 @@ def render_turntable(model: Dynamic4D, frame_count: int, fps: float, size: int =
     return torch.stack(frames)
 
 
-def write_previews(model: Dynamic4D, out_dir: str | Path, fps: float = 12.0, size: int = 192) -> dict[str, Path]:
-    out = Path(out_dir)
+def write_previews(model: Dynamic4D, folder: JobFolder, fps: float = 12.0, size: int = 192) -> dict[str, Path]:
     ref_frames = max(2, int(round(model.duration_s * fps)) + 1)
     return {
-        "reference": save_gif(render_reference(model, ref_frames, fps, size), out / "preview_reference.gif", fps),
-        "turntable": save_gif(render_turntable(model, 36, fps, size), out / "preview_turntable.gif", fps),
+        "reference": save_gif(render_reference(model, ref_frames, fps, size), folder.preview("reference"), fps),
+        "turntable": save_gif(render_turntable(model, 36, fps, size), folder.preview("turntable"), fps),
     }

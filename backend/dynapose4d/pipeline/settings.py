@@ -1,25 +1,18 @@
-"""Jobs: one entry point that runs a job folder, for the CLI, the server's worker and tests.
-
-A job folder holds ``job.json`` (``{"kind": ..., "settings": {...}, "inputs": {role: file}}``),
-its input files under ``inputs/``, checkpoints under ``checkpoints/``, and the results:
-``model.pt`` (the 4D model), ``sequence/`` (PLY per frame + sequence.json), previews and
-``metrics.json``. Running a job folder again resumes from its checkpoints.
+"""What a job can be asked to do: its kinds, their declared settings and input files, and the
+presets of ``generate``.
 
 Settings are declared once here (:data:`SETTINGS`), with types, ranges and defaults, so the CLI
-and the server validate them the same way and the server can publish them.
+(one flag each) and the server (validation, the published spec) agree. Nothing here imports
+torch: the CLI builds its parser from these declarations at start-up.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from .events import EventSink, ignore
-
-JOB_FILE = "job.json"
+from ..formats import IMAGE_SUFFIXES, KEYPOINTS_SUFFIXES, PLY_SUFFIXES, VIDEO_SUFFIXES
 
 
 class JobError(ValueError):
@@ -122,14 +115,11 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
     + _RUN,
 }
 
-_IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-_VIDEO = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".gif")
-
 # Input files per job kind: role -> (required, accepted suffixes).
 INPUTS: dict[str, dict[str, tuple[bool, tuple[str, ...]]]] = {
     "demo": {},
-    "generate": {"image": (True, _IMAGE), "video": (False, _VIDEO), "keypoints": (False, (".json",))},
-    "animate": {"ply": (True, (".ply",)), "video": (True, _VIDEO), "keypoints": (False, (".json",))},
+    "generate": {"image": (True, IMAGE_SUFFIXES), "video": (False, VIDEO_SUFFIXES), "keypoints": (False, KEYPOINTS_SUFFIXES)},
+    "animate": {"ply": (True, PLY_SUFFIXES), "video": (True, VIDEO_SUFFIXES), "keypoints": (False, KEYPOINTS_SUFFIXES)},
 }
 
 
@@ -145,76 +135,23 @@ def validate_settings(kind: str, raw: dict | None) -> dict:
     return {name: s.validate(raw[name]) if name in raw else s.default for name, s in known.items()}
 
 
-def write_job(job_dir: str | Path, kind: str, settings: dict | None = None, inputs: dict[str, str] | None = None) -> Path:
-    """Create a job folder (inputs must already be under ``job_dir/inputs``); returns job.json."""
-    job_dir = Path(job_dir)
-    spec = {"kind": kind, "settings": validate_settings(kind, settings), "inputs": dict(inputs or {})}
-    _check_inputs(job_dir, kind, spec["inputs"])
-    job_dir.mkdir(parents=True, exist_ok=True)
-    path = job_dir / JOB_FILE
-    path.write_text(json.dumps(spec, indent=1))
-    return path
 
 
-def _check_inputs(job_dir: Path, kind: str, inputs: dict[str, str]) -> None:
-    roles = INPUTS[kind]
-    for role in inputs:
-        if role not in roles:
-            raise JobError(f"a {kind} job takes no {role!r} input; it takes: {', '.join(roles) or 'none'}")
-    for role, (required, _) in roles.items():
-        if required and role not in inputs:
-            raise JobError(f"a {kind} job needs an {role!r} input")
-    for role, name in inputs.items():
-        if Path(name).name != name or not (job_dir / "inputs" / name).is_file():
-            raise JobError(f"input {role!r}: {name!r} is not a file in the job's inputs/ folder")
-        suffixes = roles[role][1]
-        if Path(name).suffix.lower() not in suffixes:
-            raise JobError(f"input {role!r}: {name!r} should be one of {', '.join(suffixes)}")
+@dataclass(frozen=True)
+class Preset:
+    """A ``generate`` preset: how long each stage runs and how much memory it may use."""
+
+    static_iterations: int
+    dynamic_iterations: int
+    svd: str  # registry name: 14 frames (svd) or 25 (svd-xt)
+    novel_views: int
+    frames_per_step: int  # 0 = all frames every step
+    low_vram: bool = False
 
 
-def run_job(job_dir: str | Path, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Run (or resume) the job in ``job_dir``; returns its summary (``status``: finished/stopped)."""
-    job_dir = Path(job_dir)
-    try:
-        spec = json.loads((job_dir / JOB_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise JobError(f"{job_dir}: no readable {JOB_FILE} ({exc})") from None
-    kind = spec.get("kind")
-    settings = validate_settings(kind, spec.get("settings"))
-    _check_inputs(job_dir, kind, spec.get("inputs", {}))
-    return RUNNERS[kind](job_dir, settings, spec.get("inputs", {}), emit, should_stop)
-
-
-def _run_demo(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
-    from .demo import DemoConfig, run_demo
-
-    cfg = DemoConfig(motion=settings["motion"], seed=settings["seed"], gaussians=settings["gaussians"], frames=settings["frames"])
-    cfg.previews = settings["previews"]
-    cfg.dynamic = replace(
-        cfg.dynamic,
-        iterations=settings["iterations"],
-        lambda_kml=settings["lambda_kml"],
-        lambda_scl=settings["lambda_scl"],
-        kml_robust_scale=settings["kml_robust_scale"],
-        seed=settings["seed"],
-        snapshot_every=settings["snapshot_every"],
-        checkpoint_every=settings["checkpoint_every"],
-    )
-    _, metrics = run_demo(job_dir, cfg, emit=emit, should_stop=should_stop)
-    return metrics
-
-
-def _run_generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
-    from .image_to_4d import generate
-
-    return generate(job_dir, settings, inputs, emit, should_stop)
-
-
-def _run_animate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
-    from .image_to_4d import animate
-
-    return animate(job_dir, settings, inputs, emit, should_stop)
-
-
-RUNNERS: dict[str, Callable[..., dict]] = {"demo": _run_demo, "generate": _run_generate, "animate": _run_animate}
-
+PRESETS = {
+    "fast": Preset(300, 300, "svd", 1, 0),
+    "standard": Preset(500, 500, "svd", 1, 0),  # the paper's settings
+    "high": Preset(800, 800, "svd-xt", 2, 0),
+    "low-vram": Preset(500, 500, "svd", 1, 4, low_vram=True),
+}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .events import Event, LogEvent, ProgressEvent, SnapshotEvent, StageEvent
+from ..events import Event, LogEvent, ProgressEvent, SnapshotEvent, StageEvent
 
 
 def _duration(seconds: float | None) -> str:

@@ -21,17 +21,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .articulated import ArticulatedObject, make_articulated
-from .cameras import Cameras
-from .deform.hexplane import HexPlaneConfig
-from .deform.models import DeformConfig
-from .events import EventSink, LogEvent, ignore
-from .keypoints import Support, TrackResult, auto_support_keypoints, make_estimator
-from .evaluation import GroundTruth, consistent4d_views, evaluate
-from .model4d import Dynamic4D
-from .render import render
-from .stages.dynamic import DynamicConfig, DynamicStage
-from .video import DrivingVideo
+from ..articulated import ArticulatedObject, make_articulated
+from ..cameras import Cameras
+from ..deform.hexplane import HexPlaneConfig
+from ..deform.deformations import DeformConfig
+from ..events import EventSink, LogEvent, ignore
+from ..keypoints import Support, TrackResult, auto_support_keypoints, make_estimator
+from ..evaluation import GroundTruth, consistent4d_views, evaluate
+from ..dynamic4d import Dynamic4D
+from ..render import render
+from ..stages.dynamic import DynamicConfig, DynamicStage
+from ..video import DrivingVideo
+from .folder import JobFolder
 
 
 def demo_dynamic_config(frames: int) -> DynamicConfig:
@@ -135,8 +136,8 @@ def run_demo(
 ) -> tuple[Dynamic4D, dict]:
     """Run the demo end to end; returns the 4D model and the metrics (``status`` says whether
     it finished or was stopped; a stopped run resumes from its checkpoint when run again)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = JobFolder(out_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     # 1-2. Ground truth, driving video, keypoints.
@@ -144,7 +145,7 @@ def run_demo(
     emit(LogEvent(f"driving video: {cfg.frames} frames; {inputs.support.keypoints.n} keypoints tracked in {inputs.info['tracking_s']} s"))
     # 3. The dynamic stage (resuming from a checkpoint of an interrupted run).
     stage = DynamicStage(cfg.dynamic, inputs.object.static, inputs.video, inputs.support.keypoints, inputs.track, inputs.camera)
-    checkpoint = out / "checkpoints" / "dynamic.pt"
+    checkpoint = folder.checkpoint("dynamic")
     if checkpoint.exists():
         try:
             stage.load_checkpoint(checkpoint)
@@ -160,14 +161,14 @@ def run_demo(
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     metrics.update(inputs.info)
     if write_outputs:
-        _write_outputs(out, model, inputs, metrics, cfg)
+        _write_outputs(folder, model, inputs, metrics, cfg)
     return model, metrics
 
 
-def _write_outputs(out: Path, model: Dynamic4D, inputs: DemoInputs, metrics: dict, cfg: DemoConfig) -> None:
-    from .keypoints.draw import draw_track, save_gif
+def _write_outputs(folder: JobFolder, model: Dynamic4D, inputs: DemoInputs, metrics: dict, cfg: DemoConfig) -> None:
+    from ..keypoints.draw import draw_track, save_gif
     from .outputs import write_results
 
-    write_results(out, model, previews=cfg.previews)
-    save_gif(draw_track(inputs.video.frames.numpy(), inputs.track), out / "keypoints.gif", fps=cfg.video_fps)
-    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "config": asdict(cfg)}, indent=1))
+    write_results(folder, model, previews=cfg.previews)
+    save_gif(draw_track(inputs.video.frames.numpy(), inputs.track), folder.keypoints_gif, fps=cfg.video_fps)
+    folder.metrics.write_text(json.dumps({"metrics": metrics, "config": asdict(cfg)}, indent=1))

@@ -12,11 +12,11 @@ from typing import Callable
 
 import torch
 
-from .cameras import DEFAULT_RADIUS, Cameras
-from .events import EventSink, ignore
-from .gaussians import Gaussians, transform_gaussians
-from .images import ReferenceImage
-from .io import read_ply
+from ..cameras import DEFAULT_RADIUS, Cameras
+from ..events import EventSink, ignore
+from ..gaussians import Gaussians, transform_gaussians
+from ..images import ReferenceImage
+from ..io import read_ply
 
 
 class StaticSource(abc.ABC):
@@ -45,9 +45,9 @@ class Zero123Static(StaticSource):
         self.config, self.guidance_config, self.device = config, guidance_config, device
 
     def static(self, reference, camera, emit=ignore, should_stop=lambda: False, checkpoint=None):
-        from .guidance.zero123 import Zero123Config, Zero123Guidance
-        from .stages.novel_view import NovelViewSDS
-        from .stages.static import StaticStage
+        from ..guidance.zero123 import Zero123Config, Zero123Guidance
+        from ..stages.novel_view import NovelViewSDS
+        from ..stages.static import StaticStage
 
         guidance = Zero123Guidance(self.guidance_config or Zero123Config(), device=self.device)
         guidance.set_reference(reference.image[None])

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .cameras import Cameras
 from .deform.anchors import Anchors
-from .deform.models import Binding, DeformConfig, make_deformation
+from .deform.deformations import Binding, DeformConfig, Deformation, make_deformation
 from .gaussians import Gaussians
 
 TIME_MODES = ("clamp", "loop", "pingpong")
@@ -60,11 +60,12 @@ class Dynamic4D:
     def duration_s(self) -> float:
         return (self.num_frames - 1) / self.video_fps
 
-    def model(self):
+    def deformation(self) -> Deformation:
+        """The deformation network, built from its saved state on first use."""
         if self._model is None:
-            model = make_deformation(self.static, self.deform_config)
-            model.load_state_dict(self.deform_state)
-            self._model = model.eval()
+            deformation = make_deformation(self.static, self.deform_config)
+            deformation.load_state_dict(self.deform_state)
+            self._model = deformation.eval()
         return self._model
 
     def times(self, frame_count: int, fps: float, mode: str = "clamp") -> Tensor:
@@ -89,10 +90,10 @@ class Dynamic4D:
     @torch.no_grad()
     def sample(self, times: Tensor, chunk: int = 16) -> tuple[Gaussians, Tensor]:
         """Gaussians with batch shape ``[F]`` and keypoints ``[F, P, 3]`` at ``times [F]``."""
-        model = self.model()
+        deformation = self.deformation()
         parts, kps = [], []
         for i in range(0, len(times), chunk):
-            d = model(self.static, times[i : i + chunk])
+            d = deformation(self.static, times[i : i + chunk])
             parts.append(d.gaussians(self.static))
             kps.append(self.keypoints.anchors.positions(d))
         return Gaussians.cat_batch(parts), torch.cat(kps)
@@ -100,7 +101,7 @@ class Dynamic4D:
     @torch.no_grad()
     def sample_keypoints(self, times: Tensor) -> Tensor:
         """Keypoints ``[F, P, 3]`` at ``times [F]`` without deforming every Gaussian."""
-        return self.keypoints.anchors.positions(self.model().handle_motion(self.static, times))
+        return self.keypoints.anchors.positions(self.deformation().handle_motion(self.static, times))
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -1,0 +1,8 @@
+"""The kinds of input file the backend reads, by suffix: one list each, for the readers, the job
+declarations and the server's upload checks alike."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# What the video reader decodes (OpenCV's FFmpeg build; GIF through Pillow).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif", ".mpg", ".mpeg")
+PLY_SUFFIXES = (".ply",)
+KEYPOINTS_SUFFIXES = (".json",)

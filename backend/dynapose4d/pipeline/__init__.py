@@ -1,0 +1,30 @@
+"""Jobs: the stages composed into what a user runs (one floor between the server/CLI and the
+stages).
+
+- :mod:`.settings`: job kinds, their declared settings and input files, the presets;
+- :mod:`.configs`: settings -> the stages' typed configs, once;
+- :mod:`.job`: write and run (or resume) a job folder; :mod:`.folder`: its paths;
+  :mod:`.steps`: resumable steps;
+- the job kinds: :mod:`.image_to_4d` (generate, animate), :mod:`.demo`;
+- :mod:`.static_sources` (where the static Gaussians come from), :mod:`.outputs`,
+  :mod:`.preview`, :mod:`.progress` (console events).
+"""
+
+from .folder import JobFolder
+from .job import JOB_FILE, RUNNERS, run_job, write_job
+from .settings import INPUTS, PRESETS, SETTINGS, JobError, Preset, Setting, validate_settings
+
+__all__ = [
+    "INPUTS",
+    "JOB_FILE",
+    "PRESETS",
+    "RUNNERS",
+    "SETTINGS",
+    "JobError",
+    "JobFolder",
+    "Preset",
+    "Setting",
+    "run_job",
+    "validate_settings",
+    "write_job",
+]

@@ -1,0 +1,147 @@
+"""Job settings -> the stages' typed configs, made once per job.
+
+The declared settings (:mod:`.settings`) are plain JSON values; the stages take dataclasses.
+This is the one place that maps one to the other, so a setting means the same in every job kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from ..deform import DeformConfig, HexPlaneConfig
+from ..stages.dynamic import DynamicConfig
+from .settings import PRESETS, Preset
+from .static_sources import PlyRegistration
+
+if TYPE_CHECKING:  # the stages below import diffusers; a job that needs them imports them
+    from ..guidance.zero123 import Zero123Config
+    from ..stages.static import StaticConfig
+    from ..video import SVDConfig
+
+REFERENCE_SIZE = 256  # the paper's reference size: support image, video frames, reference render
+
+
+@dataclass(frozen=True)
+class KeypointsConfig:
+    """Support keypoints (automatic ones when the job has no keypoints file) and their tracker."""
+
+    count: int = 14
+    estimator: str = "tracker"
+
+
+def dynamic_config(settings: dict, base: DynamicConfig) -> DynamicConfig:
+    """``base`` with the settings every job kind declares: iterations (0 keeps ``base``'s),
+    the Pose Alignment Loss weights, the seed and the snapshot/checkpoint intervals."""
+    return replace(
+        base,
+        iterations=settings["iterations"] or base.iterations,
+        lambda_kml=settings["lambda_kml"],
+        lambda_scl=settings["lambda_scl"],
+        kml_robust_scale=settings["kml_robust_scale"],
+        seed=settings["seed"],
+        snapshot_every=settings["snapshot_every"],
+        checkpoint_every=settings["checkpoint_every"],
+    )
+
+
+@dataclass(frozen=True)
+class ImageTo4DConfig:
+    """Everything a ``generate`` or ``animate`` job runs with.
+
+    Attributes:
+        preset: the ``generate`` preset (``animate`` runs the standard one).
+        dynamic: the dynamic stage's config before the video is known (:meth:`dynamic_for`).
+        static, zero123: generate only: the static stage and its Zero-1-to-3 guidance.
+        svd: generate without a user video: the video model's config.
+        video_frames: frames sampled from a user's video.
+        novel_view_sds: novel-view SDS in the dynamic stage (generate).
+        registration: animate only: how the PLY is brought into the backend frame.
+    """
+
+    device: str
+    seed: int
+    previews: bool
+    preset: Preset
+    keypoints: KeypointsConfig
+    dynamic: DynamicConfig
+    video_frames: int
+    static: StaticConfig | None = None
+    zero123: Zero123Config | None = None
+    svd: SVDConfig | None = None
+    novel_view_sds: bool = False
+    registration: PlyRegistration | None = None
+
+    def dynamic_for(self, num_frames: int, *, novel_view_sds: bool) -> DynamicConfig:
+        """The dynamic stage's config for a video of ``num_frames`` frames."""
+        return replace(
+            self.dynamic,
+            lambda_sds=1.0 if novel_view_sds else 0.0,
+            deform=DeformConfig(hexplane=HexPlaneConfig(time_res=num_frames)),
+        )
+
+
+def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
+    base = DynamicConfig(iterations=preset.dynamic_iterations, frames_per_step=preset.frames_per_step)
+    return dict(
+        device=settings["device"],
+        seed=settings["seed"],
+        previews=settings["previews"],
+        preset=preset,
+        keypoints=KeypointsConfig(count=settings["num_keypoints"], estimator=settings["estimator"]),
+        dynamic=dynamic_config(settings, base),
+        video_frames=video_frames,
+    )
+
+
+def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
+    from ..guidance.zero123 import Zero123Config
+    from ..stages.novel_view import NovelViewConfig
+    from ..stages.static import StaticConfig
+    from ..video import SVDConfig
+
+    preset = PRESETS[settings["preset"]]
+    static = StaticConfig(
+        iterations=settings["static_iterations"] or preset.static_iterations,
+        novel=NovelViewConfig(views=preset.novel_views),
+        seed=settings["seed"],
+        snapshot_every=settings["snapshot_every"],
+        checkpoint_every=settings["checkpoint_every"],
+    )
+    svd = None
+    if not user_video:
+        svd = SVDConfig(
+            model=settings["svd"] or preset.svd,
+            seed=settings["seed"],
+            steps=settings["svd_steps"],
+            size=settings["svd_size"],
+            motion_bucket_id=settings["motion_bucket"],
+            cpu_offload=preset.low_vram,
+            output_size=REFERENCE_SIZE,
+            num_frames=settings["frames"] or None,
+            decode_chunk_size=2 if preset.low_vram else SVDConfig.decode_chunk_size,
+        )
+    return ImageTo4DConfig(
+        **_common(settings, preset, video_frames=settings["frames"] or 14),
+        static=static,
+        zero123=Zero123Config(model=settings["zero123"], attention_slicing=preset.low_vram),
+        svd=svd,
+        novel_view_sds=settings["dynamic_sds"],
+    )
+
+
+def animate_config(settings: dict) -> ImageTo4DConfig:
+    registration = PlyRegistration(
+        up_axis=settings["up_axis"], elevation=settings["reference_elevation"], azimuth=settings["reference_azimuth"]
+    )
+    return ImageTo4DConfig(**_common(settings, PRESETS["standard"], video_frames=settings["frames"]), registration=registration)
+
+
+def demo_config(settings: dict):
+    """The demo's config: its own defaults (sized for a CPU) with the job's settings."""
+    from .demo import DemoConfig
+
+    cfg = DemoConfig(motion=settings["motion"], seed=settings["seed"], gaussians=settings["gaussians"], frames=settings["frames"])
+    cfg.previews = settings["previews"]
+    cfg.dynamic = dynamic_config(settings, cfg.dynamic)
+    return cfg

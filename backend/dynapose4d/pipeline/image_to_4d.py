@@ -1,0 +1,206 @@
+"""The paper's pipeline: one image (or an existing PLY) + a driving video -> 4D Gaussians.
+
+``generate``: image -> reference layout -> static Gaussians (Zero-1-to-3 SDS) -> driving video
+(Stable Video Diffusion, or the user's video) -> keypoints (support on the reference image,
+tracked through the video) -> dynamic stage (Pose Alignment Loss + novel-view SDS conditioned on
+each frame) -> results.
+
+``animate``: an existing 3DGS PLY registered into our frame -> its reference-view render is the
+support image -> the user's video -> keypoints -> dynamic stage -> results.
+
+Every step writes its product into the job folder and is skipped when that product exists
+(:func:`.steps.resumable`), so a job run again resumes where it stopped; the stages resume from
+their checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..cameras import Cameras
+from ..devices import resolve_device
+from ..dynamic4d import Dynamic4D
+from ..events import EventSink, LogEvent
+from ..gaussians import Gaussians
+from ..images import ReferenceImage, prepare_reference
+from ..io import read_ply, write_ply
+from ..keypoints import Support, SupportKeypoints, TrackResult, auto_support_keypoints, make_estimator, parse_keypoints_json
+from ..render import render
+from ..stages.dynamic import DynamicStage
+from ..video import DrivingVideo
+from .configs import REFERENCE_SIZE, ImageTo4DConfig, animate_config, generate_config
+from .folder import JobFolder
+from .outputs import write_results
+from .static_sources import PlyStatic, Zero123Static, reference_camera
+from .steps import resumable
+
+
+@dataclass
+class Scene:
+    """What the shared tail of both job kinds starts from.
+
+    Attributes:
+        static: the static Gaussians (backend frame), on the job's device.
+        camera: the reference camera (the input view).
+        video: the driving video, framed like the reference view.
+        support_image, support_mask: ``[S, S, 3]`` / ``[S, S]`` the support of the keypoints.
+        to_reference: maps pixels of the user's keypoints file into the support image (None: the
+            file is already in its pixels).
+    """
+
+    static: Gaussians
+    camera: Cameras
+    video: DrivingVideo
+    support_image: np.ndarray
+    support_mask: np.ndarray
+    to_reference: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    cfg = generate_config(settings, user_video="video" in inputs)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    # 1. The input image in the reference layout (recentred, on white, with its mask).
+    reference = resumable(
+        folder.reference / "reference.json",
+        make=lambda: prepare_reference(folder.input(inputs["image"]), size=REFERENCE_SIZE),
+        save=lambda ref: ref.save(folder.reference),
+        load=lambda: ReferenceImage.load(folder.reference),
+    )
+    camera = reference_camera(REFERENCE_SIZE)
+
+    # 2. Static Gaussians.
+    source = Zero123Static(cfg.static, cfg.zero123, device)
+    static = resumable(
+        folder.static,
+        make=lambda: source.static(reference, camera, emit, should_stop, folder.checkpoint("static")),
+        save=lambda g: write_ply(folder.static, g),
+        load=lambda: read_ply(folder.static),
+    )
+    if static is None:
+        return {"status": "stopped", "stage": "static"}
+
+    # 3. The driving video: the user's, or generated from the reference image.
+    def make_video() -> DrivingVideo:
+        from ..video import FileVideoSource, SVDSource
+
+        if "video" in inputs:
+            video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
+        else:
+            video_source = SVDSource(cfg.svd, device)  # loads the model: only when the video is missing
+        return video_source.generate(reference.image, reference.mask)
+
+    video = _video(folder, make_video, emit)
+
+    # 4. The dynamic stage, with novel-view SDS conditioned on each frame (DG4D).
+    guidance = None
+    if cfg.novel_view_sds:
+        from ..guidance.zero123 import Zero123Guidance
+        from ..stages.novel_view import DynamicNovelViews, NovelViewConfig, NovelViewSDS
+
+        z123 = Zero123Guidance(cfg.zero123, device=device)
+        z123.set_reference(video.frames)
+        guidance = DynamicNovelViews(NovelViewSDS(z123, NovelViewConfig(views=cfg.preset.novel_views), seed=cfg.seed))
+    scene = Scene(static.to(device), camera, video, reference.image.numpy(), reference.mask.numpy(), reference.to_reference)
+    return _animate_scene(folder, cfg, scene, inputs, guidance, emit, should_stop)
+
+
+def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    from ..video import FileVideoSource
+
+    cfg = animate_config(settings)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    # 1. Register the PLY and render its reference view: the support image.
+    source = PlyStatic(folder.input(inputs["ply"]), cfg.registration)
+    static = source.static()
+    camera = reference_camera(REFERENCE_SIZE)
+    with torch.no_grad():
+        view = render(static, camera, 1.0)
+    folder.registration.write_text(json.dumps(source.transform, indent=1))
+    support_image, support_mask = view.rgb.clamp(0, 1), view.alpha
+
+    # 2. The user's video, cropped around the object like the reference.
+    def make_video() -> DrivingVideo:
+        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
+        return video_source.generate(support_image, support_mask)
+
+    video = _video(folder, make_video, emit)
+
+    # 3-4. Keypoints (a user's file is in pixels of the reference-view render), dynamic stage.
+    scene = Scene(static.to(device), camera, video, support_image.numpy(), support_mask.numpy())
+    return _animate_scene(folder, cfg, scene, inputs, None, emit, should_stop)
+
+
+def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink) -> DrivingVideo:
+    return resumable(
+        folder.video / "video.json",
+        make=make,
+        save=lambda video: video.save(folder.video),
+        load=lambda: DrivingVideo.load(folder.video),
+        stage="video",
+        emit=emit,
+        describe=lambda v: f"{v.num_frames} frames at {v.fps:g} fps ({v.source})",
+    )
+
+
+def _animate_scene(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, inputs: dict, guidance, emit: EventSink, should_stop) -> dict:
+    """The tail both kinds share: keypoints, the dynamic stage, the results."""
+    support, track = _keypoints(folder, cfg, scene, inputs, emit)
+    model = _dynamic(folder, cfg, scene, support, track, guidance, emit, should_stop)
+    if model is None:
+        return {"status": "stopped", "stage": "dynamic"}
+    write_results(folder, model, previews=cfg.previews)
+    return {"status": "finished", "gaussians": model.static.num, "frames": scene.video.num_frames, "keypoints": support.n}
+
+
+def _keypoints(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, inputs: dict, emit: EventSink) -> tuple[SupportKeypoints, TrackResult]:
+    """Support keypoints on the support image (the user's JSON, or automatic ones) and their
+    tracks through the video; both saved in ``keypoints/``."""
+    image, mask = scene.support_image, scene.support_mask > 0.5
+    size = (image.shape[1], image.shape[0])
+
+    def make() -> tuple[SupportKeypoints, TrackResult]:
+        if "keypoints" in inputs:
+            given = parse_keypoints_json(folder.input(inputs["keypoints"]).read_text())
+            xy = scene.to_reference(given.xy) if scene.to_reference else given.xy
+            support = SupportKeypoints(np.asarray(xy, np.float32), given.visible, given.names, given.edges, image_size=size)
+        else:
+            support = auto_support_keypoints(image, mask, n=cfg.keypoints.count)
+        video = scene.video
+        track = make_estimator(cfg.keypoints.estimator).estimate(Support(image, support, mask), video.frames.numpy(), video.masks.numpy() > 0.5)
+        return support, track
+
+    def save(product: tuple[SupportKeypoints, TrackResult]) -> None:
+        folder.keypoints.mkdir(parents=True, exist_ok=True)
+        product[0].save(folder.support_keypoints)
+        product[1].save(folder.track)  # written last: the step's marker
+
+    return resumable(
+        folder.track,
+        make=make,
+        save=save,
+        load=lambda: (SupportKeypoints.load(folder.support_keypoints, image_size=size), TrackResult.load(folder.track)),
+        stage="keypoints",
+        emit=emit,
+        describe=lambda p: f"{p[0].n} keypoints over {p[1].num_frames} frames ({p[1].estimator})",
+    )
+
+
+def _dynamic(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, support, track, guidance, emit: EventSink, should_stop) -> Dynamic4D | None:
+    config = cfg.dynamic_for(scene.video.num_frames, novel_view_sds=guidance is not None)
+    stage = DynamicStage(config, scene.static, scene.video, support, track, scene.camera, guidance)
+    checkpoint = folder.checkpoint("dynamic")
+    if checkpoint.exists():
+        stage.load_checkpoint(checkpoint)
+        emit(LogEvent(f"resuming the dynamic stage at iteration {stage.step}"))
+    if stage.run(emit, should_stop, checkpoint) == "stopped":
+        return None
+    return stage.result()

@@ -1,0 +1,81 @@
+"""Jobs: one entry point that runs a job folder, for the CLI, the server's worker and tests.
+
+A job folder (:class:`.folder.JobFolder`) holds ``job.json`` (``{"kind": ..., "settings":
+{...}, "inputs": {role: file}}``), its input files under ``inputs/``, the products of each step,
+checkpoints, and the results. Running a job folder again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from ..events import EventSink, ignore
+from .folder import JobFolder
+from .settings import INPUTS, JobError, validate_settings
+
+JOB_FILE = "job.json"  # the name JobFolder.job_file uses; kept for callers that name the file
+
+
+def write_job(job_dir: str | Path, kind: str, settings: dict | None = None, inputs: dict[str, str] | None = None) -> Path:
+    """Create a job folder (inputs must already be under ``job_dir/inputs``); returns job.json."""
+    folder = JobFolder(job_dir)
+    spec = {"kind": kind, "settings": validate_settings(kind, settings), "inputs": dict(inputs or {})}
+    _check_inputs(folder, kind, spec["inputs"])
+    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.job_file.write_text(json.dumps(spec, indent=1))
+    return folder.job_file
+
+
+def _check_inputs(folder: JobFolder, kind: str, inputs: dict[str, str]) -> None:
+    roles = INPUTS[kind]
+    for role in inputs:
+        if role not in roles:
+            raise JobError(f"a {kind} job takes no {role!r} input; it takes: {', '.join(roles) or 'none'}")
+    for role, (required, _) in roles.items():
+        if required and role not in inputs:
+            raise JobError(f"a {kind} job needs an {role!r} input")
+    for role, name in inputs.items():
+        if Path(name).name != name or not folder.input(name).is_file():
+            raise JobError(f"input {role!r}: {name!r} is not a file in the job's inputs/ folder")
+        suffixes = roles[role][1]
+        if Path(name).suffix.lower() not in suffixes:
+            raise JobError(f"input {role!r}: {name!r} should be one of {', '.join(suffixes)}")
+
+
+def run_job(job_dir: str | Path, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Run (or resume) the job in ``job_dir``; returns its summary (``status``: finished/stopped)."""
+    folder = JobFolder(job_dir)
+    try:
+        spec = json.loads(folder.job_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"{folder.root}: no readable {folder.job_file.name} ({exc})") from None
+    kind = spec.get("kind")
+    settings = validate_settings(kind, spec.get("settings"))
+    inputs = spec.get("inputs", {})
+    _check_inputs(folder, kind, inputs)
+    return RUNNERS[kind](folder, settings, inputs, emit, should_stop)
+
+
+def _run_demo(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    from .configs import demo_config
+    from .demo import run_demo
+
+    _, metrics = run_demo(folder.root, demo_config(settings), emit=emit, should_stop=should_stop)
+    return metrics
+
+
+def _run_generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    from .image_to_4d import generate
+
+    return generate(folder, settings, inputs, emit, should_stop)
+
+
+def _run_animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    from .image_to_4d import animate
+
+    return animate(folder, settings, inputs, emit, should_stop)
+
+
+RUNNERS: dict[str, Callable[..., dict]] = {"demo": _run_demo, "generate": _run_generate, "animate": _run_animate}
