@@ -20,10 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dynapose4d.keypoints import ESTIMATORS, Support, make_estimator, read_rgb
+from dynapose4d.images import load_on_white
+from dynapose4d.keypoints import ESTIMATORS, Support, make_estimator
 from dynapose4d.keypoints.draw import crop_box, draw_track, save_gif, save_strip
 from dynapose4d.keypoints.evaluate import LabelledSequence, load_dev_scene
-from dynapose4d.keypoints import auto_support_keypoints, foreground_mask, parse_keypoints_json
+from dynapose4d.keypoints import auto_support_keypoints, parse_keypoints_json
+from dynapose4d.keypoints.support import WHITE_THRESHOLD
+from dynapose4d.pixels import masks_on_white
 from dynapose4d.keypoints.synthetic import KINDS, make_sequence
 
 DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "benchmark-dev"
@@ -33,11 +36,11 @@ def _from_video_dir(args) -> LabelledSequence:
     paths = sorted(p for p in Path(args.video_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not paths:
         sys.exit(f"no .png/.jpg images in {args.video_dir}")
-    images = [read_rgb(p) for p in paths]
+    images = [load_on_white(p) for p in paths]
     frames = np.stack([im for im, _ in images])
     masks = np.stack([m for _, m in images]) if all(m is not None for _, m in images) else None
-    image, mask = read_rgb(args.support) if args.support else images[0]
-    mask = foreground_mask(image) if mask is None else mask
+    image, mask = load_on_white(args.support) if args.support else images[0]
+    mask = masks_on_white(image, threshold=WHITE_THRESHOLD)[0] > 0.5 if mask is None else mask
     h, w = image.shape[:2]
     if args.keypoints:
         kp = parse_keypoints_json(Path(args.keypoints).read_text(), image_size=(w, h))

@@ -9,12 +9,12 @@ from PIL import Image
 from dynapose4d.images import (
     ImageLoadError,
     ReferenceImage,
-    clean_mask,
     estimate_foreground,
     load_image,
     prepare_reference,
     recentre,
 )
+from dynapose4d.pixels import clean_mask
 
 
 def _scene(h=300, w=400, bg=(200, 200, 200)):

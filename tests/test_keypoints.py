@@ -28,7 +28,6 @@ from dynapose4d.keypoints import (
     make_estimator,
     minimum_spanning_tree,
     parse_keypoints_json,
-    read_rgb,
     register,
 )
 from dynapose4d.keypoints.draw import confidence_colour, draw_keypoints, draw_track, save_gif, save_strip
@@ -164,13 +163,15 @@ def test_support_rejects_keypoints_made_for_another_image_size():
         Support(np.ones((48, 64, 3), np.float32), SupportKeypoints(np.array([[70.0, 1.0]])))
 
 
-def test_read_rgb_composites_on_white(tmp_path):
+def test_load_on_white_composites_on_white(tmp_path):
+    from dynapose4d.images import load_on_white
+
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., 0] = 255  # red
     rgba[1, 2, 3] = 255  # one opaque pixel
     rgba[2, 3, 3] = 128  # one half-transparent pixel
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    rgb, mask = read_rgb(tmp_path / "a.png")
+    rgb, mask = load_on_white(tmp_path / "a.png")
     np.testing.assert_allclose(rgb[1, 2], [1, 0, 0])
     np.testing.assert_allclose(rgb[0, 0], [1, 1, 1])
     np.testing.assert_allclose(rgb[2, 3], [1, 127 / 255, 127 / 255], atol=1e-6)

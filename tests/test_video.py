@@ -14,7 +14,6 @@ from dynapose4d.video import (
     VideoError,
     VideoSource,
     grabcut_sequence,
-    masks_from_white,
     read_frames,
     sample_indices,
 )
@@ -75,13 +74,15 @@ def test_svd_missing_model_fails_at_construction(tmp_path, monkeypatch):
 # -- masks ----------------------------------------------------------------------------------------
 
 
-def test_masks_from_white_on_a_synthetic_frame():
+def test_masks_on_white_on_a_synthetic_frame():
+    from dynapose4d.pixels import masks_on_white
+
     frame = np.ones((64, 64, 3), np.float32)
     frame[10:40, 10:40] = (0.2, 0.5, 0.9)  # object
     frame[20:25, 20:25] = 1.0  # a white patch inside the object: still object
     frame[45:60, 10:40] = 0.95  # a light shadow: background
     frame[55, 55] = 0.0  # a dark speck: noise
-    mask = masks_from_white(frame)[0]
+    mask = masks_on_white(frame)[0]
     expected = np.zeros((64, 64), np.float32)
     expected[10:40, 10:40] = 1.0
     np.testing.assert_array_equal(mask, expected)

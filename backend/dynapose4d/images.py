@@ -27,14 +27,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .pixels import PixelError, as_mask, as_rgb, foreground_mask, to_uint8
+
 __all__ = [
     "ImageLoadError",
     "LoadedImage",
     "ReferenceImage",
     "load_image",
     "estimate_foreground",
-    "clean_mask",
-    "border_pixels",
+    "load_on_white",
     "recentre",
     "prepare_reference",
     "MAX_PIXELS",
@@ -161,110 +162,26 @@ def load_image(
     return LoadedImage(rgb, alpha, name, mode)
 
 
-# -------------------------------------------------------------------------------------------------
-# masks
+def load_on_white(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image file as ``[H, W, 3]`` float32 RGB composited on white, and its alpha as an
+    ``[H, W]`` bool mask (None without an alpha channel)."""
+    loaded = load_image(source, min_side=1)
+    if loaded.alpha is None:
+        return loaded.rgb, None
+    alpha = loaded.alpha[..., None]
+    return loaded.rgb * alpha + (1.0 - alpha), loaded.alpha > 0.5
 
 
-def clean_mask(mask: np.ndarray, *, open_px: int = 1, close_px: int = 2, min_fraction: float = 0.1) -> np.ndarray:
-    """Binary clean-up of ``mask [H, W]`` (bool/float): opening, closing, hole filling, and
-    dropping components smaller than ``min_fraction`` of the largest. Returns float32 {0, 1}."""
-    m = (np.asarray(mask) > 0.5).astype(np.uint8)
-    if open_px > 0:
-        # a square element: opening keeps the corners of boxes
-        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((2 * open_px + 1,) * 2, np.uint8))
-    if close_px > 0:
-        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * close_px + 1,) * 2))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if count > 1:
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        keep = np.flatnonzero(areas >= min_fraction * areas.max()) + 1
-        m = np.isin(labels, keep).astype(np.uint8)
-    # Fill holes: background not connected to the border becomes foreground.
-    padded = np.pad(m, 1)
-    flood = padded.copy()
-    cv2.floodFill(flood, np.zeros((flood.shape[0] + 2, flood.shape[1] + 2), np.uint8), (0, 0), 1)
-    holes = (flood == 0)[1:-1, 1:-1]
-    return (m.astype(bool) | holes).astype(np.float32)
-
-
-def border_pixels(img: np.ndarray, width: int) -> np.ndarray:
-    """``[P, 3]`` colours of a strip ``width`` pixels wide along the four edges of ``img [H, W, 3]``."""
-    strips = (img[:width], img[-width:], img[:, :width], img[:, -width:])
-    return np.concatenate([s.reshape(-1, 3) for s in strips])
-
-
-def estimate_foreground(
-    rgb: np.ndarray,
-    *,
-    threshold: float | None = None,
-    grabcut_iterations: int = 4,
-    max_side: int = 512,
-) -> np.ndarray:
-    """Weight-free foreground mask ``[H, W]`` float32 {0, 1} of an object on a plain background.
-
-    1. the background colour is the median of a border strip; 2. pixels far from it (Euclidean
-    RGB distance above ``threshold``, default from the border's own spread, at least 0.1) seed the
-    foreground; 3. GrabCut refines the seeds (border pixels that look like background are fixed as
-    background); 4. :func:`clean_mask`. Works at most ``max_side`` px, then upsamples.
-    Raises ImageLoadError when nothing stands out from the background.
-    """
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = rgb
-    if scale < 1:
-        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    sh, sw = small.shape[:2]
-    # 1. Background colour and spread from the border strip.
-    strip = max(2, round(0.02 * min(sh, sw)))
-    border = border_pixels(small, strip)
-    bg = np.median(border, axis=0)
-    spread = np.median(np.linalg.norm(border - bg, axis=-1))
-    thr = threshold if threshold is not None else max(0.1, 4.0 * float(spread))
-    # 2. Seeds.
-    dist = np.linalg.norm(small - bg, axis=-1)
-    seed = clean_mask(dist > thr, open_px=1, close_px=1, min_fraction=0.05)
-    if seed.sum() < 16:
+def estimate_foreground(rgb: np.ndarray) -> np.ndarray:
+    """The mask of an image without alpha or a given mask (:func:`dynapose4d.pixels.foreground_mask`);
+    ImageLoadError when nothing stands out from the background."""
+    mask = foreground_mask(rgb)
+    if mask.sum() < 16:
         raise ImageLoadError(
             "could not find an object that stands out from the background; give an image with a transparent "
             "background (RGBA), a mask, or a segmentation function"
         )
-    # 3. GrabCut from the seeds.
-    labels = np.where(seed > 0, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    edge = np.zeros((sh, sw), bool)
-    edge[:strip], edge[-strip:], edge[:, :strip], edge[:, -strip:] = True, True, True, True
-    labels[edge & (dist <= thr)] = cv2.GC_BGD
-    core = cv2.erode(seed.astype(np.uint8), np.ones((5, 5), np.uint8), iterations=2).astype(bool)
-    labels[core] = cv2.GC_FGD
-    mask = seed
-    if grabcut_iterations > 0 and (labels == cv2.GC_BGD).any() | (labels == cv2.GC_PR_BGD).any():
-        img8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)[..., ::-1].copy()  # OpenCV wants BGR
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        try:
-            cv2.grabCut(img8, labels, None, bgd, fgd, grabcut_iterations, cv2.GC_INIT_WITH_MASK)
-            mask = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.float32)
-        except cv2.error:  # degenerate colour statistics (e.g. a two-colour image): keep the seeds
-            mask = seed
-    mask = clean_mask(mask)
-    if mask.sum() < 16:
-        mask = seed
-    # 4. Back to full size.
-    if scale < 1:
-        mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
     return mask
-
-
-def _as_mask(mask, shape: tuple[int, int], what: str) -> np.ndarray:
-    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
-    if m.ndim == 3 and m.shape[-1] == 1:
-        m = m[..., 0]
-    if m.shape != tuple(shape):
-        raise ImageLoadError(f"{what} is {m.shape}; it must have the image's shape {tuple(shape)}")
-    if m.dtype == bool:
-        return m.astype(np.float32)
-    m = m.astype(np.float32)
-    if m.max() > 1.0:
-        m = m / 255.0
-    return np.clip(m, 0.0, 1.0)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -320,7 +237,7 @@ class ReferenceImage:
     def rgba(self) -> np.ndarray:
         """``[S, S, 4]`` uint8: the image with the mask as alpha."""
         arr = torch.cat([self.image, self.mask[..., None]], -1).clamp(0, 1).numpy()
-        return (arr * 255 + 0.5).astype(np.uint8)
+        return to_uint8(arr)
 
     def save(self, folder: str | Path) -> Path:
         """``folder/reference.png`` (RGBA, on white with the mask as alpha) + ``reference.json``."""
@@ -381,6 +298,13 @@ def recentre(
     return np.clip(image, 0, 1), np.clip(out_mask, 0, 1), transform
 
 
+def _checked_mask(mask, shape: tuple[int, int], what: str) -> np.ndarray:
+    try:
+        return as_mask(mask, shape, what)
+    except PixelError as exc:
+        raise ImageLoadError(str(exc)) from None
+
+
 def prepare_reference(
     source: str | Path | np.ndarray | LoadedImage,
     *,
@@ -409,19 +333,18 @@ def prepare_reference(
         arr = np.asarray(source)
         if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
             raise ImageLoadError(f"image array must be [H, W, 3] or [H, W, 4]; got {arr.shape}")
-        arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else np.clip(arr.astype(np.float32), 0, 1)
-        alpha = arr[..., 3] if arr.shape[-1] == 4 and arr[..., 3].min() < 1.0 else None
-        loaded = LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, "array", "array")
+        alpha = as_mask(arr[..., 3], arr.shape[:2]) if arr.shape[-1] == 4 else None
+        alpha = alpha if alpha is not None and alpha.min() < 1.0 else None
+        loaded = LoadedImage(np.ascontiguousarray(as_rgb(arr)), alpha, "array", "array")
     rgb = loaded.rgb
     hw = rgb.shape[:2]
     # 2. Foreground mask.
     if mask is not None:
-        m, mask_source = _as_mask(mask, hw, "the given mask"), "given"
+        m, mask_source = _checked_mask(mask, hw, "the given mask"), "given"
     elif loaded.alpha is not None:
         m, mask_source = loaded.alpha, "alpha"
     elif segmenter is not None:
-        rgb8 = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
-        m, mask_source = _as_mask(segmenter(rgb8), hw, "the segmenter's mask"), "segmenter"
+        m, mask_source = _checked_mask(segmenter(to_uint8(rgb)), hw, "the segmenter's mask"), "segmenter"
     else:
         m, mask_source = estimate_foreground(rgb), "estimated"
     if (m > 0.5).sum() == 0:
@@ -445,8 +368,7 @@ def prepare_reference(
 
 def to_pil(images) -> list[Image.Image]:
     """``[..., H, W, 3]`` floats in [0, 1] (tensor or array) -> 8-bit PIL images (one per leading index)."""
-    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+    arr = to_uint8(images)
     return [Image.fromarray(a) for a in arr.reshape((-1,) + arr.shape[-3:])]
 
 

@@ -34,7 +34,8 @@ from PIL import Image
 
 from .devices import resolve_device
 from .formats import IMAGE_SUFFIXES
-from .images import DEFAULT_FILL, ImageLoadError, Segmenter, border_pixels, clean_mask, estimate_foreground, load_image
+from .images import DEFAULT_FILL, ImageLoadError, Segmenter, load_image
+from .pixels import PixelError, as_mask, as_rgb, border_pixels, border_strip, clean_mask, foreground_mask, masks_on_white, to_uint8
 
 __all__ = [
     "DrivingVideo",
@@ -43,7 +44,6 @@ __all__ = [
     "SVDSource",
     "FileVideoSource",
     "VideoError",
-    "masks_from_white",
     "grabcut_sequence",
     "sample_indices",
     "read_frames",
@@ -120,8 +120,8 @@ class DrivingVideo:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for i, (f, m) in enumerate(zip(self.frames.numpy(), self.masks.numpy())):
-            Image.fromarray(_to_u8(f), "RGB").save(folder / f"frame_{i:04d}.png")
-            Image.fromarray(_to_u8(m), "L").save(folder / f"mask_{i:04d}.png")
+            Image.fromarray(to_uint8(f), "RGB").save(folder / f"frame_{i:04d}.png")
+            Image.fromarray(to_uint8(m), "L").save(folder / f"mask_{i:04d}.png")
         info = {
             "format": "dynapose4d-driving-video",
             "version": 1,
@@ -150,48 +150,23 @@ class DrivingVideo:
         return cls(frames, masks, float(info["fps"]), info.get("source", ""), info.get("meta", {}))
 
 
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _to_numpy_image(image) -> np.ndarray:
+def _image(image, what: str) -> np.ndarray:
+    """``[H, W, 3|4]`` float32 in [0, 1] (alpha kept), or VideoError naming ``what``."""
+    try:
+        rgb = as_rgb(image, what)
+    except PixelError as exc:
+        raise VideoError(str(exc)) from None
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise VideoError(f"the reference image must be [H, W, 3] (or RGBA); got {arr.shape}")
-    return arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    if arr.shape[-1] == 4:
+        return np.concatenate([rgb, as_mask(arr[..., 3], arr.shape[:2])[..., None]], -1)
+    return rgb
 
 
-def _to_numpy_mask(mask, shape) -> np.ndarray | None:
-    if mask is None:
-        return None
-    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    if arr.shape != tuple(shape):
-        raise VideoError(f"the reference mask is {arr.shape}; it must match the image {tuple(shape)}")
-    return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
-
-
-# -------------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def masks_from_white(
-    frames: np.ndarray | torch.Tensor,
-    *,
-    threshold: float = 0.1,
-    open_px: int = 1,
-    close_px: int = 2,
-) -> np.ndarray:
-    """Foreground masks ``[T, H, W]`` float32 {0, 1} of frames on a white background.
-
-    A pixel is foreground when its darkest channel is more than ``threshold`` below white
-    (light shadows and compression noise stay background); then opening, closing, hole filling
-    and removal of small components (:func:`dynapose4d.images.clean_mask`).
-    """
-    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames, np.float32)
-    if arr.ndim == 3:
-        arr = arr[None]
-    distance = 1.0 - arr.min(axis=-1)
-    return np.stack([clean_mask(d > threshold, open_px=open_px, close_px=close_px) for d in distance])
+def _mask(mask, shape, what: str) -> np.ndarray | None:
+    try:
+        return as_mask(mask, shape, what)
+    except PixelError as exc:
+        raise VideoError(str(exc)) from None
 
 
 def sample_indices(
@@ -336,7 +311,7 @@ class SVDConfig:
         decode_chunk_size: frames decoded at once by the VAE (lower = less memory).
         cpu_offload: keep each model on the CPU until it runs (needs the accelerate package).
         fp16: half precision; None = on CUDA only.
-        mask_threshold: :func:`masks_from_white` threshold.
+        mask_threshold: :func:`dynapose4d.pixels.masks_on_white` threshold.
     """
 
     model: str = "svd"
@@ -438,10 +413,10 @@ class SVDSource(VideoSource):
 
     def input_image(self, image, mask=None) -> Image.Image:
         """The conditioning image: composited on white (by ``mask`` or alpha), ``size`` x ``size``."""
-        rgb = _to_numpy_image(image)
+        rgb = _image(image, "the reference image")
         if rgb.shape[-1] == 4:
             rgb, mask = rgb[..., :3], rgb[..., 3] if mask is None else mask
-        m = _to_numpy_mask(mask, rgb.shape[:2])
+        m = _mask(mask, rgb.shape[:2], "the reference mask")
         if m is not None:
             rgb = rgb * m[..., None] + (1.0 - m[..., None])
         size = self.config.size
@@ -449,7 +424,7 @@ class SVDSource(VideoSource):
             if rgb.shape[0] != rgb.shape[1]:
                 raise VideoError(f"the SVD input must be square (the reference layout); got {rgb.shape[1]}x{rgb.shape[0]}")
             rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if size < rgb.shape[0] else cv2.INTER_CUBIC)
-        return Image.fromarray(_to_u8(rgb), "RGB")
+        return Image.fromarray(to_uint8(rgb), "RGB")
 
     def generate(self, image, mask=None) -> DrivingVideo:
         """Generate ``num_frames`` frames from the reference ``image [S, S, 3]`` (and ``mask``)."""
@@ -486,7 +461,7 @@ class SVDSource(VideoSource):
             )
         frames = np.clip(np.asarray(out.frames[0], dtype=np.float32), 0.0, 1.0)  # [T, H, W, 3]
         # 3. Masks (SVD keeps the white background).
-        masks = masks_from_white(frames, threshold=cfg.mask_threshold)
+        masks = masks_on_white(frames, threshold=cfg.mask_threshold)
         name = self.resolved.spec.name if self.resolved.spec else str(self.resolved.path)
         video = DrivingVideo(
             torch.from_numpy(frames),
@@ -555,8 +530,8 @@ class FileVideoSource(VideoSource):
         else:
             support = None
             if image is not None and mask is not None:
-                s_img = _to_numpy_image(image)[..., :3]
-                support = (s_img, _to_numpy_mask(mask, s_img.shape[:2]))
+                s_img = _image(image, "the support image")[..., :3]
+                support = (s_img, _mask(mask, s_img.shape[:2], "the support mask"))
             masks, how = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side), "grabcut"
         # 3. Composite on white and crop every frame like frame 0.
         frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
@@ -566,11 +541,7 @@ class FileVideoSource(VideoSource):
 
 
 def _segment(segmenter: Segmenter, rgb: np.ndarray) -> np.ndarray:
-    m = np.asarray(segmenter(_to_u8(rgb)))
-    if m.shape != rgb.shape[:2]:
-        raise VideoError(f"the segmenter returned a {m.shape} mask for a {rgb.shape[:2]} frame")
-    m = m.astype(np.float32)
-    return np.clip(m / 255.0 if m.max() > 1.0 else m, 0.0, 1.0)
+    return _mask(segmenter(to_uint8(rgb)), rgb.shape[:2], "the segmenter's mask")
 
 
 def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
@@ -619,14 +590,14 @@ def _colour_prior(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], bin
 
 
 def _grabcut(img: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
-    img8 = _to_u8(img)[..., ::-1].copy()
+    seeds = labels.copy()
     has_fg = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
     has_bg = np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
     if iterations > 0 and has_fg and has_bg:
         try:
-            cv2.grabCut(img8, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
-        except cv2.error:
-            pass
+            cv2.grabCut(to_uint8(img)[..., ::-1].copy(), labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # degenerate colour statistics (e.g. two flat colours): the seeds are the mask
+            labels = seeds
     return clean_mask(np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)))
 
 
@@ -647,10 +618,7 @@ def grabcut_sequence(
     small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames]
     sh, sw = small[0].shape[:2]
     # 1. Frame 0.
-    try:
-        border_seed = estimate_foreground(small[0], grabcut_iterations=0)
-    except ImageLoadError:
-        border_seed = np.zeros((sh, sw), np.float32)
+    border_seed = foreground_mask(small[0], grabcut_iterations=0)
     if support is not None:
         # Pixels with the support's colours, plus what stands out from the border and is connected
         # to them (parts hidden in the support view), but not separate things of other colours.
@@ -665,9 +633,7 @@ def grabcut_sequence(
     if seed.sum() < 16:
         raise VideoError("could not find the object in the first video frame; give an RGBA frame folder or a segmenter")
     labels = np.where(seed > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    strip = max(2, round(0.02 * min(sh, sw)))
-    edge = np.zeros((sh, sw), bool)
-    edge[:strip], edge[-strip:], edge[:, :strip], edge[:, -strip:] = True, True, True, True
+    edge = border_strip((sh, sw), max(2, round(0.02 * min(sh, sw))))
     labels[edge & (seed < 0.5)] = cv2.GC_BGD
     masks = [_grabcut(small[0], labels, iterations)]
     # 2. Later frames, each seeded by the previous mask.

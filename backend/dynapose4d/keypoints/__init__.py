@@ -6,7 +6,7 @@ Public API (see each module for details and conventions):
 - :mod:`.registry`: ``ESTIMATORS`` (name -> class), ``make_estimator(name, **config)``.
 - :mod:`.tracker`: ``LKTracker`` (``tracker``, the weight-free default), ``StaticEstimator`` (``static``).
 - :mod:`.register`: ``register`` (support -> frame 0, with a failure report), ``Registration``.
-- :mod:`.support`: ``auto_support_keypoints``, ``minimum_spanning_tree``, ``foreground_mask``.
+- :mod:`.support`: ``auto_support_keypoints``, ``minimum_spanning_tree``.
 - :mod:`.evaluate`, :mod:`.synthetic`, :mod:`.draw`: measuring and looking at tracks.
 
 Pixel coordinates follow DESIGN.md §4: continuous, origin at the top-left image corner, pixel
@@ -20,11 +20,10 @@ from .base import (
     SupportKeypoints,
     TrackResult,
     parse_keypoints_json,
-    read_rgb,
 )
 from .register import Registration, register
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
-from .support import auto_support_keypoints, foreground_mask, minimum_spanning_tree
+from .support import auto_support_keypoints, minimum_spanning_tree
 from .tracker import LKTracker, StaticEstimator, TrackerConfig
 
 __all__ = [
@@ -40,10 +39,8 @@ __all__ = [
     "TrackResult",
     "TrackerConfig",
     "auto_support_keypoints",
-    "foreground_mask",
     "make_estimator",
     "minimum_spanning_tree",
     "parse_keypoints_json",
-    "read_rgb",
     "register",
 ]

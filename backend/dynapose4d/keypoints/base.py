@@ -39,6 +39,8 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
+from ..pixels import PixelError, as_mask, as_rgb
+
 MAX_KEYPOINTS = 100
 
 
@@ -50,50 +52,21 @@ class KeypointError(ValueError):
 # images
 
 
-def as_rgb_float(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """``(H, W, 3)`` float32 in [0, 1] from float [0, 1] or uint8 RGB (an alpha channel is dropped)."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise KeypointError(f"{what} must be (H, W, 3) RGB; got shape {image.shape}")
-    image = image[..., :3]
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if not np.issubdtype(image.dtype, np.floating):
-        raise KeypointError(f"{what} must be uint8 or float in [0, 1]; got dtype {image.dtype}")
-    return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+def as_rgb_float(image, what: str = "image") -> np.ndarray:
+    """:func:`dynapose4d.pixels.as_rgb`, raising :class:`KeypointError` (the estimators' error)."""
+    try:
+        return as_rgb(image, what)
+    except PixelError as exc:
+        raise KeypointError(str(exc)) from None
 
 
-def as_gray_u8(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` uint8 luma (Rec. 601, as OpenCV) of an RGB image in either accepted form."""
-    rgb = as_rgb_float(image)
-    gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def as_mask(mask: np.ndarray | None, shape: tuple[int, int], what: str = "mask") -> np.ndarray | None:
-    """``(H, W)`` bool foreground mask (nonzero = foreground), or None passed through."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.shape != tuple(shape):
-        raise KeypointError(f"{what} must have the image's shape {tuple(shape)}; got {mask.shape}")
-    return mask > (0.5 if np.issubdtype(mask.dtype, np.floating) else 0)
-
-
-def read_rgb(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read an image file: ``(H, W, 3)`` float32 RGB composited on white, and the alpha mask.
-
-    The mask is ``(H, W)`` bool (alpha > 0.5) for images with an alpha channel, else None.
-    """
-    from PIL import Image
-
-    with Image.open(path) as im:
-        has_alpha = im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info)
-        arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
-    if not has_alpha:
-        return arr, None
-    alpha = arr[..., 3:]
-    return arr[..., :3] * alpha + (1.0 - alpha), alpha[..., 0] > 0.5
+def as_bool_mask(mask, shape: tuple[int, int], what: str = "mask") -> np.ndarray | None:
+    """``(H, W)`` bool foreground mask (:func:`dynapose4d.pixels.as_mask` > 0.5), or None passed through."""
+    try:
+        m = as_mask(mask, shape, what)
+    except PixelError as exc:
+        raise KeypointError(str(exc)) from None
+    return None if m is None else m > 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +245,7 @@ class Support:
     def __post_init__(self):
         self.image = as_rgb_float(self.image, "support image")
         h, w = self.image.shape[:2]
-        self.mask = as_mask(self.mask, (h, w), "support mask")
+        self.mask = as_bool_mask(self.mask, (h, w), "support mask")
         kp = self.keypoints
         if kp.image_size is None:
             # Re-validate against this image: positions outside it are an error, not a clamp.
@@ -371,7 +344,7 @@ def as_frames(frames, masks=None) -> tuple[list[np.ndarray], list[np.ndarray | N
     masks = list(masks)
     if len(masks) != len(frames):
         raise KeypointError(f"got {len(masks)} masks for {len(frames)} frames")
-    return frames, [as_mask(m, shape[:2], f"mask {i}") for i, m in enumerate(masks)]
+    return frames, [as_bool_mask(m, shape[:2], f"mask {i}") for i, m in enumerate(masks)]
 
 
 class KeypointEstimator(abc.ABC):

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..images import save_gif  # noqa: F401  (re-exported: one home for writing GIFs)
+from ..pixels import to_uint8
 from .base import TrackResult, as_rgb_float
 
 
@@ -41,7 +42,7 @@ def draw_keypoints(image: np.ndarray, xy: np.ndarray, confidence: np.ndarray | N
         radius: disc radius in output pixels.
         label: text written in the top-left corner.
     """
-    rgb = (as_rgb_float(image) * 255 + 0.5).astype(np.uint8)
+    rgb = to_uint8(as_rgb_float(image))
     im = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(im)
     xy = np.asarray(xy, np.float64) * scale

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import KeypointError, Support, SupportKeypoints, TrackResult, read_rgb
+from ..images import load_on_white
+from .base import KeypointError, Support, SupportKeypoints, TrackResult
 
 
 @dataclass
@@ -49,7 +50,7 @@ def load_dev_scene(scene_dir: str | Path) -> LabelledSequence:
     kp_path = scene_dir / "keypoints2d_input.json"
     if not paths or not kp_path.is_file():
         raise KeypointError(f"{scene_dir} is not a benchmark-dev scene (needs input/*.png and keypoints2d_input.json)")
-    images = [read_rgb(p) for p in paths]
+    images = [load_on_white(p) for p in paths]
     frames = np.stack([im for im, _ in images])
     masks = np.stack([m for _, m in images]) if all(m is not None for _, m in images) else None
     xy = np.asarray(json.loads(kp_path.read_text()), np.float32)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..cameras import pixels_from_opencv
-from .base import as_gray_u8
+from ..pixels import luma_u8
 from .tps import ThinPlateSpline
 
 MODELS = ("similarity", "homography")
@@ -44,7 +44,7 @@ def detect_features(image: np.ndarray, mask: np.ndarray | None = None, upscale: 
     the original pixels. ``contrast_threshold`` is SIFT's, lower than OpenCV's 0.04 default
     because our objects are small and often softly textured.
     """
-    gray = as_gray_u8(image)
+    gray = luma_u8(image)
     h, w = gray.shape
     m8, x0, y0 = None, 0, 0
     if mask is not None:

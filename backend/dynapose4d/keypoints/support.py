@@ -10,28 +10,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import MAX_KEYPOINTS, KeypointError, SupportKeypoints, as_mask, as_rgb_float
+from ..pixels import masks_on_white
+from .base import MAX_KEYPOINTS, KeypointError, SupportKeypoints, as_bool_mask, as_rgb_float
 
 DEFAULT_NUM_KEYPOINTS = 14  # PoseAnything's N in the paper
+WHITE_THRESHOLD = 0.06  # an object on white without a mask: how far from white is foreground
 
 
 # ---------------------------------------------------------------------------------------------
 # automatic support keypoints
-
-
-def foreground_mask(image: np.ndarray, threshold: float = 0.06) -> np.ndarray:
-    """``(H, W)`` bool mask of an object on a white background.
-
-    A pixel is foreground when some channel is darker than white by more than ``threshold``;
-    specks smaller than 0.1% of the image are dropped.
-    """
-    rgb = as_rgb_float(image)
-    mask = ((1.0 - rgb).max(-1) > threshold).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= max(4, mask.size // 1000)
-    return keep[labels]
 
 
 def trackability(image: np.ndarray, mask: np.ndarray | None = None, window: int = 9) -> np.ndarray:
@@ -115,7 +102,7 @@ def auto_support_keypoints(
         raise KeypointError(f"the number of keypoints must be an integer within 1..{MAX_KEYPOINTS}; got {n!r}")
     rgb = as_rgb_float(image, "support image")
     h, w = rgb.shape[:2]
-    mask = foreground_mask(rgb) if mask is None else as_mask(mask, (h, w), "support mask")
+    mask = masks_on_white(rgb, threshold=WHITE_THRESHOLD)[0] > 0.5 if mask is None else as_bool_mask(mask, (h, w), "support mask")
     if not mask.any():
         raise KeypointError("the support's foreground mask is empty: pass a mask, or an image of an object on white")
     # 1. candidates: the mask shrunk by a border (unless the object is too thin for that).

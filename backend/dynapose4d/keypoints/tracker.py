@@ -35,9 +35,10 @@ import cv2
 import numpy as np
 
 from ..cameras import pixels_from_opencv, pixels_to_opencv
-from .base import KeypointError, KeypointEstimator, Support, TrackResult, as_frames, as_gray_u8, as_rgb_float
+from ..pixels import luma_u8, masks_on_white
+from .base import KeypointError, KeypointEstimator, Support, TrackResult, as_frames, as_rgb_float
 from .register import Features, Registration, anchor_keypoints, detect_features, register
-from .support import foreground_mask, trackability
+from .support import WHITE_THRESHOLD, trackability
 from .tps import ThinPlateSpline
 
 
@@ -97,7 +98,7 @@ def _lk_image(rgb: np.ndarray, colour: bool, sigma: float) -> np.ndarray:
     if colour:
         img = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab) * np.float32([2.55, 1.0, 1.0])  # all channels ~0..255 wide
     else:
-        img = as_gray_u8(rgb).astype(np.float32)
+        img = luma_u8(rgb).astype(np.float32)
     if sigma > 0:
         hp = img - cv2.GaussianBlur(img, (0, 0), sigma)
         std = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), sigma))
@@ -257,7 +258,7 @@ class LKTracker(KeypointEstimator):
         kp = st.support.keypoints
         frames, masks = st.frames, st.masks
         scale = max(frames[0].shape[:2]) / 256.0  # thresholds are set at 256 px
-        grays = [as_gray_u8(f).astype(np.float32) for f in frames]
+        grays = [luma_u8(f).astype(np.float32) for f in frames]
         lk_images = [_lk_image(f, cfg.colour, cfg.normalize_sigma * scale) for f in frames]
         cols = np.clip(kp.xy[:, 0].astype(int), 0, st.support.image.shape[1] - 1)
         rows = np.clip(kp.xy[:, 1].astype(int), 0, st.support.image.shape[0] - 1)
@@ -285,9 +286,9 @@ class LKTracker(KeypointEstimator):
         cfg = self.config
         frames, masks = as_frames(frames, masks)
         if all(m is None for m in masks) and all(_white_background(f) for f in frames):
-            masks = [foreground_mask(f) for f in frames]
+            masks = list(masks_on_white(np.stack(frames), threshold=WHITE_THRESHOLD) > 0.5)
         if support.mask is None and _white_background(support.image):
-            support = Support(support.image, support.keypoints, foreground_mask(support.image))
+            support = Support(support.image, support.keypoints, masks_on_white(support.image, threshold=WHITE_THRESHOLD)[0] > 0.5)
         kp = support.keypoints
         h, w = frames[0].shape[:2]
         scale = max(h, w) / 256.0
