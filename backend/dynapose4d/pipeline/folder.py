@@ -24,6 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _at(*parts: str) -> property:
+    """A path of the job folder, ``root / parts...``."""
+    return property(lambda self: self.root.joinpath(*parts), doc="/".join(parts))
+
+
 @dataclass(frozen=True)
 class JobFolder:
     root: Path
@@ -31,96 +36,40 @@ class JobFolder:
     def __init__(self, root: str | Path):
         object.__setattr__(self, "root", Path(root))
 
-    # -- what the job is -------------------------------------------------------------------------
-    @property
-    def job_file(self) -> Path:
-        return self.root / "job.json"
-
-    @property
-    def inputs(self) -> Path:
-        return self.root / "inputs"
+    # What the job is.
+    job_file = _at("job.json")
+    inputs = _at("inputs")
 
     def input(self, name: str) -> Path:
         """An input file by its name in ``inputs/`` (as job.json lists it)."""
         return self.inputs / name
 
-    # -- products of the steps, each the resume marker of its step ------------------------------
-    @property
-    def reference(self) -> Path:
-        return self.root / "reference"
-
-    @property
-    def static(self) -> Path:
-        return self.root / "static.ply"
-
-    @property
-    def registration(self) -> Path:
-        return self.root / "registration.json"
-
-    @property
-    def video(self) -> Path:
-        return self.root / "video"
-
-    @property
-    def keypoints(self) -> Path:
-        return self.root / "keypoints"
-
-    @property
-    def support_keypoints(self) -> Path:
-        return self.keypoints / "support.json"
-
-    @property
-    def track(self) -> Path:
-        return self.keypoints / "track.npz"
+    # Products of the steps, each the resume marker of its step.
+    reference = _at("reference")
+    static = _at("static.ply")
+    registration = _at("registration.json")
+    video = _at("video")
+    keypoints = _at("keypoints")
+    support_keypoints = _at("keypoints", "support.json")
+    track = _at("keypoints", "track.npz")
 
     def checkpoint(self, stage: str) -> Path:
         return self.root / "checkpoints" / f"{stage}.pt"
 
-    # -- results ---------------------------------------------------------------------------------
-    @property
-    def model(self) -> Path:
-        return self.root / "model.pt"
-
-    @property
-    def sequence(self) -> Path:
-        return self.root / "sequence"
-
-    @property
-    def sequence_file(self) -> Path:
-        return self.sequence / "sequence.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def keypoints_gif(self) -> Path:
-        return self.root / "keypoints.gif"
+    # Results.
+    model = _at("model.pt")
+    sequence = _at("sequence")
+    sequence_file = _at("sequence", "sequence.json")
+    metrics = _at("metrics.json")
+    keypoints_gif = _at("keypoints.gif")
 
     def preview(self, name: str) -> Path:
         return self.root / f"preview_{name}.gif"
 
-    # -- the server's files ----------------------------------------------------------------------
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def events(self) -> Path:
-        return self.root / "events.jsonl"
-
-    @property
-    def worker_log(self) -> Path:
-        return self.root / "worker.log"
-
-    @property
-    def worker_lock(self) -> Path:
-        return self.root / "worker.lock"
-
-    @property
-    def snapshot(self) -> Path:
-        return self.root / "snapshots" / "latest.pt"
-
-    @property
-    def result_zip(self) -> Path:
-        return self.root / "result.zip"
+    # The server's files.
+    state = _at("state.json")
+    events = _at("events.jsonl")
+    worker_log = _at("worker.log")
+    worker_lock = _at("worker.lock")
+    snapshot = _at("snapshots", "latest.pt")
+    result_zip = _at("result.zip")
