@@ -35,7 +35,7 @@ DEV_DIR = ROOT.parent / "shared" / "benchmark-dev"
 
 from dynapose4d.cameras import Cameras  # noqa: E402
 from dynapose4d.demo import DemoConfig, _with_outliers, ground_truth, make_demo_inputs  # noqa: E402
-from dynapose4d.evaluation import GroundTruth, evaluate  # noqa: E402
+from dynapose4d.evaluation.ground_truth import GroundTruth, evaluate  # noqa: E402
 from dynapose4d.gaussians import Z_UP_TO_Y_UP  # noqa: E402
 from dynapose4d.io import read_ply  # noqa: E402
 from dynapose4d.keypoints import make_estimator  # noqa: E402

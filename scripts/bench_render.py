@@ -39,7 +39,7 @@ def _run(args):
     from dynapose4d.render.pairs import _contributing_pairs
     from dynapose4d.render.projection import project_gaussians
     from dynapose4d.render.reference import rasterize_dense
-    from dynapose4d.scenes import sphere_scene
+    from dynapose4d.evaluation.scenes import sphere_scene
 
     torch.set_num_threads(threads)
     backend = None

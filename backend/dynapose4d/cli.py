@@ -54,7 +54,7 @@ def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: flo
 
 def cmd_render(args) -> int:
     from .io import read_ply
-    from .scenes import sphere_scene
+    from .evaluation.scenes import sphere_scene
 
     g = read_ply(args.ply, up_axis=args.up_axis) if args.ply else sphere_scene(args.gaussians)
     device = _device(args.device)
