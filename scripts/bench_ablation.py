@@ -35,7 +35,7 @@ DEV_DIR = ROOT.parent / "shared" / "benchmark-dev"
 
 from dynapose4d.cameras import Cameras  # noqa: E402
 from dynapose4d.pipeline.demo import DemoConfig, _with_outliers, ground_truth, make_demo_inputs  # noqa: E402
-from dynapose4d.evaluation import GroundTruth, evaluate  # noqa: E402
+from dynapose4d.evaluation.ground_truth import GroundTruth, evaluate  # noqa: E402
 from dynapose4d.gaussians import Z_UP_TO_Y_UP  # noqa: E402
 from dynapose4d.io import read_ply  # noqa: E402
 from dynapose4d.keypoints import make_estimator  # noqa: E402
@@ -116,6 +116,10 @@ def main() -> None:
     ap.add_argument("--dev-frames", type=int, default=16, help="frames taken from the 32 of a benchmark-dev scene")
     ap.add_argument("--quick", action="store_true", help="lamp only, full and neither, 60 iterations")
     ap.add_argument("--json", type=Path, help="also write all rows to this file")
+    ap.add_argument(
+        "--save-models", type=Path,
+        help="write each run's model to DIR/<scene>-<outliers>-<variant>/model.pt (score it again with `dynapose4d eval`)",
+    )
     args = ap.parse_args()
     scenes = args.scenes.split(",")
     variants = args.variants.split(",")
@@ -144,6 +148,11 @@ def main() -> None:
                 model = stage.result()
                 m = evaluate(model, truth_fn(model))
                 seconds = time.perf_counter() - t0
+                if args.save_models:
+                    folder = args.save_models / f"{scene}-{outliers:g}-{variant}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    model.save(folder / "model.pt")
+                    (folder / "ablation.json").write_text(json.dumps(m, indent=1))
                 if not baseline_printed:
                     base = {k: m.get(k + "_static_baseline", float("nan")) for k in METRICS}
                     print(f"{scene:<7}{outliers:>5.1f} {'static':<10}" + "".join(f"{base[k]:>13.4f}" for k in METRICS), flush=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dynapose4d.articulated import make_articulated
+from dynapose4d.evaluation.articulated import make_articulated
 from dynapose4d.cameras import Cameras
 from dynapose4d.events import StageEvent
 from dynapose4d.pipeline import run_job, write_job

@@ -13,7 +13,7 @@ The last line is ``RESULT {json}`` with the 20k / 256^2 figures of the chosen ba
 PyTorch path's time there (``torch_fwd_bwd_s``) and the chosen backend's speedup over the dense
 reference at 5k / 128^2.
 
-    python scripts/bench_render.py [--quick] [--threads N] [--backend auto|numba|torch]
+    python scripts/bench_render.py [--quick] [--threads N] [--backend auto|numba|torch|gsplat] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ DENSE_MAX_BYTES = 6e9  # skip the dense reference when its [pixels, N] temporari
 
 
 def _run(args):
-    kind, n, res, reps, threads = args  # kind: a render() backend name, or "dense"
+    kind, n, res, reps, threads, device = args  # kind: a render() backend name, or "dense"
     import torch
 
     from dynapose4d.cameras import Cameras
@@ -39,15 +39,16 @@ def _run(args):
     from dynapose4d.render.pairs import _contributing_pairs
     from dynapose4d.render.projection import project_gaussians
     from dynapose4d.render.reference import rasterize_dense
-    from dynapose4d.scenes import sphere_scene
+    from dynapose4d.evaluation.scenes import sphere_scene
 
     torch.set_num_threads(threads)
     backend = None
     if kind != "dense":  # load the kernels (JIT cache) before the peak-memory baseline
-        backend = render(sphere_scene(8), Cameras.orbit(0.0, 0.0, 2.0, width=16), backend=kind).backend
-    g = sphere_scene(n).requires_grad_()
-    cam = Cameras.orbit(0.0, 0.0, 2.0, width=res)
-    weights = torch.rand(res, res, 3, generator=torch.Generator().manual_seed(0))
+        backend = render(sphere_scene(8).to(device), Cameras.orbit(0.0, 0.0, 2.0, width=16, device=device), backend=kind).backend
+    g = sphere_scene(n).to(device).requires_grad_()
+    cam = Cameras.orbit(0.0, 0.0, 2.0, width=res, device=device)
+    weights = torch.rand(res, res, 3, generator=torch.Generator().manual_seed(0)).to(device)
+    cuda = torch.device(device).type == "cuda"
 
     def step():
         if kind != "dense":
@@ -60,12 +61,20 @@ def _run(args):
         (rgb * weights).sum().backward()
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cuda:  # on CUDA the peak is the allocator's, above what the scene already holds
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        baseline_cuda = torch.cuda.memory_allocated()
     step()  # warm-up (also the peak-memory sample)
     peak_mb = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
+    if cuda:
+        peak_mb = (torch.cuda.max_memory_allocated() - baseline_cuda) / 2**20
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         step()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     with torch.no_grad():
         p = project_gaussians(g.means, g.quats, g.scales, g.opacities, cam.viewmats[None], cam.Ks[None], res, res)
@@ -78,7 +87,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip 100k")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads, torch's and numba's (the target has 2 cores)")
-    ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch"], help="the backend measured")
+    ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "gsplat"], help="the backend measured")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (with --backend gsplat: gsplat against our torch path on the GPU)")
     args = ap.parse_args()
     reps = 2 if args.quick else 5
     ctx = mp.get_context("spawn")
@@ -90,7 +100,7 @@ def main() -> None:
                 configs.append(("dense", n, res))
             for kind, n_, res_ in configs:
                 with ctx.Pool(1) as pool:
-                    r = pool.apply(_run, ((kind, n_, res_, reps if n_ < 100_000 else 2, args.threads),))
+                    r = pool.apply(_run, ((kind, n_, res_, reps if n_ < 100_000 else 2, args.threads, args.device),))
                 r.update(kind=kind, n=n_, res=res_, pairs_per_s=r["pairs"] / r["fwd_bwd_s"])
                 rows.append(r)
                 name = kind if kind == "dense" or kind == r["backend"] else f"{kind}:{r['backend']}"
@@ -134,6 +144,7 @@ def main() -> None:
         "speedup_vs_dense_5k_128": round(dense["fwd_bwd_s"] / ours["fwd_bwd_s"], 2) if dense else None,
         "torch_fwd_bwd_s": round(torch_row["fwd_bwd_s"], 4),
         "threads": args.threads,
+        "device": args.device,
     }
     print("RESULT " + json.dumps(result))
 

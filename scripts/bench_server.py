@@ -53,7 +53,7 @@ def make_snapshot(path: Path, n: int = N_GAUSSIANS) -> None:
     from dynapose4d.deform.anchors import Anchors
     from dynapose4d.deform.deformations import Binding, DeformConfig, make_deformation
     from dynapose4d.dynamic4d import Dynamic4D, Keypoints3D
-    from dynapose4d.scenes import sphere_scene
+    from dynapose4d.evaluation.scenes import sphere_scene
 
     torch.manual_seed(0)
     static = sphere_scene(n)

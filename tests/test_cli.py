@@ -44,7 +44,7 @@ def test_missing_models_give_an_actionable_message(tmp_path, tiny_zero123):
 def test_animate_runs_and_resumes(tmp_path):
     import torch
 
-    from dynapose4d.articulated import make_articulated
+    from dynapose4d.evaluation.articulated import make_articulated
     from dynapose4d.io import write_ply
     from tests.test_image_to_4d import lamp_mp4
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynapose4d.articulated import make_articulated
+from dynapose4d.evaluation.articulated import make_articulated
 from dynapose4d.cameras import Cameras
 from dynapose4d.deform import Binding, DeformConfig, HexPlaneConfig, lift_keypoints, make_deformation
 from dynapose4d.deform.deformations import Deformed, farthest_point_sample, move_bound_points

@@ -19,7 +19,7 @@ from dynapose4d.io import read_ply, write_ply
 from dynapose4d.keypoints import SupportKeypoints, TrackResult
 from dynapose4d.pipeline.demo import DemoConfig, make_demo_inputs
 from dynapose4d.stages.dynamic import DynamicConfig, DynamicStage
-from dynapose4d.scenes import sphere_scene
+from dynapose4d.evaluation.scenes import sphere_scene
 from dynapose4d.video import DrivingVideo
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from dynapose4d.metrics import psnr
+from dynapose4d.evaluation.metrics import psnr
 from dynapose4d.render import render
-from dynapose4d.scenes import sphere_scene
+from dynapose4d.evaluation.scenes import sphere_scene
 from tests.test_render import random_scene, some_cameras
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -7,6 +7,7 @@
     selftest  check the renderer and the installed models on a built-in sample
     serve     the local job server the Blender add-on talks to (loopback, token-protected)
     render    render a 3DGS PLY (or the built-in scene) from orbit cameras to PNG / GIF
+    eval      score a result with the Consistent4D protocol (PSNR, SSIM, LPIPS, CLIP, FVD)
     info      version, torch, device and which renderer would be used
 """
 
@@ -53,7 +54,7 @@ def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: flo
 
 def cmd_render(args) -> int:
     from .io import read_ply
-    from .scenes import sphere_scene
+    from .evaluation.scenes import sphere_scene
 
     g = read_ply(args.ply, up_axis=args.up_axis) if args.ply else sphere_scene(args.gaussians)
     device = _device(args.device)
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.cli import add_serve_cli
 
     add_serve_cli(sub)
+    from .evaluation.cli import add_eval_cli
+
+    add_eval_cli(sub)
     return ap
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .cameras import Cameras
 from .devices import resolve_device
-from .metrics import psnr, ssim
+from .evaluation.metrics import psnr, ssim
 
 REAL_UNET_PARAMETERS = 100_000_000  # the real UNets have ~0.9-1.5 billion; test fixtures ~1 million
 
@@ -32,7 +32,7 @@ class Check:
 
 
 def _sample(size: int = 256):
-    from .articulated import make_articulated
+    from .evaluation.articulated import make_articulated
     from .render import render
 
     obj = make_articulated("lamp", 3000)

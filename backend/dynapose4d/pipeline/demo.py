@@ -1,6 +1,6 @@
 """The built-in demo: recover a known articulated motion on a CPU, with no downloaded weights.
 
-1. Ground truth: a procedural articulated object (``articulated.py``) and its motion; the driving
+1. Ground truth: a procedural articulated object (``evaluation/articulated.py``) and its motion; the driving
    video and masks are its renders from the reference view; its rest pose is the static model.
 2. Keypoints: automatic support keypoints on frame 0, tracked through the video by the
    weight-free estimator (the same path a real job takes).
@@ -21,13 +21,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..articulated import ArticulatedObject, make_articulated
+from ..evaluation.articulated import ArticulatedObject, make_articulated
 from ..cameras import Cameras
 from ..deform.hexplane import HexPlaneConfig
 from ..deform.deformations import DeformConfig
 from ..events import EventSink, LogEvent, ignore
 from ..keypoints import Support, TrackResult, auto_support_keypoints, make_estimator
-from ..evaluation import GroundTruth, consistent4d_views, evaluate
+from ..evaluation.ground_truth import GroundTruth, consistent4d_views, evaluate
 from ..dynamic4d import Dynamic4D
 from ..render import render
 from ..stages.dynamic import DynamicConfig, DynamicStage

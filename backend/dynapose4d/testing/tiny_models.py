@@ -8,6 +8,12 @@ seeded, so every build of a folder is identical. Nothing here downloads anything
     save_tiny_zero123(folder, "zero123-xl")      # or "stable-zero123": same layout
     save_tiny_svd(folder)
     fake_hf_cache(cache_dir, "org/name", folder)  # models--org--name/snapshots/<hash>/... + refs/main
+
+and the evaluation networks of ``dynapose4d eval`` (:mod:`dynapose4d.evaluation.perceptual`):
+
+    save_tiny_clip(folder)            # transformers CLIPModel folder (openai/clip-vit-base-patch32 layout)
+    save_random_lpips(folder)         # vgg16-397923af.pth (torchvision keys, full size) + LPIPS vgg.pth
+    save_stand_in_i3d(path)           # a TorchScript file with the I3D detector's call signature
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ import torch
 
 from ..guidance.zero123 import CLIP_MEAN, CLIP_STD
 
-__all__ = ["save_tiny_zero123", "save_tiny_svd", "fake_hf_cache", "make_all", "FAKE_COMMIT"]
+__all__ = [
+    "save_tiny_zero123",
+    "save_tiny_svd",
+    "save_tiny_clip",
+    "save_random_lpips",
+    "save_stand_in_i3d",
+    "fake_hf_cache",
+    "make_all",
+    "FAKE_COMMIT",
+]
 
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CROSS_DIM = 32  # CLIP projection dim = UNet cross-attention dim
@@ -223,3 +238,74 @@ def make_all(root: str | Path) -> dict[str, Path]:
         "stable-zero123": save_tiny_zero123(root / "stable-zero123", "stable-zero123"),
         "svd": save_tiny_svd(root / "svd"),
     }
+
+
+# -------------------------------------------------------------------------------------------------
+# evaluation networks
+
+
+def save_tiny_clip(folder: str | Path, *, seed: int = 0) -> Path:
+    """A tiny ``CLIPModel`` (text and vision towers, projection 16) with CLIP's processor constants."""
+    from transformers import CLIPConfig, CLIPModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, vocab_size=99),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    CLIPModel(config).eval().save_pretrained(folder)
+    _write_processor(folder)
+    cfg = json.loads((folder / "preprocessor_config.json").read_text())
+    cfg.update(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32})
+    (folder / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2))
+    return folder
+
+
+def save_random_lpips(folder: str | Path, *, seed: int = 0) -> Path:
+    """Random LPIPS weights at full size in the real files: torchvision's ``vgg16-397923af.pth``
+    (``features.<i>.weight/bias`` keys; the classifier is left out) and LPIPS' ``vgg.pth``
+    (``lin<k>.model.1.weight``, non-negative as trained ones are)."""
+    from ..evaluation.perceptual import LPIPS, LPIPS_LIN_FILE, VGG16_FILE
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net = LPIPS()
+    for m in net.features:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
+    torch.save({f"features.{k}": v for k, v in net.features.state_dict().items()}, folder / VGG16_FILE)
+    lins = {f"lin{k}.model.1.weight": torch.rand_like(lin.weight) for k, lin in enumerate(net.lins)}
+    torch.save(lins, folder / LPIPS_LIN_FILE)
+    return folder
+
+
+class _StandInI3D(torch.nn.Module):
+    """The I3D detector's interface (``[B, 3, T, H, W]`` in [0, 255] -> ``[B, 400]``), random weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 8, 3, stride=2)
+        self.head = torch.nn.Linear(8, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False) -> torch.Tensor:
+        if rescale:
+            x = x / 127.5 - 1.0
+        if resize:
+            t = x.shape[2]
+            x = torch.nn.functional.interpolate(x, size=(t, 224, 224), mode="trilinear", align_corners=False)
+        feats = self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
+        return feats if return_features else torch.softmax(feats, -1)
+
+
+def save_stand_in_i3d(path: str | Path, *, seed: int = 0) -> Path:
+    """A TorchScript file with the call signature of ``i3d_torchscript.pt``. I3D itself is in no
+    installed library, so this checks the loading and calling path only, not the architecture."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    torch.jit.script(_StandInI3D().eval()).save(str(path))
+    return path

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .gaussians import Gaussians, quat_multiply, rgb_to_sh_dc, rotmat_to_quat
+from ..gaussians import Gaussians, quat_multiply, rgb_to_sh_dc, rotmat_to_quat
 
 
 @dataclass

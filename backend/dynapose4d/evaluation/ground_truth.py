@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .cameras import Cameras
+from ..cameras import Cameras
 from .metrics import jitter, keypoint_error, moving_region, psnr, ssim
-from .dynamic4d import Dynamic4D
-from .render import render
+from ..dynamic4d import Dynamic4D
+from ..render import render
 
 
 @dataclass
@@ -35,13 +35,14 @@ class GroundTruth:
     keypoints_valid: Tensor | None = None
 
 
-def consistent4d_views(camera: Cameras) -> Cameras:
-    """The four evaluation views around the reference camera (same elevation, radius, fov, size)."""
+def consistent4d_views(camera: Cameras, size: int | None = None) -> Cameras:
+    """The four evaluation views around the reference camera (same elevation, radius, fov; its
+    size unless ``size`` is given)."""
     pos = camera.c2w[:3, 3]
     radius = float(pos.norm())
     elevation = float(torch.rad2deg(torch.asin(pos[1] / radius)))
     fovy = float(torch.rad2deg(camera.fovy))
-    return Cameras.evaluation_views(elevation_deg=elevation, radius=radius, size=camera.width, fovy_deg=fovy)
+    return Cameras.evaluation_views(elevation_deg=elevation, radius=radius, size=size or camera.width, fovy_deg=fovy)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .gaussians import Gaussians
+from ..gaussians import Gaussians
 
 
 def sphere_scene(n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> Gaussians:

@@ -30,9 +30,12 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float32) ->
 
 def ssim(pred: Tensor, target: Tensor) -> float:
     """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) of
-    images ``[..., H, W, 3]`` in [0, 1], computed per channel on the valid region."""
-    x = pred.float().reshape((-1,) + pred.shape[-3:]).permute(0, 3, 1, 2)
-    y = target.float().reshape((-1,) + target.shape[-3:]).permute(0, 3, 1, 2)
+    images ``[..., H, W, 3]`` in [0, 1], computed per channel on the valid region.
+
+    In float64: the variances are E[x^2] - E[x]^2, whose float32 cancellation (~1e-7) is not
+    small against c2 = 9e-4 on flat regions such as a white background."""
+    x = pred.double().reshape((-1,) + pred.shape[-3:]).permute(0, 3, 1, 2)
+    y = target.double().reshape((-1,) + target.shape[-3:]).permute(0, 3, 1, 2)
     c = x.shape[1]
     w = _gaussian_window().to(x)[None, None].expand(c, 1, 11, 11)
 
