@@ -29,7 +29,8 @@ from .events import EventSink, LogEvent, StageEvent
 from .gaussians import Gaussians
 from .images import ReferenceImage, prepare_reference
 from .io import read_ply, write_ply
-from .keypoints import Support, SupportKeypoints, TrackResult, auto_support_keypoints, make_estimator, parse_keypoints_json
+from .keypoints import Support, SupportKeypoints, TrackResult, auto_support_keypoints, parse_keypoints_json
+from .keypoints.registry import job_estimator
 from .model4d import Dynamic4D
 from .outputs import write_results
 from .render import render
@@ -98,7 +99,7 @@ def _keypoints(job_dir: Path, settings: dict, inputs: dict, support_image: np.nd
         support = SupportKeypoints(np.asarray(xy, np.float32), given.visible, given.names, given.edges, image_size=size)
     else:
         support = auto_support_keypoints(support_image, support_mask > 0.5, n=settings["num_keypoints"])
-    track = make_estimator(settings["estimator"]).estimate(
+    track = job_estimator(settings).estimate(
         Support(support_image, support, support_mask > 0.5), video.frames.numpy(), video.masks.numpy() > 0.5
     )
     support.save(support_path)

@@ -6,6 +6,8 @@ A plain dict: adding an estimator means importing its class here and adding one 
 from __future__ import annotations
 
 from .base import KeypointError, KeypointEstimator
+from .hybrid import CapeTrackerEstimator
+from .poseanything.estimator import PoseAnythingEstimator
 from .tracker import LKTracker, StaticEstimator
 
 DEFAULT_ESTIMATOR = LKTracker.name
@@ -13,6 +15,8 @@ DEFAULT_ESTIMATOR = LKTracker.name
 ESTIMATORS: dict[str, type[KeypointEstimator]] = {
     LKTracker.name: LKTracker,
     StaticEstimator.name: StaticEstimator,
+    PoseAnythingEstimator.name: PoseAnythingEstimator,
+    CapeTrackerEstimator.name: CapeTrackerEstimator,
 }
 
 
@@ -24,3 +28,14 @@ def make_estimator(name: str = DEFAULT_ESTIMATOR, **config) -> KeypointEstimator
         choices = ", ".join(sorted(ESTIMATORS))
         raise KeypointError(f"unknown keypoint estimator {name!r}; choose one of: {choices}") from None
     return cls(**config)
+
+
+def job_estimator(settings: dict) -> KeypointEstimator:
+    """The estimator a job's settings choose: ``estimator``, and for those that load weights the
+    ``keypoint_weights`` folder ('' = the default location) and the job's ``device``."""
+    name = settings["estimator"]
+    cls = ESTIMATORS.get(name)
+    if cls is not None and cls.needs_weights:
+        return make_estimator(name, weights=settings.get("keypoint_weights") or None,
+                              device=settings.get("device", "auto"))
+    return make_estimator(name)
