@@ -12,8 +12,9 @@ one-dimensional Kalman filter (per axis, shared variance) does both:
 - where the tracker's check fails, the prediction is the tracker's fallback with a large variance,
   so the CAPE detection re-anchors the point (and the tracker's later motion continues from there);
 - the detection's variance grows as its similarity-map confidence falls, and a detection far from
-  the prediction (in units of their combined standard deviation) is down-weighted by a Cauchy
-  weight: an outlier between the two moves the point little and lowers its confidence.
+  a tracker that passed its checks (in units of their combined standard deviation) is
+  down-weighted by a Cauchy weight: an outlier between the two moves the point little and lowers
+  its confidence.
 
 Thresholds are pixels at a 256-pixel frame, scaled with the frame size as in the tracker.
 """
@@ -33,6 +34,10 @@ from .tracker import LKTracker
 class FusionConfig:
     """Settings of the fusion (pixels at 256 px).
 
+    The defaults were chosen with ``scripts/bench_cape.py``'s simulated detector (4 px jitter,
+    10 % outliers; no real weights here): they keep the tracker's sub-pixel accuracy where its
+    checks pass and cut its error where it fails. Re-tune with the real weights.
+
     Attributes:
         detector_sigma_px: a fully confident detection's standard deviation.
         min_detector_confidence: detections below this are ignored.
@@ -41,10 +46,10 @@ class FusionConfig:
         outlier_scale: Cauchy scale of the detection-prediction distance, in combined deviations.
     """
 
-    detector_sigma_px: float = 4.0
+    detector_sigma_px: float = 6.0
     min_detector_confidence: float = 0.05
-    tracker_step_sigma_px: float = 0.75
-    tracker_fail_sigma_px: float = 20.0
+    tracker_step_sigma_px: float = 0.25
+    tracker_fail_sigma_px: float = 10.0
     outlier_scale: float = 3.0
 
 
@@ -72,7 +77,9 @@ def fuse(track: TrackResult, detections: TrackResult, scale: float = 1.0, config
             pred_var = np.where(tracker_ok[t], var + step_var, fail_var)
         r = np.linalg.norm(d_xy[t] - pred, axis=1)
         m = r / np.sqrt(pred_var + det_var[t])
-        weight = np.where(has_det[t], 1.0 / (1.0 + (m / cfg.outlier_scale) ** 2), 0.0)
+        # Outliers are judged against a tracker that passed its checks; a failed one has no say.
+        weight = np.where(tracker_ok[t], 1.0 / (1.0 + (m / cfg.outlier_scale) ** 2), 1.0)
+        weight = np.where(has_det[t], weight, 0.0)
         gain = np.where(has_det[t], pred_var / (pred_var + det_var[t] / np.maximum(weight, 1e-12)), 0.0)
         xy[t] = pred + gain[:, None] * (d_xy[t] - pred)
         var = (1.0 - gain) * pred_var
