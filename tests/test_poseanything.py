@@ -237,3 +237,58 @@ def test_batch_elements_are_independent(small, golden):
     out2, _, _ = _run(small, golden, "batch2_predict")
     out1, _, _ = _run(small, golden, "demo_query1")
     torch.testing.assert_close(out2["output"][:, :1], out1["output"], atol=2e-6, rtol=0)
+
+
+def _as_float64(x):
+    if isinstance(x, torch.Tensor):
+        return x.double() if x.is_floating_point() else x
+    if isinstance(x, list):
+        return [_as_float64(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _as_float64(v) for k, v in x.items()}
+    return x
+
+
+@pytest.mark.parametrize("case", ["demo_query1", "demo_query2", "batch2_predict"])
+def test_float64_run_reproduces_the_originals_float64_run(small, golden, case):
+    """In float64 our network lands where the original's float64 run does: its distance to the
+    float32 golden tensors is the stored fp64 gap itself (to 1e-9), a far tighter check than the
+    float32 tolerance, and one that float32 rounding cannot blur."""
+    model = PoseAnything(small.config).eval()
+    model.load_state_dict(small.state_dict())
+    model.double()
+    g64 = {**golden, "inputs": {k: _as_float64(v) for k, v in golden["inputs"].items()}}
+    out, trace, _ = _run(model, g64, case)
+    checked = 0
+    for name in ("output", "initial_proposals", "similarity_map"):
+        key = f"outputs/{case}/predict.{name}"
+        err = (out[name] - golden["outputs"][case][f"predict.{name}"].double()).abs().max().item()
+        assert err <= golden["fp64_gap"][key] * (1 + 1e-6) + 1e-9, (key, err, golden["fp64_gap"][key])
+        checked += 1
+    ref = golden["intermediates"][case]
+    for name, t in (("encoder.memory", trace.get("memory")), ("decoder.outs_normed", trace.get("outs_normed")),
+                    ("proposal.local_max", trace.get("local_max")), ("head.support_tokens", trace.get("support_tokens"))):
+        key = f"intermediates/{case}/{name}"
+        if name in ref and key in golden["fp64_gap"]:
+            err = (t - ref[name].double()).abs().max().item()
+            assert err <= golden["fp64_gap"][key] * (1 + 1e-6) + 1e-9, (key, err, golden["fp64_gap"][key])
+            checked += 1
+    assert checked >= 3
+
+
+def test_a_known_mistake_is_caught(small, golden, monkeypatch):
+    """The checks can fail: the graph layer written as D^-1 A X (each node averaging its
+    neighbours, the usual GCN) instead of the original's column weighting moves the keypoints far
+    beyond the tolerance (README: by ~0.16)."""
+    from dynapose4d.keypoints.poseanything import model as model_module
+
+    original = model_module.graph_adjacency
+
+    def receiver_normalised(skeletons, mask):
+        adj = original(skeletons, mask)
+        return torch.stack([adj[:, 0], adj[:, 1].transpose(1, 2)], dim=1)
+
+    monkeypatch.setattr(model_module, "graph_adjacency", receiver_normalised)
+    out, _, _ = _run(small, golden, "demo_query1")
+    err = (out["output"] - golden["outputs"]["demo_query1"]["predict.output"]).abs().max().item()
+    assert err > 100 * _tolerance(golden, "outputs/demo_query1/predict.output")

@@ -200,7 +200,7 @@ class ProposalGenerator(nn.Module):
         s = (torch.tanh(self.dynamic_proj(s)) + 1) * s
         sim = torch.einsum("bnc,bkc->bkn", self.query_proj(memory), s)  # raw logits, no temperature
         prob = sim.softmax(dim=-1)
-        grid = pixel_centre_grid(h, w, sim.device)
+        grid = pixel_centre_grid(h, w, sim.device).to(sim.dtype)
         soft_argmax = prob @ grid
         # The decoder starts from the soft-argmax restricted to the 3x3 cells around the peak.
         peak = F.one_hot(sim.argmax(dim=-1), h * w).to(sim.dtype).view(-1, 1, h, w)
