@@ -235,3 +235,37 @@ def test_animate_job_without_weights_fails_clearly(tmp_path, monkeypatch):
               {"ply": "lamp.ply", "video": "clip.mp4"})
     with pytest.raises(W.PoseAnythingWeightsError, match="convert-poseanything"):
         run_job(tmp_path)
+
+
+def test_cli_animate_with_cape_weights_and_without(tmp_path):
+    """From the command line: small random weights in a converted folder (the loader builds the
+    network from its config.json), then a missing folder: an error naming the fix, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from dynapose4d.articulated import make_articulated
+    from dynapose4d.io import write_ply
+    from tests.test_image_to_4d import lamp_mp4
+    from tests.test_poseanything_weights import SMALL
+
+    torch.manual_seed(0)
+    weights = W.save_folder(PoseAnything(SMALL).state_dict(), SMALL, tmp_path / "weights")
+    lamp = make_articulated("lamp", 800)
+    write_ply(tmp_path / "lamp.ply", lamp.static)
+    lamp_mp4(tmp_path / "clip.mp4", lamp, frames=6, size=96)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def animate(out, *extra):
+        args = [sys.executable, "-m", "dynapose4d", "animate", str(tmp_path / "lamp.ply"), "--video",
+                str(tmp_path / "clip.mp4"), "-o", str(tmp_path / out), "--iterations", "2", "--frames", "3",
+                "--no-previews", "--device", "cpu", *extra]
+        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+
+    ok = animate("job", "--estimator", "cape+tracker", "--keypoint-weights", str(weights))
+    assert ok.returncode == 0, ok.stderr
+    track = TrackResult.load(tmp_path / "job" / "keypoints" / "track.npz")
+    assert track.estimator == "cape+tracker" and track.info["detector"]["name"] == "poseanything"
+    missing = animate("job2", "--estimator", "poseanything", "--keypoint-weights", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "convert-poseanything" in missing.stderr and "model.safetensors is missing" in missing.stderr
