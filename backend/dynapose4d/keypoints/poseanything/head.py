@@ -71,10 +71,11 @@ def graph_adjacency(skeletons, mask: torch.Tensor) -> torch.Tensor:
     keypoints' rows and columns before the row normalisation.
     """
     b, k = mask.shape
-    adj = torch.zeros(b, k, k, device=mask.device)
+    adj = torch.zeros(b, k, k)  # filled on the CPU: one element per edge
     for i, edges in enumerate(skeletons):
         for u, v in edges:
             adj[i, int(u), int(v)] = 1.0
+    adj = adj.to(mask.device)
     adj = torch.maximum(adj, adj.transpose(1, 2))
     valid = mask.float()
     adj = adj * valid[:, :, None] * valid[:, None, :]
