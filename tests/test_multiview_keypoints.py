@@ -114,3 +114,23 @@ def test_zero123_views_give_images_and_their_cameras(tiny_zero123):
     assert images.shape == (2, 32, 32, 3) and (images >= 0).all() and (images <= 1).all()
     expected = Cameras.orbit(10.0, torch.tensor([45.0, -45.0]), 2.0, width=32)
     torch.testing.assert_close(cams.c2w, expected.c2w)
+
+
+def test_refine_anchors_rebinds_the_moved_points():
+    from dynapose4d.deform import Anchors
+    from dynapose4d.deform.models import Binding
+    from dynapose4d.keypoints.multiview import refine_anchors
+
+    torch.manual_seed(2)
+    truth = torch.rand(5, 3) * 0.6 - 0.3
+    ref = Cameras.orbit(0.0, 0.0, 2.0, width=256)
+    pix, z = ref.project(truth)
+    lifted = ref.unproject(pix, z * torch.tensor([1.25, 1.0, 1.0, 1.0, 1.0]))
+    handles = torch.rand(20, 3) - 0.5
+    anchors = Anchors(lifted, torch.ones(5, dtype=torch.bool), Binding.nearest(lifted, handles, 4))
+    refined, report = refine_anchors(anchors, ref, _exact_views(truth), handles, 4)
+    assert report.changed.tolist() == [True, False, False, False, False]
+    assert (refined.rest[0] - truth[0]).norm() < 2e-3
+    expected = Binding.nearest(refined.rest, handles, 4)
+    assert torch.equal(refined.binding.index, expected.index)
+    torch.testing.assert_close(refined.binding.weights, expected.weights)

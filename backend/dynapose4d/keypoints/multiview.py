@@ -162,3 +162,18 @@ def zero123_views(guidance, reference_image, azimuths, elevation: float = 0.0, r
     cams = Cameras.orbit(pose.elevation.cpu(), pose.azimuth.cpu(), pose.radius.cpu(), width=images.shape[2],
                          height=images.shape[1])
     return np.clip(images, 0, 1), cams
+
+
+def refine_anchors(anchors, reference: Cameras, views: list[ViewDetections], handles_rest: Tensor, k: int = 4, **options):
+    """:class:`~dynapose4d.deform.Anchors` with refined rest positions, re-bound to their nearest
+    handles, and the :class:`DepthRefinement` report. ``options`` go to :func:`refine_anchor_depths`.
+
+    Where a job has the views (CAPE on Zero-1-to-3 samples of frame 0), this is the one call
+    between ``make_anchors`` and the optimisation.
+    """
+    from ..deform import Anchors
+    from ..deform.models import Binding
+
+    report = refine_anchor_depths(anchors.rest, reference, views, valid=anchors.valid, **options)
+    rest = report.points.to(anchors.rest)
+    return Anchors(rest, anchors.valid, Binding.nearest(rest, handles_rest.to(rest), k)), report
