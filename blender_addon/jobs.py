@@ -15,16 +15,20 @@ KINDS = ("generate", "demo", "animate")
 PRESETS = ("fast", "standard", "high", "low-vram")
 MOTIONS = ("lamp", "swing", "bend")
 DEVICES = ("auto", "cpu", "cuda")
+# The backend's keypoint estimators (dynapose4d.keypoints.registry); the learned ones read the
+# converted PoseAnything weights from ``keypoint_weights`` (a folder on the backend's machine).
+ESTIMATORS = ("tracker", "static", "poseanything", "cape+tracker")
 
 # kind -> the option names it sends (option name == backend setting name).
 KIND_SETTINGS = {
     "demo": ("motion", "iterations", "gaussians", "frames", "seed", "lambda_kml", "lambda_scl", "previews"),
-    "generate": ("preset", "static_iterations", "iterations", "frames", "num_keypoints", "seed", "lambda_kml", "lambda_scl",
-                 "device", "previews"),
-    "animate": ("up_axis", "iterations", "frames", "num_keypoints", "seed", "lambda_kml", "lambda_scl", "device", "previews"),
+    "generate": ("preset", "static_iterations", "iterations", "frames", "num_keypoints", "estimator", "keypoint_weights",
+                 "seed", "lambda_kml", "lambda_scl", "device", "previews"),
+    "animate": ("up_axis", "iterations", "frames", "num_keypoints", "estimator", "keypoint_weights", "seed", "lambda_kml",
+                "lambda_scl", "device", "previews"),
 }
-# Settings where 0 means "not set": the preset or the backend default decides.
-ZERO_IS_DEFAULT = {"static_iterations", "iterations", "frames", "gaussians"}
+# Settings where 0 (or an empty text) means "not set": the preset or the backend default decides.
+ZERO_IS_DEFAULT = {"static_iterations", "iterations", "frames", "gaussians", "keypoint_weights"}
 # kind -> (input role, JobOptions field holding its path, required)
 KIND_INPUTS = {
     "demo": (),
@@ -49,6 +53,8 @@ class JobOptions:
     frames: int = 0
     gaussians: int = 0
     num_keypoints: int = 14
+    estimator: str = "tracker"
+    keypoint_weights: str = ""  # converted PoseAnything folder ("" = the backend's default location)
     lambda_kml: float = 20000.0
     lambda_scl: float = 100.0
     seed: int = 0
@@ -75,8 +81,10 @@ def build_request(options: JobOptions) -> JobRequest:
     settings = {}
     for name in KIND_SETTINGS[kind]:
         value = getattr(options, name)
-        if name in ZERO_IS_DEFAULT and value == 0:
+        if name in ZERO_IS_DEFAULT and value in (0, ""):
             continue
+        if name == "estimator" and value not in ESTIMATORS:
+            raise JobRequestError(f"unknown keypoint estimator {value!r}; choose one of {', '.join(ESTIMATORS)}")
         settings[name] = value
     files = {}
     for role, attr, required in KIND_INPUTS[kind]:

@@ -19,6 +19,12 @@ DEVICE_ITEMS = (
     ("cuda", "GPU (CUDA)", "Fail when the backend has no CUDA GPU"),
     ("cpu", "CPU", "Slow: only for small jobs and the demo"),
 )
+ESTIMATOR_ITEMS = (
+    ("tracker", "Tracker", "Weight-free keypoint tracker (default)"),
+    ("static", "Static", "Keypoints held still (a baseline)"),
+    ("poseanything", "PoseAnything (CAPE)", "Learned one-shot keypoints per frame; needs the converted weights"),
+    ("cape+tracker", "CAPE + Tracker", "PoseAnything per frame fused with the tracker; needs the converted weights"),
+)
 DTYPE_ITEMS = (
     ("float32", "Float32", "Exact frames"),
     ("float16", "Float16", "Half the bytes per frame (positions to ~1e-4)"),
@@ -63,6 +69,12 @@ class DynaPose4DPreferences(bpy.types.AddonPreferences):
                                  description="A copy of the server's address file (instead of URL and token)")
     # both
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
+    estimator: EnumProperty(name="Keypoints", items=ESTIMATOR_ITEMS, default="tracker",
+                            description="How the support keypoints are found in the driving video")
+    poseanything_weights: StringProperty(
+        name="PoseAnything Weights", subtype="DIR_PATH",
+        description="Folder written by `dynapose4d models convert-poseanything` (on the backend's machine; "
+                    "empty: the backend's default location)")
     transfer_dtype: EnumProperty(name="Frame Precision", items=DTYPE_ITEMS, default="float32")
 
     def python(self) -> str:
@@ -112,6 +124,9 @@ class DynaPose4DPreferences(bpy.types.AddonPreferences):
             layout.label(text="Tunnel the same port on both ends: ssh -N -L 8765:127.0.0.1:8765 gpu-box", icon="INFO")
         layout.prop(self, "device")
         layout.prop(self, "transfer_dtype")
+        layout.prop(self, "estimator")
+        if self.estimator in ("poseanything", "cape+tracker"):
+            layout.prop(self, "poseanything_weights")
 
 
 def get(context=None):

@@ -118,11 +118,21 @@ def job_options(context, prefs, temp_folder: str):
         lambda_scl=s.lambda_scl,
         seed=s.seed,
         device=getattr(prefs, "device", "auto"),
+        estimator=getattr(prefs, "estimator", "tracker"),
+        keypoint_weights=_weights_path(prefs),
         up_axis=s.ply_up_axis,
         image_path=image_path,
         video_path=bpy.path.abspath(s.video_path) if s.video_path else "",
         ply_path=bpy.path.abspath(s.ply_path) if s.ply_path else "",
     )
+
+
+def _weights_path(prefs) -> str:
+    path = getattr(prefs, "poseanything_weights", "")
+    if not path:
+        return ""
+    # A remote backend's path is not ours to resolve; a local one may be Blender-relative (//).
+    return bpy.path.abspath(path) if getattr(prefs, "backend_mode", "LOCAL") == "LOCAL" else path
 
 
 def scene_fps(scene) -> float:

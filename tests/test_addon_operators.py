@@ -227,11 +227,23 @@ def test_preferences_draw():
     class Prefs(PanelStub):
         pass
 
-    for mode in ("LOCAL", "REMOTE"):
+    for mode, estimator in (("LOCAL", "tracker"), ("REMOTE", "cape+tracker")):
         stub = Prefs()
-        props = type("P", (), {"backend_mode": mode, "bl_rna": DynaPose4DPreferences.bl_rna})()
-        stub.__dict__.update({k: getattr(props, k) for k in ("backend_mode", "bl_rna")})
+        props = type("P", (), {"backend_mode": mode, "estimator": estimator, "bl_rna": DynaPose4DPreferences.bl_rna})()
+        stub.__dict__.update({k: getattr(props, k) for k in ("backend_mode", "estimator", "bl_rna")})
         DynaPose4DPreferences.draw(stub, bpy.context)
         names = [e[1] for e in stub.log if e[0] == "prop"]
         assert ("url" in names) == (mode == "REMOTE") and ("python_path" in names) == (mode == "LOCAL")
+        assert "estimator" in names and ("poseanything_weights" in names) == (estimator != "tracker")
 
+
+def test_preferences_choose_the_keypoint_estimator_and_its_weights():
+    from types import SimpleNamespace
+
+    from blender_addon.jobs import ESTIMATORS
+
+    assert tuple(item[0] for item in preferences.ESTIMATOR_ITEMS) == ESTIMATORS
+    prefs = SimpleNamespace(device="cpu", estimator="poseanything", poseanything_weights="/w/pa", backend_mode="REMOTE")
+    options = properties.job_options(bpy.context, prefs, "/tmp")
+    assert (options.estimator, options.keypoint_weights) == ("poseanything", "/w/pa")
+    assert properties.job_options(bpy.context, None, "/tmp").estimator == "tracker"

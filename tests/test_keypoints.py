@@ -201,15 +201,16 @@ def test_track_result_rejects_confidence_outside_unit_interval():
         TrackResult(np.zeros((2, 1, 2)), np.full((2, 1), 1.5), np.ones((2, 1), bool), ["a"], [])
 
 
-def test_registry_is_a_plain_dict_of_weight_free_estimators():
-    assert set(ESTIMATORS) == {"tracker", "static"}
+def test_registry_is_a_plain_dict_of_estimators():
+    assert set(ESTIMATORS) == {"tracker", "static", "poseanything", "cape+tracker"}
     for name, cls in ESTIMATORS.items():
-        assert issubclass(cls, KeypointEstimator) and cls.name == name and cls.needs_weights is False
+        assert issubclass(cls, KeypointEstimator) and cls.name == name
+        assert cls.needs_weights is (name in ("poseanything", "cape+tracker"))
     est = make_estimator("tracker", window=15)
     assert isinstance(est, LKTracker) and est.config.window == 15
-    message = "unknown keypoint estimator 'poseanything'; choose one of: static, tracker"
+    message = "unknown keypoint estimator 'nope'; choose one of: cape\\+tracker, poseanything, static, tracker"
     with pytest.raises(KeypointError, match=message):
-        make_estimator("poseanything")
+        make_estimator("nope")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -199,6 +199,7 @@ def cmd_models_list(args) -> int:
         where = f"available: {status.path}" if status.available else "not downloaded"
         print(f"{spec.name:<15} {spec.repo_id:<48} {'gated' if spec.gated else '':<5}  {where}")
         print(f"{'':<15} {spec.description}; licence: {spec.license_name}")
+    print(_poseanything_weights().status_line())
     return 0
 
 
@@ -206,6 +207,12 @@ def cmd_models_check(args) -> int:
     from .weights import MODELS, check_model, get_spec
 
     names = args.names or list(MODELS)
+    if "poseanything" in names:  # keypoint weights: converted by hand, not in the HF cache
+        names = [n for n in names if n != "poseanything"]
+        line = _poseanything_weights().status_line()
+        print(line)
+        if not names:
+            return 0 if "not converted" not in line else 1
     for name in names:
         get_spec(name)  # unknown names fail before anything is printed
     ok = True
@@ -257,7 +264,21 @@ def _add_models_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="Hugging Face token (default: the logged-in one / HF_TOKEN)")
     p.add_argument("--full-precision", action="store_true", help="SVD: fetch fp32 weights instead of fp16")
     p.set_defaults(func=cmd_models_download)
+
+    p = msub.add_parser("convert-poseanything", help="convert the downloaded PoseAnything checkpoint to safetensors")
+    p.add_argument("file", help="the mmcv checkpoint (.pth) from the PoseAnything release")
+    p.add_argument("--out", default=None, help="output folder (default: $DYNAPOSE4D_POSEANYTHING or the user cache)")
+    p.add_argument("--trust", action="store_true", help="allow a full unpickle if the restricted one refuses the file")
+    p.set_defaults(func=lambda args: _poseanything_weights().cli_convert(args))
     return models
+
+
+def _poseanything_weights():
+    """The ``poseanything`` entry (keypoint weights from the PoseAnything release, converted once);
+    imported lazily because it needs torch. Its spec, checks and converter live there."""
+    from .keypoints.poseanything import weights
+
+    return weights
 
 
 def build_parser() -> argparse.ArgumentParser:

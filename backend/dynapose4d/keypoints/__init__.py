@@ -5,6 +5,9 @@ Public API (see each module for details and conventions):
   ``parse_keypoints_json`` (the JSON schema is documented there).
 - :mod:`.registry`: ``ESTIMATORS`` (name -> class), ``make_estimator(name, **config)``.
 - :mod:`.tracker`: ``LKTracker`` (``tracker``, the weight-free default), ``StaticEstimator`` (``static``).
+- :mod:`.poseanything`: our PyTorch PoseAnything (CAPE) network, its weights conversion and the
+  ``poseanything`` estimator; :mod:`.hybrid`: ``cape+tracker`` (CAPE fused with the tracker).
+- :mod:`.multiview`: keypoints in other views refine the depth of the lifted 3D anchors.
 - :mod:`.register`: ``register`` (support -> frame 0, with a failure report), ``Registration``.
 - :mod:`.support`: ``auto_support_keypoints``, ``minimum_spanning_tree``.
 - :mod:`.evaluate`, :mod:`.synthetic`, :mod:`.draw`: measuring and looking at tracks.

@@ -28,6 +28,7 @@ class KeypointsConfig:
 
     count: int = 14
     estimator: str = "tracker"
+    weights: str = ""  # a converted PoseAnything folder ('': the default location)
 
 
 def dynamic_config(settings: dict, base: DynamicConfig) -> DynamicConfig:
@@ -88,7 +89,7 @@ def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
         seed=settings["seed"],
         previews=settings["previews"],
         preset=preset,
-        keypoints=KeypointsConfig(count=settings["num_keypoints"], estimator=settings["estimator"]),
+        keypoints=KeypointsConfig(count=settings["num_keypoints"], estimator=settings["estimator"], weights=settings["keypoint_weights"]),
         dynamic=dynamic_config(settings, base),
         video_frames=video_frames,
     )

@@ -29,7 +29,8 @@ from ..events import EventSink, LogEvent
 from ..gaussians import Gaussians
 from ..images import ReferenceImage, prepare_reference
 from ..io import read_ply, write_ply
-from ..keypoints import Support, SupportKeypoints, TrackResult, auto_support_keypoints, make_estimator, parse_keypoints_json
+from ..keypoints import Support, SupportKeypoints, TrackResult, auto_support_keypoints, parse_keypoints_json
+from ..keypoints.registry import job_estimator
 from ..render import render
 from ..stages.dynamic import DynamicStage
 from ..video import DrivingVideo
@@ -175,7 +176,8 @@ def _keypoints(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, inputs: di
         else:
             support = auto_support_keypoints(image, mask, n=cfg.keypoints.count)
         video = scene.video
-        track = make_estimator(cfg.keypoints.estimator).estimate(Support(image, support, mask), video.frames.numpy(), video.masks.numpy() > 0.5)
+        estimator = job_estimator(cfg.keypoints.estimator, weights=cfg.keypoints.weights, device=cfg.device)
+        track = estimator.estimate(Support(image, support, mask), video.frames.numpy(), video.masks.numpy() > 0.5)
         return support, track
 
     def save(product: tuple[SupportKeypoints, TrackResult]) -> None:

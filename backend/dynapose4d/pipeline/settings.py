@@ -67,7 +67,9 @@ _LOSSES = (
 )
 _KEYPOINTS = (
     Setting("num_keypoints", int, 14, 1, 100, help="automatic support keypoints (when none are given)"),
-    Setting("estimator", str, "tracker", choices=("tracker", "static"), help="keypoint estimator"),
+    Setting("estimator", str, "tracker", choices=("tracker", "static", "poseanything", "cape+tracker"),
+            help="keypoint estimator"),
+    Setting("keypoint_weights", str, "", help="converted PoseAnything weights folder ('': the default location)"),
 )
 _PROGRESS = (
     Setting("snapshot_every", int, 50, 1, 100_000, help="steps between live snapshots"),
