@@ -173,7 +173,7 @@ def generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shoul
         static = source.static(reference, camera, emit, should_stop, job_dir / "checkpoints" / "static.pt")
         if static is None:
             return {"status": "stopped", "stage": "static"}
-        write_ply(static_path, static)
+        write_ply(static_path, static, sh_degree=None)  # a checkpoint: reads back exactly
         static = read_ply(static_path)
 
     # 3. The driving video.

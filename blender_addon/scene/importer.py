@@ -71,6 +71,7 @@ def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOpt
         cam = camera_mod.write_camera(coll, sequence.camera)
         if cam is not None and scene.camera is None:
             scene.camera = cam
+            camera_mod.use_resolution(scene, cam)
     # 4. Where it came from, and the scene's range.
     coll["dynapose4d_snapshot"] = int(sequence.version or 0)
     coll["dynapose4d_frame_start"] = options.frame_start
