@@ -26,7 +26,7 @@ def start_watching(context) -> None:
 def follow_job(context, prefs, sampling, **job) -> None:
     """Follow a new job (``request=``) or an existing one (``job_id=``) into this scene."""
     runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
-                                context.scene.name, **job)
+                                context.scene.name, mesh=properties.mesh_request(context), **job)
     start_watching(context)
 
 

@@ -29,6 +29,13 @@ TIME_MODE_ITEMS = (
 UP_AXIS_ITEMS = (("z", "Z up", "A PLY exported from Blender"), ("y", "Y up", "A PLY from 3DGS tools"))
 
 
+OUTPUT_ITEMS = [
+    ("POINTS", "Point Cloud", "The Gaussians as points, one shape key per frame: exact, heavy"),
+    ("MESH", "Mesh", "One mesh skinned to a keyframed armature: light, editable, plays in engines"),
+    ("BOTH", "Both", "The point cloud and the skinned mesh"),
+]
+
+
 class DynaPose4DSettings(bpy.types.PropertyGroup):
     kind: EnumProperty(name="Job", items=KIND_ITEMS, default="generate")
     # inputs
@@ -58,6 +65,10 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
                             description="Length of the imported animation, sampled at the scene's frame rate")
     time_mode: EnumProperty(name="After the Clip", items=TIME_MODE_ITEMS, default="clamp")
     set_frame_range: BoolProperty(name="Set Frame Range", default=True, description="Make the scene's frame range cover the animation")
+    output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="POINTS",
+                         description="What the job becomes in the scene")
+    max_bones: IntProperty(name="Bones", default=48, min=1, max=256, description="At most this many bones in the mesh's skeleton")
+    mesh_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000, description="Faces of the mesh after decimation")
     radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0,
                                 description="Point radius in standard deviations of each Gaussian")
     job_id: StringProperty(name="Job", description="The backend job shown in this scene")
@@ -141,7 +152,14 @@ def import_options(context):
     from .scene.importer import ImportOptions
 
     s = settings(context)
-    return ImportOptions(frame_start=context.scene.frame_start, set_frame_range=s.set_frame_range, radius_scale=s.radius_scale)
+    return ImportOptions(frame_start=context.scene.frame_start, set_frame_range=s.set_frame_range, radius_scale=s.radius_scale,
+                         output=s.output)
+
+
+def mesh_request(context) -> dict | None:
+    """What to ask the server's mesh endpoint for (None: the point cloud only)."""
+    s = settings(context)
+    return None if s.output == "POINTS" else {"max_bones": s.max_bones, "target_faces": s.mesh_faces}
 
 
 CLASSES = (DynaPose4DSettings,)

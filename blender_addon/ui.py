@@ -115,6 +115,10 @@ class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
         col.prop(s, "time_mode")
         col.prop(s, "set_frame_range")
         col.prop(s, "radius_scale")
+        col.prop(s, "output")
+        if s.output != "POINTS":
+            col.prop(s, "max_bones")
+            col.prop(s, "mesh_faces")
         col.prop(s, "job_id")
         row = layout.row(align=True)
         row.operator("dynapose4d.import_job", icon="IMPORT")
