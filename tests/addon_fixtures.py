@@ -283,6 +283,64 @@ validator.validateBytes(new Uint8Array(fs.readFileSync(path)), {uri: path, maxIs
 """
 
 
+# three.js (npm ``three``) for the engine test: a GLB without textures loads under plain Node.
+THREE = ROOT / ".node-three" / "node_modules" / "three"
+_THREE_JS = """
+import fs from 'fs';
+import { pathToFileURL } from 'url';
+const [three, loaderPath, glbPath, timesJson] = process.argv.slice(2);
+const THREE = await import(pathToFileURL(three + '/build/three.module.js').href);
+const { GLTFLoader } = await import(pathToFileURL(three + '/examples/jsm/loaders/GLTFLoader.js').href);
+const data = fs.readFileSync(glbPath);
+const buffer = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+new GLTFLoader().parse(buffer, '', (gltf) => {
+  let mesh = null;
+  gltf.scene.traverse((o) => { if (o.isSkinnedMesh && !mesh) mesh = o; });
+  if (!mesh) { process.stderr.write('no skinned mesh in the file'); process.exit(3); }
+  const mixer = new THREE.AnimationMixer(gltf.scene);
+  for (const clip of gltf.animations) {
+    // Play once and hold the end: a looping clip at t = duration is back at its start.
+    const action = mixer.clipAction(clip);
+    action.setLoop(THREE.LoopOnce);
+    action.clampWhenFinished = true;
+    action.play();
+  }
+  const out = { bones: mesh.skeleton.bones.length, clips: gltf.animations.map((c) => c.duration), frames: [] };
+  const v = new THREE.Vector3();
+  for (const t of JSON.parse(timesJson)) {
+    mixer.setTime(t);
+    gltf.scene.updateMatrixWorld(true);
+    const n = mesh.geometry.attributes.position.count;
+    const frame = new Array(n * 3);
+    for (let i = 0; i < n; i++) {
+      mesh.getVertexPosition(i, v);   // skinned, in the mesh's space
+      v.applyMatrix4(mesh.matrixWorld);
+      frame[3 * i] = v.x; frame[3 * i + 1] = v.y; frame[3 * i + 2] = v.z;
+    }
+    out.frames.push(frame);
+  }
+  process.stdout.write(JSON.stringify(out));
+}, (error) => { process.stderr.write('GLTFLoader failed: ' + error); process.exit(2); });
+"""
+
+
+def three_skinned_positions(path, times) -> dict:
+    """three.js ``GLTFLoader`` + ``AnimationMixer`` under Node: the skinned mesh's world-space
+    vertex positions ``[len(times), V, 3]`` (``frames``), its bone count and clip durations.
+    Skips where Node.js or three is missing (``scripts/dev.py test`` installs it)."""
+    if shutil.which("node") is None or not THREE.is_dir():
+        pytest.skip("three.js is not installed (python3 scripts/dev.py test installs it into .node-three/; needs Node.js)")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "play.mjs"
+        script.write_text(_THREE_JS)
+        done = subprocess.run(["node", str(script), str(THREE), "", str(path), json.dumps([float(t) for t in times])],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    out["frames"] = np.asarray(out["frames"], dtype=np.float64).reshape(len(times), -1, 3)
+    return out
+
+
 def gltf_validator_available() -> bool:
     return shutil.which("node") is not None and VALIDATOR.is_dir()
 

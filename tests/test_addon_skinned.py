@@ -13,7 +13,7 @@ bpy = pytest.importorskip("bpy")
 from blender_addon.format.coords import backend_to_blender  # noqa: E402
 from blender_addon.scene import export, importer, rig  # noqa: E402
 from blender_addon.scene.attributes import vertex_positions  # noqa: E402
-from tests.addon_fixtures import Glb, fresh_blender, make_sequence, make_skinned, validate_gltf, validation_errors  # noqa: E402,F401
+from tests.addon_fixtures import Glb, fresh_blender, make_sequence, make_skinned, three_skinned_positions, validate_gltf, validation_errors  # noqa: E402,F401,E501
 
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 START = 1
@@ -105,3 +105,26 @@ def test_skinned_glb_is_valid_and_poses_to_the_backend_vertices(tmp_path):
     np.testing.assert_allclose(rest, skinned.vertices[order], atol=1e-5)
     for k in (0, 3, skinned.frame_count - 1):
         np.testing.assert_allclose(glb.skinned_positions("mesh", k), skinned.deformed[k][order], atol=1e-4)
+
+
+def test_three_js_plays_the_skinned_glb_like_the_backend(tmp_path):
+    """A real engine loader: three.js GLTFLoader + AnimationMixer under Node, advanced to several
+    times, skins the vertices to the backend's positions."""
+    seq, coll = imported(frames=8)
+    path = export.export_gltf(bpy.context, coll, str(tmp_path / "engine.glb"))
+    glb = Glb(path)
+    prim = glb.json["meshes"][glb.json["nodes"][glb.node("mesh")]["mesh"]]["primitives"][0]
+    rest = glb.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
+    skinned = seq.skinned
+    order = np.array([np.argmin(np.linalg.norm(skinned.vertices - p, axis=1)) for p in rest])
+    fps = seq.sampling.fps
+    keys = [0, 3, 7]
+    played = three_skinned_positions(path, [0.0, 2.5 / fps, 3 / fps, 7 / fps])  # ascending: a clip that ended stays ended
+    assert played["bones"] == 3 and max(played["clips"]) == pytest.approx(7 / fps, abs=1e-4)
+    for i, k in zip((0, 2, 3), keys):
+        np.testing.assert_allclose(played["frames"][i], skinned.deformed[k][order], atol=1e-4)
+    # Between keys the engine interpolates the joints (not the vertices): close to the blend of
+    # the neighbouring frames, not equal to either.
+    between = played["frames"][1]
+    assert np.abs(between - skinned.deformed[2][order]).max() > 1e-3
+    assert np.abs(between - 0.5 * (skinned.deformed[2] + skinned.deformed[3])[order]).max() < 5e-3
