@@ -7,7 +7,7 @@ Operators copy these into plain objects (:func:`job_options`, :func:`sampling`,
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 KIND_ITEMS = (
     ("generate", "Generate", "Image to 4D: static Gaussians, a generated driving video, the dynamic stage (needs the diffusion weights)"),
@@ -34,6 +34,18 @@ OUTPUT_ITEMS = [
     ("MESH", "Mesh", "One mesh skinned to a keyframed armature: light, editable, plays in engines"),
     ("BOTH", "Both", "The point cloud and the skinned mesh"),
 ]
+
+
+class DynaPose4DRetargetPair(bpy.types.PropertyGroup):
+    """One bone of the retarget target and the keypoints that drive it."""
+
+    bone: StringProperty(name="Bone", description="Bone of the target armature")
+    head: StringProperty(name="Head", description="Keypoint the bone's head follows (empty: none)")
+    aim: StringProperty(name="Aim", description="Keypoint the bone points at (empty: none)")
+
+
+def _is_armature(_self, obj) -> bool:
+    return obj.type == "ARMATURE"
 
 
 class DynaPose4DSettings(bpy.types.PropertyGroup):
@@ -72,6 +84,11 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
     radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0,
                                 description="Point radius in standard deviations of each Gaussian")
     job_id: StringProperty(name="Job", description="The backend job shown in this scene")
+    # retargeting
+    retarget_target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_armature,
+                                     description="Your armature, to receive the keypoint motion")
+    retarget_pairs: CollectionProperty(name="Bones", type=DynaPose4DRetargetPair)
+    retarget_preset: StringProperty(name="Preset", subtype="FILE_PATH", description="A keypoint-to-bone mapping file (.json)")
 
 
 def settings(context) -> DynaPose4DSettings:
@@ -162,7 +179,7 @@ def mesh_request(context) -> dict | None:
     return None if s.output == "POINTS" else {"max_bones": s.max_bones, "target_faces": s.mesh_faces}
 
 
-CLASSES = (DynaPose4DSettings,)
+CLASSES = (DynaPose4DRetargetPair, DynaPose4DSettings)
 
 
 def register_properties() -> None:
