@@ -37,7 +37,7 @@ CONSTRAINTS = BACKEND / "constraints-dev.txt"
 # --noconftest, since tests/conftest.py imports torch.
 VENV_BPY5 = ROOT / ".venv-bpy5"
 BPY5_PIN = "bpy==5.0.1"
-BPY5_TESTS = ["tests/test_addon_bpy5.py"]
+BPY5_TESTS = ["tests/test_addon_bpy5.py", "tests/test_addon_retarget.py"]  # the retarget bake keys through the channelbag API too
 # The Khronos glTF validator for the export tests: installed into a git-ignored folder.
 NODE_DIR = ROOT / ".node"
 GLTF_VALIDATOR_PIN = "gltf-validator@2.0.0-dev.3.10"

@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_demo_job(jobs_dir: Path, settings: dict, sampling, mesh: dict | None = None):
+def run_demo_job(jobs_dir: Path, settings: dict, sampling, mesh: dict | None = None, python: str = sys.executable):
     """The demo job on a fresh local backend; returns the final snapshot as a Sequence."""
     from blender_addon.client import BackendClient
     from blender_addon.follow import Finished, JobSession, Problem, SequenceReady, Status
     from blender_addon.jobs import JobRequest
     from blender_addon.launcher import LaunchConfig, LocalBackend
 
-    backend = LocalBackend(LaunchConfig(python=sys.executable, address_file=str(jobs_dir / "server.json"),
+    backend = LocalBackend(LaunchConfig(python=python, address_file=str(jobs_dir / "server.json"),
                                         jobs_dir=str(jobs_dir / "jobs")))
     backend.start()
     try:
@@ -113,6 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=320, help="pixels per frame")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
     parser.add_argument("--mesh", action="store_true", help="the skinned-mesh output instead of the point cloud")
+    parser.add_argument("--python", default=sys.executable, help="the backend's interpreter (default: this one)")
     args = parser.parse_args(argv)
 
     from blender_addon.format.sequence import Sampling
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="dp4d-preview-") as tmp:
         print("running the demo job on a local backend ...", flush=True)
         mesh = {"max_bones": 32, "target_faces": 20_000} if args.mesh else None
-        sequence = run_demo_job(Path(tmp), {"iterations": args.iterations, "previews": False}, sampling, mesh)
+        sequence = run_demo_job(Path(tmp), {"iterations": args.iterations, "previews": False}, sampling, mesh, args.python)
     print(f"importing {sequence.count} Gaussians x {sequence.frame_count} frames and rendering with Cycles ...", flush=True)
     last = sequence.frame_count
     render_strip(sequence, Path(args.output), [1, last // 2, last], args.size, args.samples, "MESH" if args.mesh else "POINTS")
