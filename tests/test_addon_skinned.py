@@ -128,3 +128,25 @@ def test_three_js_plays_the_skinned_glb_like_the_backend(tmp_path):
     between = played["frames"][1]
     assert np.abs(between - skinned.deformed[2][order]).max() > 1e-3
     assert np.abs(between - 0.5 * (skinned.deformed[2] + skinned.deformed[3])[order]).max() < 5e-3
+
+
+def test_cycles_renders_the_mesh_vertex_colours(tmp_path):
+    skinned = make_skinned()
+    skinned.colors[:] = [0.9, 0.15, 0.1]  # sRGB red
+    seq, coll = imported(skinned=skinned)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 4
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    scene.view_settings.view_transform = "Standard"
+    world = bpy.data.worlds.new("white")
+    world.color = (1.0, 1.0, 1.0)
+    scene.world = world
+    scene.render.filepath = str(tmp_path / "mesh.png")
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(scene.render.filepath)
+    px = np.array(image.pixels[:]).reshape(64, 64, 4)[..., :3]
+    covered = px.sum(-1) < 2.7
+    assert covered.sum() > 20
+    mean = px[covered].mean(0)
+    assert mean[0] > 0.6 and mean[0] > 2 * mean[1] and mean[0] > 2 * mean[2], mean  # red, not the black of a missed attribute

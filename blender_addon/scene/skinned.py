@@ -4,7 +4,8 @@ The armature (``skeleton``) has one bone per backend bone (``format.skinned``), 
 backend's spanning tree; each bone's location and rotation are keyed on every frame (LINEAR),
 so the mesh plays natively, edits with Blender's tools, and exports as a glTF skin with joint
 animation. The mesh (``mesh``) has one vertex group per bone (at most 4 weights per vertex),
-the colour attribute ``color`` (linear RGB) and a material that shows it. A new snapshot
+the colour attribute ``color`` (linear RGB; glTF's COLOR_0), its copy ``mesh_rgb`` (a vector,
+which Cycles renders) and a material that shows it. A new snapshot
 replaces the mesh and the bones in place: the same two objects, new data.
 """
 
@@ -22,6 +23,7 @@ from .attributes import foreach_set, set_attribute
 from .rig import ROLE, find_role
 
 MATERIAL = "DynaPose4D vertex colour"
+RENDER_COLOR = "mesh_rgb"
 
 
 def write_skinned(context, collection, skinned: Skinned, frame_start: int):
@@ -93,7 +95,10 @@ def _write_mesh(obj, arm, skinned: Skinned) -> None:
     mesh.validate()
     rgb = srgb_to_linear(skinned.colors)
     set_attribute(mesh, "color", np.column_stack([rgb, np.ones(len(rgb), np.float32)]), "FLOAT_COLOR")
-    mesh.color_attributes.active_color = mesh.color_attributes["color"]
+    mesh.color_attributes.active_color = mesh.color_attributes["color"]  # COLOR_0 in glTF
+    # Cycles (seen in the bpy module) renders FLOAT_COLOR attributes black, as the splat display
+    # found: the material reads the same colours from a vector attribute.
+    set_attribute(mesh, RENDER_COLOR, rgb, "FLOAT_VECTOR")
     mesh.materials.append(_material())
     _swap_data(obj, mesh)
     # Skin: one vertex group per bone; Blender's API adds one weight value at a time, so group
@@ -121,8 +126,8 @@ def _material():
     mat.use_nodes = True
     nodes = mat.node_tree.nodes
     shader = nodes.get("Principled BSDF")
-    attr = nodes.new("ShaderNodeVertexColor")
-    attr.layer_name = "color"
+    attr = nodes.new("ShaderNodeAttribute")
+    attr.attribute_type, attr.attribute_name = "GEOMETRY", RENDER_COLOR
     mat.node_tree.links.new(attr.outputs["Color"], shader.inputs["Base Color"])
     shader.inputs["Roughness"].default_value = 0.8
     return mat
