@@ -152,3 +152,15 @@ def test_cycles_renders_the_mesh_vertex_colours(tmp_path):
     assert covered.sum() > 20
     mean = px[covered][:, :3].mean(0)
     assert mean[0] > 0.3 and mean[0] > 2 * mean[1] and mean[0] > 2 * mean[2], mean  # red, not the black of a missed attribute
+
+
+def test_both_outputs_export_to_one_valid_glb(tmp_path):
+    seq, coll = imported("BOTH")
+    path = export.export_gltf(bpy.context, coll, str(tmp_path / "both.glb"))
+    report = validate_gltf(path)
+    assert report["issues"]["numErrors"] == 0, validation_errors(report)
+    glb = Glb(path)
+    positions, times = glb.morph_frames("gaussians", seq.sampling.fps)
+    np.testing.assert_allclose(positions, seq.positions, atol=1e-6)
+    skins = {s["name"]: s for s in glb.json["skins"]}  # ours and the keypoint rig's armature
+    assert len(skins["skeleton"]["joints"]) == seq.skinned.num_bones
