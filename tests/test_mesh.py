@@ -148,3 +148,17 @@ def test_a_still_model_gets_one_bone_that_never_moves():
     sm = build_skinned_mesh(model, model.times(3, 10.0), 10.0, SurfaceConfig(resolution=40, target_faces=1000))
     assert sm.skeleton.num_bones == 1 and (sm.joints == 0).all()
     np.testing.assert_allclose(sm.skinned(), sm.deformed, atol=1e-6)
+
+
+def test_taubin_smoothing_removes_bumps_and_keeps_the_size():
+    from dynapose4d.mesh.surface import taubin_smooth
+
+    mesh = extract_surface(shell(), SurfaceConfig(resolution=64, target_faces=0, smooth_iterations=0))
+    v, f = mesh.vertices.astype(np.float64), mesh.faces
+    rng = np.random.default_rng(0)
+    bumpy = v + rng.normal(0, 0.004, v.shape)
+    smooth = taubin_smooth(bumpy, f, 10)
+    r = lambda x: np.linalg.norm(x - [0.1, -0.05, 0.0], axis=1)  # noqa: E731
+    added = r(bumpy).std() - r(v).std()
+    assert r(smooth).std() - r(v).std() < 0.3 * added  # most of the noise is gone
+    assert abs(signed_volume(smooth, f) / signed_volume(v, f) - 1) < 0.02  # no shrinking

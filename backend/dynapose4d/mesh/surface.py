@@ -11,7 +11,9 @@
    the overlap of the splats); the grid is padded so the surface closes.
 4. Cleanup: connected components smaller than ``min_component`` of the largest are dropped
    (floaters: stray splats away from the object).
-5. Decimation to ``target_faces`` (fast-simplification, quadric error).
+5. Taubin smoothing (``smooth_iterations`` rounds of a shrink step and an inflate step on the
+   uniform Laplacian: it removes the bumps sparse splats leave without shrinking the object),
+   then decimation to ``target_faces`` (fast-simplification, quadric error).
 6. Vertex colours: opacity- and distance-weighted mean of the nearest Gaussians' colours.
 
 Everything is in backend world units (+Y up). Shapes: ``vertices [V, 3]``, ``faces [Fc, 3]``
@@ -43,6 +45,7 @@ class SurfaceConfig:
     fill_level: float = 0.1  # fraction of the peak that encloses the inside (step 2)
     max_radius_voxels: int = 4  # each splat is evaluated within this many voxels of its centre
     min_component: float = 0.05  # keep components with at least this fraction of the largest's faces
+    smooth_iterations: int = 10  # Taubin rounds (0: none)
     target_faces: int = 20_000  # after decimation (0: no decimation)
     color_neighbours: int = 8
 
@@ -139,7 +142,8 @@ def extract_surface(static: Gaussians, config: SurfaceConfig = SurfaceConfig()) 
     raw_faces = len(faces)
     # 4. Components.
     verts, faces = _keep_large_components(verts, faces, config.min_component)
-    # 5. Decimation.
+    # 5. Smoothing, then decimation.
+    verts = taubin_smooth(verts, faces, config.smooth_iterations)
     if config.target_faces and len(faces) > config.target_faces:
         reduction = 1.0 - config.target_faces / len(faces)
         verts, faces = fast_simplification.simplify(verts.astype(np.float32), faces.astype(np.int32), target_reduction=reduction)
@@ -148,6 +152,26 @@ def extract_surface(static: Gaussians, config: SurfaceConfig = SurfaceConfig()) 
     colors = vertex_colors(static, verts, config)
     info = {"voxel": voxel, "level": level, "grid": list(density.shape), "raw_faces": int(raw_faces), "faces": int(len(faces)), "vertices": int(len(verts))}
     return SurfaceMesh(verts, faces, colors, info)
+
+
+def taubin_smooth(verts: np.ndarray, faces: np.ndarray, iterations: int, lam: float = 0.5, mu: float = -0.53) -> np.ndarray:
+    """Taubin's lambda|mu smoothing with the uniform Laplacian (each vertex towards the mean of
+    its neighbours by ``lam``, then away by ``mu``): a low-pass filter that keeps the volume."""
+    if iterations <= 0 or len(faces) == 0:
+        return verts
+    from scipy.sparse import coo_matrix, diags
+
+    n = len(verts)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    adj = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    adj.data[:] = 1.0  # shared edges were summed
+    mean = diags(1.0 / np.maximum(np.asarray(adj.sum(1)).ravel(), 1.0)) @ adj
+    v = verts.astype(np.float64)
+    for _ in range(iterations):
+        v = v + lam * (mean @ v - v)
+        v = v + mu * (mean @ v - v)
+    return v
 
 
 def _keep_large_components(verts: np.ndarray, faces: np.ndarray, min_fraction: float):
