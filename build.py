@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the Blender extension zip into ``dist/`` and validate it with Blender's own tool.
 
-The zip holds ``blender_manifest.toml`` at its root, the add-on modules (``blender_addon/``
+The zip holds ``blender_manifest.toml`` and ``LICENSE`` at its root, the add-on modules (``blender_addon/``
 becomes the zip root, as Blender expects), and the backend sources under ``backend_src/`` so
 that the add-on can create the backend environment on the user's machine.
 
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
 BACKEND = ROOT / "backend"
 MANIFEST = ROOT / "blender_manifest.toml"
+LICENSE = ROOT / "LICENSE"
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
 # A fixed timestamp makes the zip byte-identical for identical sources.
@@ -59,6 +60,7 @@ def build(out_dir: Path = ROOT / "dist") -> Path:
             zf.writestr(info, path.read_bytes())
 
         add(MANIFEST, "blender_manifest.toml")
+        add(LICENSE, "LICENSE")  # GPL-3.0-or-later, as the manifest says: the text goes with the code
         for path in _files(ADDON):
             add(path, path.relative_to(ADDON).as_posix())
         for path in [BACKEND / "pyproject.toml", *_files(BACKEND / "dynapose4d")]:

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from .format.sequence import Sampling, Sequence, assemble
+from .format.skinned import Skinned, decode_skinned
 from .format.wire import decode_frame
 
 ADDRESS_FORMAT = "dynapose4d.server/1"
@@ -183,9 +184,23 @@ class BackendClient:
                 raise SnapshotReplaced(str(exc), 409) from None
             raise
 
+    def mesh(self, job_id: str, sampling: Sampling, version: int | None = None, **options) -> Skinned:
+        """The snapshot's skinned mesh (``options``: ``max_bones``, ``target_faces``, ``resolution``)."""
+        query = {**sampling.query(), **options}
+        if version is not None:
+            query["version"] = version
+        try:
+            data = self.request("GET", f"/jobs/{job_id}/mesh", query=query, timeout=max(self.timeout, 300.0))[2]
+        except BackendError as exc:
+            if exc.status == 409 and version is not None:
+                raise SnapshotReplaced(str(exc), 409) from None
+            raise
+        return decode_skinned(data)
+
     def sequence(self, job_id: str, sampling: Sampling, version: int | None = None, should_stop=lambda: False,
-                 on_frame=None) -> Sequence | None:
-        """Fetch one snapshot as a :class:`Sequence` (keypoints first, which pins the version).
+                 on_frame=None, mesh: dict | None = None) -> Sequence | None:
+        """Fetch one snapshot as a :class:`Sequence` (keypoints first, which pins the version),
+        with its skinned mesh when ``mesh`` (the mesh endpoint's options) is given.
 
         Returns None when ``should_stop()`` turns true between frames; raises
         :class:`SnapshotReplaced` when a newer snapshot replaces it meanwhile."""
@@ -198,7 +213,10 @@ class BackendClient:
             frames.append(decode_frame(self.frame(job_id, index, sampling, version)))
             if on_frame is not None:
                 on_frame(index + 1, sampling.frame_count)
-        return assemble(frames, tracks, sampling)
+        sequence = assemble(frames, tracks, sampling)
+        if mesh is not None:
+            sequence.skinned = self.mesh(job_id, sampling, version, **mesh)
+        return sequence
 
 
 class EventStream:

@@ -157,6 +157,7 @@ class JobSession:
         job_id: str | None = None,
         fetch: bool = True,
         poll_s: float = 0.5,
+        mesh: dict | None = None,
     ):
         if (request is None) == (job_id is None):
             raise ValueError("give either a job request or the id of an existing job")
@@ -165,6 +166,7 @@ class JobSession:
         self.request = request
         self.job_id = job_id
         self.fetch = fetch
+        self.mesh = mesh  # the mesh endpoint's options, or None for the point cloud only
         self.poll_s = poll_s
         self.queue: queue.Queue = queue.Queue()
         self.view = JobView(id=job_id, kind=request.kind if request else None)
@@ -321,6 +323,7 @@ class JobSession:
                         version,
                         should_stop=lambda: self._stop.is_set() or self._latest != version,
                         on_frame=lambda done, total: self.queue.put(FetchProgress(version, done, total)),
+                        mesh=self.mesh,
                     )
                 except SnapshotReplaced:
                     # A newer snapshot exists; its event may not have reached us yet.

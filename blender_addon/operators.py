@@ -8,7 +8,7 @@ thread, so Blender's UI never waits for the backend.
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
 from . import preferences, properties, runtime
@@ -26,7 +26,7 @@ def start_watching(context) -> None:
 def follow_job(context, prefs, sampling, **job) -> None:
     """Follow a new job (``request=``) or an existing one (``job_id=``) into this scene."""
     runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
-                                context.scene.name, **job)
+                                context.scene.name, mesh=properties.mesh_request(context), **job)
     start_watching(context)
 
 
@@ -200,6 +200,90 @@ class DYNAPOSE4D_OT_export_gltf(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+def _job_collection(context):
+    from .scene.importer import collection_of, job_collection
+
+    job_id = properties.settings(context).job_id
+    coll = job_collection(context.scene, job_id, create=False) if job_id else None
+    return coll or collection_of(context.active_object)
+
+
+class DYNAPOSE4D_OT_retarget(bpy.types.Operator):
+    """Put the keypoint motion onto the target armature: constraints to the keypoint empties, baked to keys"""
+
+    bl_idname = "dynapose4d.retarget"
+    bl_label = "Retarget"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from .format.retarget import PresetError
+        from .scene.retarget import mapping_from_settings, retarget
+
+        s = properties.settings(context)
+        coll = _job_collection(context)
+        if coll is None:
+            self.report({"ERROR"}, "No job to retarget from: import a DynaPose4D job first")
+            return {"CANCELLED"}
+        try:
+            bones = retarget(context, coll, s.retarget_target, mapping_from_settings(s.retarget_pairs))
+        except (ValueError, PresetError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Retargeted {len(bones)} bones of {s.retarget_target.name}")
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_retarget_pair(bpy.types.Operator):
+    """Add a bone to the retarget mapping, or remove one"""
+
+    bl_idname = "dynapose4d.retarget_pair"
+    bl_label = "Retarget Bone"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(default=-1, description="The pair to remove (-1: add one)")
+
+    def execute(self, context):
+        pairs = properties.settings(context).retarget_pairs
+        if self.index < 0:
+            pairs.add()
+        elif self.index < len(pairs):
+            pairs.remove(self.index)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_retarget_preset(bpy.types.Operator):
+    """Save the retarget mapping to its preset file, or load it from there"""
+
+    bl_idname = "dynapose4d.retarget_preset"
+    bl_label = "Retarget Preset"
+
+    action: EnumProperty(items=(("SAVE", "Save", ""), ("LOAD", "Load", "")), default="SAVE")
+
+    def execute(self, context):
+        from .format.retarget import PresetError, load_preset, save_preset
+        from .scene.retarget import mapping_from_settings
+
+        s = properties.settings(context)
+        if not s.retarget_preset:
+            self.report({"ERROR"}, "Choose a preset file first")
+            return {"CANCELLED"}
+        path = bpy.path.abspath(s.retarget_preset)
+        try:
+            if self.action == "SAVE":
+                path = save_preset(path, mapping_from_settings(s.retarget_pairs))
+            else:
+                pairs = load_preset(path)
+                s.retarget_pairs.clear()
+                for p in pairs:
+                    item = s.retarget_pairs.add()
+                    item.bone, item.head, item.aim = p.bone, p.head, p.aim
+        except PresetError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{'Saved' if self.action == 'SAVE' else 'Loaded'} {path}")
+        return {"FINISHED"}
+
+
 class DYNAPOSE4D_OT_install_backend(bpy.types.Operator):
     """Create the backend's Python environment from the sources bundled with the add-on (downloads packages)"""
 
@@ -255,6 +339,9 @@ CLASSES = (
     DYNAPOSE4D_OT_import_job,
     DYNAPOSE4D_OT_cancel,
     DYNAPOSE4D_OT_export_gltf,
+    DYNAPOSE4D_OT_retarget,
+    DYNAPOSE4D_OT_retarget_pair,
+    DYNAPOSE4D_OT_retarget_preset,
     DYNAPOSE4D_OT_install_backend,
     DYNAPOSE4D_OT_install_backend_cancel,
 )

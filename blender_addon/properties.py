@@ -7,7 +7,7 @@ Operators copy these into plain objects (:func:`job_options`, :func:`sampling`,
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 KIND_ITEMS = (
     ("generate", "Generate", "Image to 4D: static Gaussians, a generated driving video, the dynamic stage (needs the diffusion weights)"),
@@ -27,6 +27,25 @@ TIME_MODE_ITEMS = (
     ("pingpong", "Ping-pong", "Play the clip backwards, then forwards again"),
 )
 UP_AXIS_ITEMS = (("z", "Z up", "A PLY exported from Blender"), ("y", "Y up", "A PLY from 3DGS tools"))
+
+
+OUTPUT_ITEMS = [
+    ("POINTS", "Point Cloud", "The Gaussians as points, one shape key per frame: exact, heavy"),
+    ("MESH", "Mesh", "One mesh skinned to a keyframed armature: light, editable, plays in engines"),
+    ("BOTH", "Both", "The point cloud and the skinned mesh"),
+]
+
+
+class DynaPose4DRetargetPair(bpy.types.PropertyGroup):
+    """One bone of the retarget target and the keypoints that drive it."""
+
+    bone: StringProperty(name="Bone", description="Bone of the target armature")
+    head: StringProperty(name="Head", description="Keypoint the bone's head follows (empty: none)")
+    aim: StringProperty(name="Aim", description="Keypoint the bone points at (empty: none)")
+
+
+def _is_armature(_self, obj) -> bool:
+    return obj.type == "ARMATURE"
 
 
 class DynaPose4DSettings(bpy.types.PropertyGroup):
@@ -58,9 +77,18 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
                             description="Length of the imported animation, sampled at the scene's frame rate")
     time_mode: EnumProperty(name="After the Clip", items=TIME_MODE_ITEMS, default="clamp")
     set_frame_range: BoolProperty(name="Set Frame Range", default=True, description="Make the scene's frame range cover the animation")
+    output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="POINTS",
+                         description="What the job becomes in the scene")
+    max_bones: IntProperty(name="Bones", default=48, min=1, max=256, description="At most this many bones in the mesh's skeleton")
+    mesh_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000, description="Faces of the mesh after decimation")
     radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0,
                                 description="Point radius in standard deviations of each Gaussian")
     job_id: StringProperty(name="Job", description="The backend job shown in this scene")
+    # retargeting
+    retarget_target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_armature,
+                                     description="Your armature, to receive the keypoint motion")
+    retarget_pairs: CollectionProperty(name="Bones", type=DynaPose4DRetargetPair)
+    retarget_preset: StringProperty(name="Preset", subtype="FILE_PATH", description="A keypoint-to-bone mapping file (.json)")
 
 
 def settings(context) -> DynaPose4DSettings:
@@ -151,10 +179,17 @@ def import_options(context):
     from .scene.importer import ImportOptions
 
     s = settings(context)
-    return ImportOptions(frame_start=context.scene.frame_start, set_frame_range=s.set_frame_range, radius_scale=s.radius_scale)
+    return ImportOptions(frame_start=context.scene.frame_start, set_frame_range=s.set_frame_range, radius_scale=s.radius_scale,
+                         output=s.output)
 
 
-CLASSES = (DynaPose4DSettings,)
+def mesh_request(context) -> dict | None:
+    """What to ask the server's mesh endpoint for (None: the point cloud only)."""
+    s = settings(context)
+    return None if s.output == "POINTS" else {"max_bones": s.max_bones, "target_faces": s.mesh_faces}
+
+
+CLASSES = (DynaPose4DRetargetPair, DynaPose4DSettings)
 
 
 def register_properties() -> None:

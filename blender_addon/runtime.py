@@ -82,11 +82,13 @@ class Runtime:
         return stopped
 
     # -- jobs -----------------------------------------------------------------------------------
-    def start_session(self, settings: BackendSettings, sampling, import_options, scene_name: str, *, request=None, job_id=None) -> JobSession:
-        """Follow a new job (``request``) or an existing one (``job_id``) into ``scene_name``."""
+    def start_session(self, settings: BackendSettings, sampling, import_options, scene_name: str, *, request=None, job_id=None,
+                      mesh: dict | None = None) -> JobSession:
+        """Follow a new job (``request``) or an existing one (``job_id``) into ``scene_name``;
+        ``mesh``: also fetch each snapshot's skinned mesh with these options."""
         if self.session is not None and self.session.alive:
             self.session.close()
-        self.session = JobSession(lambda: self.backends.client(settings), sampling, request=request, job_id=job_id).start()
+        self.session = JobSession(lambda: self.backends.client(settings), sampling, request=request, job_id=job_id, mesh=mesh).start()
         self.view = self.session.view
         self.fetch = None
         self.error = None

@@ -115,10 +115,41 @@ class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
         col.prop(s, "time_mode")
         col.prop(s, "set_frame_range")
         col.prop(s, "radius_scale")
+        col.prop(s, "output")
+        if s.output != "POINTS":
+            col.prop(s, "max_bones")
+            col.prop(s, "mesh_faces")
         col.prop(s, "job_id")
         row = layout.row(align=True)
         row.operator("dynapose4d.import_job", icon="IMPORT")
         row.operator("dynapose4d.export_gltf", icon="EXPORT")
+
+
+class DYNAPOSE4D_PT_retarget(DynaPose4DPanel, bpy.types.Panel):
+    bl_label = "Retarget"
+    bl_parent_id = "DYNAPOSE4D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = properties.settings(context)
+        layout.prop(s, "retarget_target")
+        target = s.retarget_target
+        for i, pair in enumerate(s.retarget_pairs):
+            row = layout.row(align=True)
+            if target is not None and target.type == "ARMATURE":
+                row.prop_search(pair, "bone", target.data, "bones", text="")
+            else:
+                row.prop(pair, "bone", text="")
+            row.prop(pair, "head", text="")
+            row.prop(pair, "aim", text="")
+            row.operator("dynapose4d.retarget_pair", text="", icon="X").index = i
+        layout.operator("dynapose4d.retarget_pair", text="Add Bone", icon="ADD").index = -1
+        layout.prop(s, "retarget_preset")
+        row = layout.row(align=True)
+        row.operator("dynapose4d.retarget_preset", text="Save Preset").action = "SAVE"
+        row.operator("dynapose4d.retarget_preset", text="Load Preset").action = "LOAD"
+        layout.operator("dynapose4d.retarget", icon="ARMATURE_DATA")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -130,4 +161,4 @@ def _wrap(text: str, width: int) -> list[str]:
     return out
 
 
-CLASSES = (DYNAPOSE4D_PT_main, DYNAPOSE4D_PT_settings, DYNAPOSE4D_PT_result)
+CLASSES = (DYNAPOSE4D_PT_main, DYNAPOSE4D_PT_settings, DYNAPOSE4D_PT_result, DYNAPOSE4D_PT_retarget)

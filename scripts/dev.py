@@ -8,10 +8,11 @@ Setup is idempotent: it records a hash of the dependency files in `.venv/` and r
 only when they change, so the second run starts at once. Only the standard library is used
 here because this runs before the environment exists.
 
-`test` also sets up, the same idempotent way, two things the Blender add-on's tests use:
+`test` also sets up, the same idempotent way, three things the Blender add-on's tests use:
 `.venv-bpy5/` (bpy 5.0.x, whose animation API differs from 4.5 LTS) where a second pytest
-step runs the bpy-5 test file after the main suite, and the Khronos glTF validator (npm
-`gltf-validator`) under `.node/` where Node.js and npm exist. `DP4D_SKIP_BPY5=1` skips the
+step runs the bpy-5 test file after the main suite, the Khronos glTF validator (npm
+`gltf-validator`) under `.node/` and three.js (npm `three`, the engine test) under
+`.node-three/`, where Node.js and npm exist. `DP4D_SKIP_BPY5=1` skips the
 second step; it is also skipped when test paths are given on the command line.
 """
 
@@ -36,10 +37,13 @@ CONSTRAINTS = BACKEND / "constraints-dev.txt"
 # --noconftest, since tests/conftest.py imports torch.
 VENV_BPY5 = ROOT / ".venv-bpy5"
 BPY5_PIN = "bpy==5.0.1"
-BPY5_TESTS = ["tests/test_addon_bpy5.py"]
+BPY5_TESTS = ["tests/test_addon_bpy5.py", "tests/test_addon_retarget.py"]  # the retarget bake keys through the channelbag API too
 # The Khronos glTF validator for the export tests: installed into a git-ignored folder.
 NODE_DIR = ROOT / ".node"
 GLTF_VALIDATOR_PIN = "gltf-validator@2.0.0-dev.3.10"
+# three.js for the engine test of the skinned GLB (GLTFLoader + AnimationMixer under Node).
+THREE_DIR = ROOT / ".node-three"
+THREE_PIN = "three@0.187.0"
 PROFILES = {
     "runtime": ["-e", f"{BACKEND}"],
     "dev": ["-e", f"{BACKEND}[dev]"],
@@ -102,20 +106,31 @@ def ensure_bpy5_env() -> Path:
 
 def ensure_gltf_validator() -> bool:
     """Install the glTF validator into `.node/` with npm; False (and a note) without Node.js."""
-    stamp = NODE_DIR / ".setup-validator"
-    if stamp.exists() and stamp.read_text() == GLTF_VALIDATOR_PIN and (NODE_DIR / "node_modules" / "gltf-validator").is_dir():
+    return _npm_install(NODE_DIR, GLTF_VALIDATOR_PIN, "gltf-validator", "the glTF validator", stamp_name="validator")
+
+
+def ensure_three() -> bool:
+    """Install three.js into `.node-three/` (the engine test plays the skinned GLB with it)."""
+    return _npm_install(THREE_DIR, THREE_PIN, "three", "three.js")
+
+
+def _npm_install(folder: Path, pin: str, package: str, what: str, stamp_name: str | None = None) -> bool:
+    """``npm install pin`` into ``folder`` once (a stamp file remembers the pin); False, with a
+    note, where Node.js or npm is missing or the install fails (the tests that need it skip)."""
+    stamp = folder / f".setup-{stamp_name or package}"
+    if stamp.exists() and stamp.read_text() == pin and (folder / "node_modules" / package).is_dir():
         return True
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        print("[setup] Node.js/npm not found: the glTF validator tests will be skipped", flush=True)
+        print(f"[setup] Node.js/npm not found: the tests that need {what} will be skipped", flush=True)
         return False
-    print(f"[setup] installing {GLTF_VALIDATOR_PIN} into {NODE_DIR.name}/", flush=True)
-    NODE_DIR.mkdir(exist_ok=True)
-    cmd = [npm, "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error", GLTF_VALIDATOR_PIN]
+    print(f"[setup] installing {pin} into {folder.name}/", flush=True)
+    folder.mkdir(exist_ok=True)
+    cmd = [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--loglevel=error", pin]
     if subprocess.run(cmd).returncode != 0:
-        print("[setup] npm could not install the glTF validator: its tests will be skipped", flush=True)
+        print(f"[setup] npm could not install {what}: its tests will be skipped", flush=True)
         return False
-    stamp.write_text(GLTF_VALIDATOR_PIN)
+    stamp.write_text(pin)
     return True
 
 
@@ -135,6 +150,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([py, "-m", "dynapose4d", "demo", *rest], cwd=ROOT)
     if command == "test":
         ensure_gltf_validator()
+        ensure_three()
         rc = subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT)
         if os.environ.get("DP4D_SKIP_BPY5") or _selects_tests(rest):
             return rc

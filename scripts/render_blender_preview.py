@@ -7,7 +7,10 @@ final snapshot with the add-on's importer (points with their Geometry Nodes spla
 keypoint empties, baked armature, reference camera), then render a few frames with Cycles on
 the CPU into one strip.
 
-    python scripts/render_blender_preview.py [-o docs/images/blender-import.png] [--iterations 200]
+    python scripts/render_blender_preview.py [-o docs/images/blender-import.png] [--iterations 200] [--mesh]
+
+``--mesh`` imports the skinned mesh (the add-on's "Mesh" output: the mesh endpoint, an armature,
+vertex colours) instead of the point cloud; its picture is docs/images/blender-mesh.png.
 """
 
 from __future__ import annotations
@@ -22,20 +25,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_demo_job(jobs_dir: Path, settings: dict, sampling):
+def run_demo_job(jobs_dir: Path, settings: dict, sampling, mesh: dict | None = None, python: str = sys.executable):
     """The demo job on a fresh local backend; returns the final snapshot as a Sequence."""
     from blender_addon.client import BackendClient
     from blender_addon.follow import Finished, JobSession, Problem, SequenceReady, Status
     from blender_addon.jobs import JobRequest
     from blender_addon.launcher import LaunchConfig, LocalBackend
 
-    backend = LocalBackend(LaunchConfig(python=sys.executable, address_file=str(jobs_dir / "server.json"),
+    backend = LocalBackend(LaunchConfig(python=python, address_file=str(jobs_dir / "server.json"),
                                         jobs_dir=str(jobs_dir / "jobs")))
     backend.start()
     try:
         connection = backend.wait(120)
         session = JobSession(lambda: BackendClient(connection.url, connection.token), sampling,
-                             request=JobRequest("demo", settings)).start()
+                             request=JobRequest("demo", settings), mesh=mesh).start()
         latest, shown = None, None
         while True:
             for message in session.drain():
@@ -59,7 +62,7 @@ def run_demo_job(jobs_dir: Path, settings: dict, sampling):
         backend.stop()
 
 
-def render_strip(sequence, out: Path, frames: list[int], size: int, samples: int) -> None:
+def render_strip(sequence, out: Path, frames: list[int], size: int, samples: int, output: str = "POINTS") -> None:
     import bpy
     import numpy as np
 
@@ -67,7 +70,12 @@ def render_strip(sequence, out: Path, frames: list[int], size: int, samples: int
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
-    importer.import_sequence(bpy.context, sequence, "preview", importer.ImportOptions(frame_start=1))
+    importer.import_sequence(bpy.context, sequence, "preview", importer.ImportOptions(frame_start=1, output=output))
+    if output == "MESH":  # a key light, so the surface's shape reads (the splats are self-lit colours)
+        sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
+        sun.data.energy = 3.0
+        sun.rotation_euler = (0.9, 0.2, -0.6)
+        scene.collection.objects.link(sun)
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = samples
@@ -104,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--size", type=int, default=320, help="pixels per frame")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
+    parser.add_argument("--mesh", action="store_true", help="the skinned-mesh output instead of the point cloud")
+    parser.add_argument("--python", default=sys.executable, help="the backend's interpreter (default: this one)")
     args = parser.parse_args(argv)
 
     from blender_addon.format.sequence import Sampling
@@ -111,10 +121,11 @@ def main(argv=None) -> int:
     sampling = Sampling.for_duration(24.0, 1.0)  # one second at 24 fps
     with tempfile.TemporaryDirectory(prefix="dp4d-preview-") as tmp:
         print("running the demo job on a local backend ...", flush=True)
-        sequence = run_demo_job(Path(tmp), {"iterations": args.iterations, "previews": False}, sampling)
+        mesh = {"max_bones": 32, "target_faces": 20_000} if args.mesh else None
+        sequence = run_demo_job(Path(tmp), {"iterations": args.iterations, "previews": False}, sampling, mesh, args.python)
     print(f"importing {sequence.count} Gaussians x {sequence.frame_count} frames and rendering with Cycles ...", flush=True)
     last = sequence.frame_count
-    render_strip(sequence, Path(args.output), [1, last // 2, last], args.size, args.samples)
+    render_strip(sequence, Path(args.output), [1, last // 2, last], args.size, args.samples, "MESH" if args.mesh else "POINTS")
     print(f"wrote {args.output}")
     return 0
 

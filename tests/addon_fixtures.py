@@ -80,6 +80,65 @@ def make_sequence(count: int = 300, frames: int = 6, fps: float = 24.0, seed: in
     )
 
 
+def _axis_rotation(axis: int, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    m = np.eye(4)
+    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+    return m
+
+
+def _about(point, rotation: np.ndarray) -> np.ndarray:
+    to, back = np.eye(4), np.eye(4)
+    to[:3, 3], back[:3, 3] = -np.asarray(point), point
+    return back @ rotation @ to
+
+
+def make_skinned(frames: int = 6, seed: int = 0, bend: float = 1.0):
+    """A skinned tube along backend +Y (3 bones in a chain: the root slides along +X, the middle
+    bends about Z at y = 0.2, the tip about X at y = 0.4), vertices weighted over the two
+    nearest bones; ``deformed`` is its exact skinning. Asymmetric on every axis."""
+    from blender_addon.format.skinned import Skinned
+
+    rng = np.random.default_rng(seed)
+    rings, around = 13, 10
+    y = np.linspace(0.0, 0.6, rings)
+    a = np.linspace(0.0, 2 * np.pi, around, endpoint=False)
+    verts = np.array([[0.05 * np.cos(t) + 0.01 * k / rings, yy, 0.04 * np.sin(t)] for k, yy in enumerate(y) for t in a], np.float32)
+    faces = []
+    for r in range(rings - 1):
+        for i in range(around):
+            p, q = r * around + i, r * around + (i + 1) % around
+            faces += [[p, q + around, q], [p, p + around, q + around]]
+    heads = np.array([[0.0, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.4, 0.0]])
+    motion = np.zeros((frames, 3, 4, 4))
+    for f, t in enumerate(np.linspace(0.0, 1.0, frames)):
+        root = np.eye(4)
+        root[:3, 3] = [0.1 * t, 0.02 * t, -0.03 * t]
+        mid = root @ _about(heads[1], _axis_rotation(2, 0.6 * bend * t))
+        tip = mid @ _about(heads[2], _axis_rotation(0, -0.5 * bend * t))
+        motion[f] = [root, mid, tip]
+    # Weights: a smooth ramp between neighbouring bones around each joint.
+    vy = verts[:, 1]
+    w_mid = np.clip((vy - 0.12) / 0.16, 0.0, 1.0) - np.clip((vy - 0.32) / 0.16, 0.0, 1.0)
+    w_tip = np.clip((vy - 0.32) / 0.16, 0.0, 1.0)
+    w_root = 1.0 - w_mid - w_tip
+    dense = np.stack([w_root, w_mid, w_tip], 1)
+    order = np.argsort(-dense, axis=1)
+    joints = np.zeros((len(verts), 4), np.int64)
+    weights = np.zeros((len(verts), 4), np.float32)
+    joints[:, :3] = order
+    weights[:, :3] = np.take_along_axis(dense, order, 1)
+    joints[weights == 0] = 0
+    skinned = Skinned(
+        vertices=verts, faces=np.array(faces, np.int32), colors=rng.uniform(0.0, 1.0, (len(verts), 3)).astype(np.float32),
+        joints=joints, weights=weights, heads=heads, parents=np.array([-1, 0, 1]), motion=motion,
+        deformed=np.zeros((frames, len(verts), 3), np.float32), names=["bone_00", "bone_01", "bone_02"], fps=24.0,
+    )
+    skinned.deformed = skinned.skinned().astype(np.float32)
+    return skinned
+
+
 # -- reading a GLB without Blender ----------------------------------------------------------------------
 
 _COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
@@ -156,6 +215,62 @@ class Glb:
         return base[None] + np.einsum("ft,tnc->fnc", weights, targets), times
 
 
+    def node_matrices(self, key: int) -> np.ndarray:
+        """World matrices ``[nodes, 4, 4]`` with every animated channel at its key ``key``."""
+
+        nodes = self.json["nodes"]
+        channels = self.channels()
+        parent = {c: i for i, n in enumerate(nodes) for c in n.get("children", [])}
+        local = []
+        for i, n in enumerate(nodes):
+            if "matrix" in n:
+                local.append(np.array(n["matrix"], dtype=np.float64).reshape(4, 4).T)
+                continue
+            t = np.array(n.get("translation", [0, 0, 0]), np.float64)
+            r = np.array(n.get("rotation", [0, 0, 0, 1]), np.float64)
+            s = np.array(n.get("scale", [1, 1, 1]), np.float64)
+            if (i, "translation") in channels:
+                t = channels[(i, "translation")][1][key].astype(np.float64)
+            if (i, "rotation") in channels:
+                r = channels[(i, "rotation")][1][key].astype(np.float64)
+            if (i, "scale") in channels:
+                s = channels[(i, "scale")][1][key].astype(np.float64)
+            x, y, z, w = r / np.linalg.norm(r)
+            R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                          [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                          [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+            m = np.eye(4)
+            m[:3, :3] = R * s[None, :]
+            m[:3, 3] = t
+            local.append(m)
+        world = [None] * len(nodes)
+
+        def resolve(i):
+            if world[i] is None:
+                world[i] = local[i] if i not in parent else resolve(parent[i]) @ local[i]
+            return world[i]
+
+        return np.stack([resolve(i) for i in range(len(nodes))])
+
+    def skinned_positions(self, node_name: str, key: int) -> np.ndarray:
+        """Vertex positions ``[V, 3]`` of a skinned mesh node with its joints posed at animation key
+        ``key``, computed as the glTF spec says (sum of weight * joint world * inverse bind)."""
+        node = self.json["nodes"][self.node(node_name)]
+        skin = self.json["skins"][node["skin"]]
+        prim = self.json["meshes"][node["mesh"]]["primitives"][0]
+        pos = self.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
+        joints = self.accessor(prim["attributes"]["JOINTS_0"]).astype(np.int64)
+        weights = self.accessor(prim["attributes"]["WEIGHTS_0"]).astype(np.float64)
+        ibm = self.accessor(skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)
+        world = self.node_matrices(key)
+        joint_mats = np.stack([world[j] for j in skin["joints"]]) @ ibm  # [J, 4, 4]
+        v = np.concatenate([pos, np.ones((len(pos), 1))], 1)
+        out = np.zeros((len(pos), 3))
+        for k in range(4):
+            out += weights[:, k, None] * np.einsum("vij,vj->vi", joint_mats[joints[:, k]], v)[:, :3]
+        return out
+
+
 # -- the Khronos validator ------------------------------------------------------------------------------
 
 _VALIDATE_JS = """
@@ -166,6 +281,64 @@ validator.validateBytes(new Uint8Array(fs.readFileSync(path)), {uri: path, maxIs
   .then((report) => { process.stdout.write(JSON.stringify(report)); })
   .catch((error) => { process.stderr.write('validator failed: ' + error); process.exit(2); });
 """
+
+
+# three.js (npm ``three``) for the engine test: a GLB without textures loads under plain Node.
+THREE = ROOT / ".node-three" / "node_modules" / "three"
+_THREE_JS = """
+import fs from 'fs';
+import { pathToFileURL } from 'url';
+const [three, loaderPath, glbPath, timesJson] = process.argv.slice(2);
+const THREE = await import(pathToFileURL(three + '/build/three.module.js').href);
+const { GLTFLoader } = await import(pathToFileURL(three + '/examples/jsm/loaders/GLTFLoader.js').href);
+const data = fs.readFileSync(glbPath);
+const buffer = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+new GLTFLoader().parse(buffer, '', (gltf) => {
+  let mesh = null;
+  gltf.scene.traverse((o) => { if (o.isSkinnedMesh && !mesh) mesh = o; });
+  if (!mesh) { process.stderr.write('no skinned mesh in the file'); process.exit(3); }
+  const mixer = new THREE.AnimationMixer(gltf.scene);
+  for (const clip of gltf.animations) {
+    // Play once and hold the end: a looping clip at t = duration is back at its start.
+    const action = mixer.clipAction(clip);
+    action.setLoop(THREE.LoopOnce);
+    action.clampWhenFinished = true;
+    action.play();
+  }
+  const out = { bones: mesh.skeleton.bones.length, clips: gltf.animations.map((c) => c.duration), frames: [] };
+  const v = new THREE.Vector3();
+  for (const t of JSON.parse(timesJson)) {
+    mixer.setTime(t);
+    gltf.scene.updateMatrixWorld(true);
+    const n = mesh.geometry.attributes.position.count;
+    const frame = new Array(n * 3);
+    for (let i = 0; i < n; i++) {
+      mesh.getVertexPosition(i, v);   // skinned, in the mesh's space
+      v.applyMatrix4(mesh.matrixWorld);
+      frame[3 * i] = v.x; frame[3 * i + 1] = v.y; frame[3 * i + 2] = v.z;
+    }
+    out.frames.push(frame);
+  }
+  process.stdout.write(JSON.stringify(out));
+}, (error) => { process.stderr.write('GLTFLoader failed: ' + error); process.exit(2); });
+"""
+
+
+def three_skinned_positions(path, times) -> dict:
+    """three.js ``GLTFLoader`` + ``AnimationMixer`` under Node: the skinned mesh's world-space
+    vertex positions ``[len(times), V, 3]`` (``frames``), its bone count and clip durations.
+    Skips where Node.js or three is missing (``scripts/dev.py test`` installs it)."""
+    if shutil.which("node") is None or not THREE.is_dir():
+        pytest.skip("three.js is not installed (python3 scripts/dev.py test installs it into .node-three/; needs Node.js)")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "play.mjs"
+        script.write_text(_THREE_JS)
+        done = subprocess.run(["node", str(script), str(THREE), "", str(path), json.dumps([float(t) for t in times])],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    out["frames"] = np.asarray(out["frames"], dtype=np.float64).reshape(len(times), -1, 3)
+    return out
 
 
 def gltf_validator_available() -> bool:

@@ -109,7 +109,7 @@ def test_the_exported_glb_is_valid_and_holds_the_backend_frames(addon, demo_job,
     assert report["issues"]["numErrors"] == 0, validation_errors(report)
     glb = Glb(path)
     positions, times = glb.morph_frames("gaussians", 24.0)
-    np.testing.assert_allclose(times, np.arange(1, 13) / 24.0, atol=1e-6)
+    np.testing.assert_allclose(times, np.arange(12) / 24.0, atol=1e-6)  # 12 frames span 0 .. 11/24 s
     # The same frames, fetched again by the add-on's client straight from the backend.
     client = addon.runtime.STATE.backends.client(addon.preferences.backend_settings(addon.preferences.get()))
     sampling = addon.format.sequence.Sampling(24.0, 12)

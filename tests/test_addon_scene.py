@@ -215,7 +215,9 @@ def test_glb_round_trip_reproduces_backend_positions_colours_and_motion(tmp_path
     fps = seq.sampling.fps
     # 1. The points: one morph target per frame, STEP weights; glTF (+Y up) = backend frame.
     positions, times = glb.morph_frames("gaussians", fps)
-    np.testing.assert_allclose(times, (START + np.arange(seq.frame_count)) / fps, atol=1e-6)
+    np.testing.assert_allclose(times, np.arange(seq.frame_count) / fps, atol=1e-6)  # sample i at i / fps
+    weights = animation.fcurves(by_role(coll, "gaussians")[0].data.shape_keys, create=False)
+    assert weights[0].keyframe_points[0].co[0] == START  # the scene's keys are back where they were
     np.testing.assert_allclose(positions, seq.positions, atol=1e-6)
     prim = glb.json["meshes"][0]["primitives"][0]
     assert prim["mode"] == 0  # POINTS
@@ -226,6 +228,7 @@ def test_glb_round_trip_reproduces_backend_positions_colours_and_motion(tmp_path
     for p, name in enumerate(seq.names):
         t, values, interpolation = channels[(glb.node(f"kp.{name}"), "translation")]
         assert interpolation == "LINEAR"
+        np.testing.assert_allclose(t, np.arange(seq.frame_count) / fps, atol=1e-6)
         np.testing.assert_allclose(values, seq.keypoints[:, p], atol=1e-5)
     # 3. The joints: animated (sampled from the baked rig), heads on the keypoints.
     for name, (i, _) in zip(["root-neck", "neck-hand_l", "neck-hand_r", "neck-head"], seq.edges):
@@ -233,8 +236,31 @@ def test_glb_round_trip_reproduces_backend_positions_colours_and_motion(tmp_path
         assert {(node, "translation"), (node, "rotation"), (node, "scale")} <= set(channels)
         rotations = channels[(node, "rotation")][1]
         assert np.ptp(rotations, axis=0).max() > 1e-3  # it moves
-    # 4. The camera.
-    assert glb.json["cameras"][0]["perspective"]["yfov"] == pytest.approx(np.radians(49.1), rel=1e-5)
+    # 4. The camera: the reference view's field of view and its (square) aspect, whatever the
+    # scene's resolution was.
+    perspective = glb.json["cameras"][0]["perspective"]
+    assert perspective["yfov"] == pytest.approx(np.radians(49.1), rel=1e-5)
+    assert perspective["aspectRatio"] == pytest.approx(1.0)
+
+
+def test_glb_camera_aspect_is_the_reference_views_even_in_a_wide_scene(tmp_path):
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    seq = make_sequence()
+    seq.camera = dict(seq.camera, width=320, height=240)
+    scene.camera = bpy.data.objects.new("user camera", bpy.data.cameras.new("user camera"))  # not replaced
+    _, coll = imported(seq)
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (1920, 1080)
+    glb = Glb(export.export_gltf(bpy.context, coll, str(tmp_path / "wide.glb")))
+    assert glb.json["cameras"][0]["perspective"]["aspectRatio"] == pytest.approx(320 / 240)
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (1920, 1080)  # restored
+
+
+def test_the_reference_camera_made_the_scene_camera_sets_the_render_size():
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    imported()
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (256, 256)
 
 
 def test_export_after_editing_an_empty_rebakes_the_rig(tmp_path):

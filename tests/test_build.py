@@ -26,6 +26,14 @@ def test_zip_layout(extension_zip):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
+def test_the_licence_text_goes_with_the_code(extension_zip):
+    # The manifest says GPL-3.0-or-later; the GPL wants its text with every copy.
+    text = zipfile.ZipFile(extension_zip).read("LICENSE").decode()
+    assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
+    assert "How to Apply These Terms to Your New Programs" in text  # the full text, not a notice
+    assert text == (ROOT / "LICENSE").read_text()
+
+
 def test_build_is_reproducible(extension_zip, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "build.py"), "--no-validate", "-o", str(tmp_path)], check=True)
     assert (tmp_path / extension_zip.name).read_bytes() == extension_zip.read_bytes()

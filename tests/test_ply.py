@@ -21,15 +21,39 @@ def scene(n=50, k=0, seed=0):
 @pytest.mark.parametrize("k", [0, 3, 15])
 def test_round_trip_is_exact(tmp_path, k):
     g = scene(k=k)
-    back = read_ply(write_ply(tmp_path / "a.ply", g))
+    back = read_ply(write_ply(tmp_path / "a.ply", g, sh_degree=None))
     for name, t in g.tensors().items():
         assert torch.equal(getattr(back, name), t), name
     assert back.sh_degree == {0: 0, 3: 1, 15: 3}[k]
 
 
+@pytest.mark.parametrize("k", [0, 3, 15])
+def test_default_files_have_all_45_f_rest_of_the_3dgs_loader(tmp_path, k):
+    # The original 3DGS loader asserts exactly 3 * ((3 + 1)^2 - 1) = 45 f_rest properties.
+    g = scene(n=4, k=k)
+    path = write_ply(tmp_path / "a.ply", g)
+    header = path.read_bytes().split(b"end_header\n")[0].decode().splitlines()
+    rest = [line.split()[2] for line in header if line.startswith("property float f_rest_")]
+    assert rest == [f"f_rest_{i}" for i in range(45)]
+    back = read_ply(path)
+    assert back.sh_degree == 3
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh_dc"):
+        assert torch.equal(getattr(back, name), getattr(g, name)), name
+    if k:
+        assert torch.equal(back.sh_rest[:, :k], g.sh_rest)
+    assert not back.sh_rest[:, k:].any()  # the padding is zeros: the colours are unchanged
+
+
+def test_a_scene_above_the_files_degree_is_refused(tmp_path):
+    from dynapose4d.gaussians import GaussiansError
+
+    with pytest.raises(GaussiansError, match="SH degree 3"):
+        write_ply(tmp_path / "a.ply", scene(k=15), sh_degree=1)
+
+
 def test_layout_is_the_standard_3dgs_one(tmp_path):
     g = scene(n=2, k=3)
-    path = write_ply(tmp_path / "a.ply", g)
+    path = write_ply(tmp_path / "a.ply", g, sh_degree=1)
     raw = path.read_bytes()
     header, body = raw.split(b"end_header\n")
     lines = header.decode().splitlines()
@@ -77,7 +101,7 @@ def test_reads_other_orders_types_and_encodings(tmp_path, fmt):
 
 def test_up_axis_conversion(tmp_path):
     g = scene(k=3)
-    path = write_ply(tmp_path / "z.ply", g)
+    path = write_ply(tmp_path / "z.ply", g, sh_degree=None)
     converted = read_ply(path, up_axis="z")
     # Blender +Z up -> backend +Y up: (x, y, z) -> (x, z, -y).
     torch.testing.assert_close(converted.means, torch.stack([g.means[:, 0], g.means[:, 2], -g.means[:, 1]], -1))
@@ -98,7 +122,7 @@ def test_up_axis_conversion(tmp_path):
 
 
 def test_bad_files_give_clear_errors(tmp_path):
-    good = write_ply(tmp_path / "good.ply", scene(n=20)).read_bytes()
+    good = write_ply(tmp_path / "good.ply", scene(n=20), sh_degree=None).read_bytes()
     cases = {
         "missing.ply": (None, "no such file"),
         "text.ply": (b"hello world\n", "not a PLY file"),

@@ -39,3 +39,11 @@ def backend_to_blender_matrix(matrix: np.ndarray) -> np.ndarray:
     basis = np.eye(4)
     basis[:3, :3] = BACKEND_TO_BLENDER
     return basis @ np.asarray(matrix)
+
+
+def backend_to_blender_motion(matrices: np.ndarray) -> np.ndarray:
+    """World-to-world maps ``[..., 4, 4]`` (a bone's motion) from the backend frame to Blender's:
+    ``B M B^T``, since both the points it takes and those it gives change frame."""
+    basis = np.eye(4)
+    basis[:3, :3] = BACKEND_TO_BLENDER
+    return basis @ np.asarray(matrices) @ basis.T

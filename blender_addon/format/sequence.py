@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .coords import backend_to_blender
+from .skinned import Skinned
 from .wire import Frame
 
 TIME_MODES = ("clamp", "loop", "pingpong")
@@ -85,6 +86,7 @@ class Sequence:
     sampling: Sampling
     times: np.ndarray  # [F] normalised time t in [0, 1] of each frame
     snapshot: dict = field(default_factory=dict)
+    skinned: "Skinned | None" = None  # the snapshot's skinned mesh, when it was fetched
 
     @property
     def frame_count(self) -> int:

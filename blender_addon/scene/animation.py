@@ -80,6 +80,19 @@ def set_keys(curves, data_path: str, index: int, frames, values, interpolation: 
     return curve
 
 
+def shift_keys(curves, offset: float) -> None:
+    """Move every key (and its handles) of ``curves`` by ``offset`` frames."""
+    for curve in curves:
+        points = curve.keyframe_points
+        n = len(points)
+        for prop in ("co", "handle_left", "handle_right"):
+            values = np.empty(2 * n, dtype=np.float32)
+            points.foreach_get(prop, values)
+            values[0::2] += offset
+            points.foreach_set(prop, values)
+        curve.update()
+
+
 def evaluate(curves, data_path: str, index: int, frames) -> np.ndarray:
     curve = curves.find(data_path, index=index)
     if curve is None:

@@ -30,3 +30,17 @@ def write_camera(collection, camera: dict):
     obj.matrix_world = Matrix(backend_to_blender_matrix(np.asarray(camera["c2w"], dtype=np.float64).reshape(4, 4)).tolist())
     obj["dynapose4d_resolution"] = [int(camera.get("width", 0)), int(camera.get("height", 0))]
     return obj
+
+
+def resolution(obj) -> tuple[int, int] | None:
+    """The reference view's image size in pixels (None when the job did not say)."""
+    width, height = (int(v) for v in obj.get("dynapose4d_resolution", (0, 0)))
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def use_resolution(scene, obj) -> None:
+    """Render at the reference view's size (its aspect), as when the camera becomes the scene's."""
+    size = resolution(obj)
+    if size is not None:
+        scene.render.resolution_x, scene.render.resolution_y = size
+        scene.render.resolution_percentage = 100

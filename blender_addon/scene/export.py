@@ -11,10 +11,13 @@ rotations and scales of the splats are not in the file (the backend's PLY sequen
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import bpy
 
+from . import animation
+from . import camera as camera_mod
 from . import rig
 
 GLTF_OPTIONS = {
@@ -74,7 +77,8 @@ def export_gltf(context, collection, filepath: str, *, camera: bool = True, reba
                 pass
         if not chosen:
             raise ExportError(f"collection {collection.name} is not in the view layer {view_layer.name} (is it excluded?)")
-        result = bpy.ops.export_scene.gltf(filepath=str(path), **gltf_options(**overrides))
+        with camera_resolution(context.scene, collection if camera else None), starting_at_zero(context.scene, objects, collection):
+            result = bpy.ops.export_scene.gltf(filepath=str(path), **gltf_options(**overrides))
     finally:
         for o in chosen:
             o.select_set(False, view_layer=view_layer)
@@ -87,3 +91,49 @@ def export_gltf(context, collection, filepath: str, *, camera: bool = True, reba
     if result != {"FINISHED"} or not path.is_file():
         raise ExportError(f"Blender's glTF exporter did not write {path} ({result})")
     return path
+
+
+@contextmanager
+def camera_resolution(scene, collection):
+    """The render resolution of the collection's reference camera while the exporter runs.
+
+    glTF's ``aspectRatio`` comes from the scene's render resolution; the reference view has its
+    own (square for the image pipeline), so a 16:9 scene would export a stretched camera."""
+    cam = rig.find_role(collection, "camera") if collection is not None else None
+    size = camera_mod.resolution(cam) if cam is not None else None
+    if size is None:
+        yield
+        return
+    render = scene.render
+    saved = (render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y)
+    render.resolution_x, render.resolution_y = size
+    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+    try:
+        yield
+    finally:
+        render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y = saved
+
+
+@contextmanager
+def starting_at_zero(scene, objects, collection):
+    """The collection's keys moved so that its first frame is scene frame 0 while the exporter runs.
+
+    The exporter writes scene frame f at f / fps seconds, so sample 0 at frame 1 would play at
+    1 / fps: the clip one frame late, the first pose held for two frames. Its own
+    ``export_anim_slide_to_zero`` slides only sampled (armature) tracks in ACTIVE_ACTIONS mode
+    (seen in 4.5), not the shape-key weights and empties, so the keys are shifted here and put
+    back afterwards."""
+    offset = -float(collection.get("dynapose4d_frame_start", 0))
+    if offset == 0:
+        yield
+        return
+    ids = {id(x): x for o in objects for x in (o, o.data, getattr(o.data, "shape_keys", None)) if x is not None}
+    curves = [c for x in ids.values() for c in (animation.fcurves(x, create=False) or ())]
+    render_range = (scene.frame_start, scene.frame_end)
+    animation.shift_keys(curves, offset)
+    scene.frame_start, scene.frame_end = int(render_range[0] + offset), int(render_range[1] + offset)
+    try:
+        yield
+    finally:
+        animation.shift_keys(curves, -offset)
+        scene.frame_start, scene.frame_end = render_range

@@ -18,8 +18,10 @@ from ..format.sequence import Sequence
 from . import camera as camera_mod
 from . import display as display_mod
 from . import points, rig
+from . import skinned as skinned_mod
 
 JOB = "dynapose4d_job"
+OUTPUTS = ("POINTS", "MESH", "BOTH")  # the exact point cloud, the skinned mesh, or both
 
 
 @dataclass
@@ -30,6 +32,11 @@ class ImportOptions:
     radius_scale: float = display_mod.RADIUS_SCALE
     rig: bool = True
     camera: bool = True
+    output: str = "POINTS"
+
+    def __post_init__(self):
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
 
 
 def job_collection(scene, job_id: str, create: bool = True):
@@ -53,15 +60,25 @@ def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOpt
     t0 = time.perf_counter()
     scene = context.scene
     coll = job_collection(scene, job_id)
-    # 1. The Gaussians.
-    obj = rig.find_role(coll, "gaussians")
-    if obj is None:
-        obj = bpy.data.objects.new("gaussians", points.new_points_mesh("gaussians", 0))
-        obj[rig.ROLE] = "gaussians"
-        coll.objects.link(obj)
-    points.write_points(obj, sequence, options.frame_start)
-    if options.display:
-        display_mod.ensure_display(obj, options.radius_scale)
+    # 1. The Gaussians (the exact point cloud) and/or the skinned mesh.
+    if options.output in ("POINTS", "BOTH"):
+        obj = rig.find_role(coll, "gaussians")
+        if obj is None:
+            obj = bpy.data.objects.new("gaussians", points.new_points_mesh("gaussians", 0))
+            obj[rig.ROLE] = "gaussians"
+            coll.objects.link(obj)
+        points.write_points(obj, sequence, options.frame_start)
+        if options.display:
+            display_mod.ensure_display(obj, options.radius_scale)
+    else:
+        rig.remove_role(coll, "gaussians")
+    if options.output in ("MESH", "BOTH"):
+        if sequence.skinned is None:
+            raise ValueError("the mesh output needs the snapshot's skinned mesh (fetch it with the sequence: mesh=True)")
+        skinned_mod.write_skinned(context, coll, sequence.skinned, options.frame_start)
+    else:
+        rig.remove_role(coll, "mesh")
+        rig.remove_role(coll, "skeleton")
     # 2. The keypoint rig.
     if options.rig and sequence.names:
         empties = rig.write_keypoints(coll, sequence, options.frame_start)
@@ -71,6 +88,7 @@ def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOpt
         cam = camera_mod.write_camera(coll, sequence.camera)
         if cam is not None and scene.camera is None:
             scene.camera = cam
+            camera_mod.use_resolution(scene, cam)
     # 4. Where it came from, and the scene's range.
     coll["dynapose4d_snapshot"] = int(sequence.version or 0)
     coll["dynapose4d_frame_start"] = options.frame_start

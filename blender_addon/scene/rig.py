@@ -153,6 +153,13 @@ def rebake_from_empties(collection, frame_start: int, frame_count: int) -> None:
     bake_rig(arm, positions, frame_start)
 
 
+def remove_role(collection, role: str) -> None:
+    """Remove the collection's object with ``role`` (and its data and animation), if any."""
+    obj = find_role(collection, role)
+    if obj is not None:
+        _remove_object(obj)
+
+
 def _remove_object(obj) -> None:
     data = obj.data
     animation.remove_animation(obj)
@@ -160,3 +167,8 @@ def _remove_object(obj) -> None:
     if data is not None and data.users == 0:
         if isinstance(data, bpy.types.Armature):
             bpy.data.armatures.remove(data)
+        elif isinstance(data, bpy.types.Mesh):
+            key = data.shape_keys
+            if key is not None:
+                animation.remove_animation(key)
+            bpy.data.meshes.remove(data)

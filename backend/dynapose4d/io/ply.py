@@ -3,7 +3,10 @@
 Vertex properties, in order: ``x y z nx ny nz f_dc_0..2 f_rest_0..(3K-1) opacity scale_0..2
 rot_0..3``, all float32, binary little endian. ``f_rest`` is channel-major (all red
 coefficients, then green, then blue), ``opacity`` is the logit, ``scale_*`` the log-scales and
-``rot_*`` the quaternion wxyz. Reading maps properties by name (any order, float or double,
+``rot_*`` the quaternion wxyz. Files are written with all 45 ``f_rest`` properties of degree 3
+(zeros above the scene's own degree) because the original 3DGS loader, and the many loaders
+copied from it, accept no other count; higher coefficients of zero leave the colours unchanged.
+Reading maps properties by name (any order, float or double,
 either endianness, or ASCII) and ignores extra properties.
 """
 
@@ -39,16 +42,29 @@ def property_names(sh_rest_k: int) -> list[str]:
     return names
 
 
-def write_ply(path: str | os.PathLike, gaussians: Gaussians) -> Path:
-    """Write one scene (no batch dims) to ``path`` in the standard 3DGS layout."""
+STANDARD_SH_DEGREE = 3  # what the original 3DGS loader expects: 3 * 15 f_rest properties
+
+
+def write_ply(path: str | os.PathLike, gaussians: Gaussians, sh_degree: int | None = STANDARD_SH_DEGREE) -> Path:
+    """Write one scene (no batch dims) to ``path`` in the standard 3DGS layout.
+
+    ``sh_degree``: the SH degree of the file; coefficients the scene lacks are written as zeros
+    (3, the default, is the layout every 3DGS loader reads). ``None`` writes the scene's own
+    degree (a compact file that reads back exactly, e.g. a checkpoint)."""
     g = gaussians.detach().to("cpu", torch.float32).validate()
     if g.batch_shape:
         raise GaussiansError(f"write_ply writes one scene; got batch shape {tuple(g.batch_shape)}")
     n = g.num
-    k = 0 if g.sh_rest is None else g.sh_rest.shape[-2]
+    own = 0 if g.sh_rest is None else g.sh_rest.shape[-2]
+    k = own if sh_degree is None else (sh_degree + 1) ** 2 - 1
+    if k < own:
+        raise GaussiansError(f"write_ply: the scene has SH degree {g.sh_degree}, more than the file's sh_degree={sh_degree}")
     columns = [g.means, torch.zeros(n, 3), g.sh_dc]
     if k:
-        columns.append(g.sh_rest.transpose(1, 2).reshape(n, 3 * k))  # channel-major
+        rest = torch.zeros(n, k, 3)
+        if own:
+            rest[:, :own] = g.sh_rest
+        columns.append(rest.transpose(1, 2).reshape(n, 3 * k))  # channel-major
     columns += [g.opacity_logits, g.log_scales, g.quats]
     data = torch.cat(columns, 1).numpy().astype("<f4")
     names = property_names(k)

@@ -81,7 +81,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
     static = resumable(
         folder.static,
         make=lambda: source.static(reference, camera, emit, should_stop, folder.checkpoint("static")),
-        save=lambda g: write_ply(folder.static, g),
+        save=lambda g: write_ply(folder.static, g, sh_degree=None),  # its own degree: reads back exactly
         load=lambda: read_ply(folder.static),
     )
     if static is None:

@@ -30,6 +30,7 @@ from .auth import AccessGuard
 from .config import ServerConfig
 from .frames import BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from .jobs import Job, JobConflict, JobManager, read_log_tail
+from .mesh import add_mesh_route
 from .results import NoResults, result_zip
 from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
 from .store import FINAL_STATES, LOG_FILE, JobRecord, JobStore, UnknownJob
@@ -396,6 +397,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
             path = await asyncio.to_thread(result_zip, job.dir)
         return FileResponse(path, media_type="application/zip", filename=f"dynapose4d-{job_id}.zip")
 
+    add_mesh_route(router, manager, frames)
     app.include_router(router)
     return app
 
