@@ -67,13 +67,14 @@ def test_worker_event_file_survives_a_torn_line(tmp_path):
     assert writer.snapshot_version == 4  # the next snapshot of this job is version 5
 
 
-def test_failure_messages():
+def test_failure_messages(tmp_path):
     class OutOfMemoryError(RuntimeError):
         pass
 
-    message = _describe_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"))
+    job_dir = tmp_path  # on a disk with room: no failure is blamed on disk space
+    message = _describe_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"), job_dir)
     assert message.startswith("out of GPU memory: CUDA out of memory. Tried to allocate 2.00 GiB") and "fewer Gaussians" in message
     from dynapose4d.pipeline import JobError
 
-    assert _describe_failure(JobError("setting 'x' must be int")) == "setting 'x' must be int"
-    assert _describe_failure(KeyError("boom")) == "KeyError: 'boom'"
+    assert _describe_failure(JobError("setting 'x' must be int"), job_dir) == "setting 'x' must be int"
+    assert _describe_failure(KeyError("boom"), job_dir) == "KeyError: 'boom'"

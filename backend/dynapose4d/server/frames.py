@@ -24,6 +24,7 @@ from .wire import encode_frame
 
 MAX_FRAME_COUNT = 10_000
 MAX_FPS = 1000.0
+MIN_FPS = 0.01  # one frame per 100 s; anything slower makes frame times overflow to infinity
 
 
 class NoSnapshot(LookupError):
@@ -103,8 +104,8 @@ class SnapshotFrames:
         from ..model4d import TIME_MODES, default_frame_count
 
         fps = model.video_fps if fps is None else fps
-        if not (0 < fps <= MAX_FPS):
-            raise BadFrameRequest(f"fps must be in (0, {MAX_FPS:g}], got {fps}")
+        if not (MIN_FPS <= fps <= MAX_FPS):
+            raise BadFrameRequest(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps}")
         frame_count = default_frame_count(model, fps) if frame_count is None else frame_count
         if not 1 <= frame_count <= MAX_FRAME_COUNT:
             raise BadFrameRequest(f"frame_count must be within 1..{MAX_FRAME_COUNT}, got {frame_count}")

@@ -12,12 +12,17 @@ lives in its folder::
                 checkpoints/ ...    the pipeline's checkpoints and results (sequence/, model.pt)
                 result.zip          download cache, built on first request
     <jobs>/.incoming/<id>/          uploads in progress (moved into place once valid)
+    <jobs>/.server.lock             held by the server using this folder (:mod:`.instance`)
+
+The jobs folder is private to the user (0700; the server runs with umask 077, so job folders
+are 0700 and their files 0600).
 
 Job ids are 32 lowercase hex digits; anything else is refused before it touches a path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -80,10 +85,33 @@ class JobRecord:
         return record
 
 
+def _overwrite_in_place(path: Path, data: bytes) -> bool:
+    """On a full disk, rewrite ``path`` inside the blocks it already has (no new space needed),
+    so the record on disk still agrees with the server's. False when it would need more."""
+    try:
+        allocated = os.stat(path).st_blocks * 512
+    except (OSError, AttributeError):
+        return False
+    if len(data) > allocated:
+        return False
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
 class JobStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.root.chmod(0o700)  # job files are the user's: uploads, results, logs
+        except OSError:
+            pass
 
     def new_id(self) -> str:
         return uuid.uuid4().hex
@@ -104,8 +132,15 @@ class JobStore:
         """Write the record into its job folder (or ``folder``, e.g. the staging one)."""
         path = (folder or self.job_dir(record.id)) / STATE_FILE
         tmp = path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(record.to_dict(), indent=1))
-        os.replace(tmp, path)  # a crash mid-write leaves the previous record
+        data = json.dumps(record.to_dict(), indent=1).encode()
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # a crash mid-write leaves the previous record
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or not _overwrite_in_place(path, data):
+                raise
+
 
     def load_all(self) -> tuple[list[JobRecord], list[str]]:
         """Every readable job record (oldest first), and warnings for folders that are not jobs.
