@@ -113,6 +113,14 @@ def test_frame_parameters_that_would_make_infinity_are_a_422(upload_server):
             assert reply.status == 422, (route, query, reply.body)
 
 
+def test_a_huge_last_event_id_is_ignored(upload_server):
+    job = upload_server.create_job(UPLOAD_KIND, {}, {"image": ("a.png", _png())}).json()
+    with socket.create_connection(("127.0.0.1", upload_server.port), timeout=10) as sock:
+        sock.sendall((f"GET /v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: 127.0.0.1:{upload_server.port}\r\n"
+                      f"Authorization: Bearer {upload_server.token}\r\nLast-Event-ID: {'9' * 5000}\r\n\r\n").encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")  # not a 500 from Python's int-digit limit
+
+
 def test_the_wire_header_is_standard_json():
     from dynapose4d.server.wire import encode_frame
 

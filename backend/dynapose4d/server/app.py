@@ -18,13 +18,13 @@ from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from .. import __version__
 from ..pipeline import INPUTS, SETTINGS, JobError
 from .auth import AccessGuard
 from .config import ServerConfig
-from .errors import RequestIds, install_error_handlers
+from .errors import ErrorJSON, RequestIds, install_error_handlers
 from .frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from .jobs import Job, JobConflict, JobManager, read_log_tail
 from .probe import DeviceProbe
@@ -146,7 +146,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, exc: UploadError):
         # The body may be half read: tell the client not to reuse the connection.
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers={"Connection": "close"})
+        return ErrorJSON({"detail": str(exc)}, status_code=exc.status, headers={"Connection": "close"})
 
     # -- service ----------------------------------------------------------------------------------
     @router.get("/health", response_model=Health, responses=_errors())
@@ -255,7 +255,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         then every worker event (``worker``, ``stage``, ``progress``, ``snapshot``, ``log``) with
         its id; ``end`` when the job has stopped and everything was sent."""
         job = manager.get(job_id)
-        if last_event_id and last_event_id.strip().isdigit():
+        if last_event_id and last_event_id.strip().isdigit() and len(last_event_id.strip()) <= 18:  # event ids fit int64
             after = max(after, int(last_event_id))
         return StreamingResponse(
             _event_stream(manager, job, after),

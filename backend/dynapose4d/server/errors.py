@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import traceback
 import uuid
 from pathlib import Path
@@ -21,12 +22,20 @@ from .diskspace import DiskFull, disk_full_message, is_disk_full
 REQUEST_ID_KEY = "dynapose4d.request_id"
 
 
+class ErrorJSON(JSONResponse):
+    """An error body in ASCII JSON: a message may quote client text that is not valid UTF-8
+    (a lone surrogate from a ``\\ud800`` escape), which must not turn the answer into a 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
 def install_error_handlers(app: FastAPI, mapping: dict[type[BaseException], int], jobs_dir: Path) -> None:
     """``mapping``: exception type -> 4xx status (the message is the exception's text)."""
 
     def handler(status: int):
         async def handle(request: Request, exc: Exception):
-            return JSONResponse({"detail": str(exc)}, status_code=status)
+            return ErrorJSON({"detail": str(exc)}, status_code=status)
 
         return handle
 
@@ -35,16 +44,16 @@ def install_error_handlers(app: FastAPI, mapping: dict[type[BaseException], int]
 
     @app.exception_handler(DiskFull)
     async def disk_full(request: Request, exc: DiskFull):
-        return JSONResponse({"detail": str(exc)}, status_code=507, headers={"Connection": "close"})
+        return ErrorJSON({"detail": str(exc)}, status_code=507, headers={"Connection": "close"})
 
     # Starlette answers with this handler, then re-raises to the server, where RequestIds logs it.
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         request_id = request.scope.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:12]
         if is_disk_full(exc):
-            return JSONResponse({"detail": disk_full_message(jobs_dir), "request_id": request_id}, status_code=507)
+            return ErrorJSON({"detail": disk_full_message(jobs_dir), "request_id": request_id}, status_code=507)
         detail = f"internal error ({type(exc).__name__}) in {request.method} {request.url.path}; the server log has the details under request id {request_id}"
-        return JSONResponse({"detail": detail, "request_id": request_id}, status_code=500, headers={"X-Request-Id": request_id})
+        return ErrorJSON({"detail": detail, "request_id": request_id}, status_code=500, headers={"X-Request-Id": request_id})
 
 
 class RequestIds:
