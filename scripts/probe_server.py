@@ -275,9 +275,51 @@ def probe_inputs(tmp: Path) -> tuple[list[tuple], int, int]:
             bad += failed
             rows.append((category, name, status, f"{seconds:.2f}", "FAIL" if failed else "ok"))
         assert server.status(job_id)["state"] == "queued"
+        load = image_load(server)
     finally:
         server.stop()
-    return rows, len(rows), bad
+    return rows, len(rows), bad, load
+
+
+def image_load(server: Server, uploads: int = 3, side: int = 4900) -> dict:
+    """``uploads`` images just under the pixel limit at once, while /health is polled: its worst
+    answer time, and how much the server's peak memory grew."""
+    def peak_mb() -> float:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+
+    big = png(side, side, noise=False)
+    server.get("/v1/health")
+    before, latencies, statuses = peak_mb(), [], []
+    threads = [threading.Thread(target=lambda: statuses.append(server.create_job(UPLOAD_KIND, {}, {"image": ("b.png", big)}).status))
+               for _ in range(uploads)]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        t = time.monotonic()
+        server.get("/v1/health")
+        latencies.append(time.monotonic() - t)
+        time.sleep(0.01)
+    seconds = time.monotonic() - t0
+    # The same file checked in this process both ways: the bounded upload check, and a full
+    # float decode (images.load_image, what the upload check used to do).
+    from dynapose4d.images import load_image
+    from dynapose4d.server.uploads import StoredFile, _check_image
+
+    path = Path(tempfile.gettempdir()) / f"dp4d-probe-{uuid.uuid4().hex[:6]}.png"
+    path.write_bytes(big)
+    t = time.perf_counter()
+    _check_image(StoredFile("image", path, "b.png", ".png", len(big)), 10**9)
+    bounded = time.perf_counter() - t
+    t = time.perf_counter()
+    load_image(path, max_pixels=10**9)
+    full = time.perf_counter() - t
+    path.unlink()
+    return {"uploads": f"{uploads} x {side}x{side} PNG", "statuses": sorted(statuses), "seconds": round(seconds, 2),
+            "check_s": round(bounded, 3), "full_float_decode_s": round(full, 3),
+            "health_max_ms": round(1000 * max(latencies), 1), "health_median_ms": round(1000 * float(np.median(latencies)), 1),
+            "rss_peak_growth_mb": round(peak_mb() - before)}
 
 
 # -- faults ---------------------------------------------------------------------------------------
@@ -424,11 +466,12 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="dp4d-probe-") as tmp_name:
         tmp = Path(tmp_name)
-        rows, tried, bad = probe_inputs(tmp)
+        rows, tried, bad, load = probe_inputs(tmp)
         print(f"{'category':18} {'input':40} {'status':>8} {'s':>6}  verdict")
         for category, name, status, seconds, verdict in rows:
             print(f"{category:18} {name[:40]:40} {str(status):>8} {seconds:>6}  {verdict}")
-        print(f"\n{tried} inputs, {bad} answered 5xx or took the server down\n")
+        print(f"\n{tried} inputs, {bad} answered 5xx or took the server down")
+        print(f"images under the limit, at once: {load}\n")
         faults = [] if args.skip_faults else [
             ("kill -9 of the worker, then resume", lambda t: fault_worker_kill(t)),
             ("kill -9 of the server, then restart", lambda t: fault_server_kill(t, graceful=False)),
@@ -451,7 +494,9 @@ def main() -> int:
             print(f"{'fault':40} {'s':>4}  {'lost data':12} outcome")
             for name, outcome, lost, seconds in fault_rows:
                 print(f"{name:40} {seconds:>4}  {lost[:60]:12} {outcome}")
-    result = {"inputs_tried": tried, "inputs_5xx": bad, "faults_tried": faults_tried, "faults_lost_data": lost_count}
+    result = {"inputs_tried": tried, "inputs_5xx": bad, "faults_tried": faults_tried, "faults_lost_data": lost_count,
+              "health_max_ms_during_image_checks": load["health_max_ms"], "rss_peak_growth_mb_image_checks": load["rss_peak_growth_mb"],
+              "image_check_speedup_vs_full_decode": round(load["full_float_decode_s"] / max(load["check_s"], 1e-6), 1)}
     print("RESULT " + json.dumps(result))
     return 0
 
