@@ -78,3 +78,30 @@ def test_failure_messages(tmp_path):
 
     assert _describe_failure(JobError("setting 'x' must be int"), job_dir) == "setting 'x' must be int"
     assert _describe_failure(KeyError("boom"), job_dir) == "KeyError: 'boom'"
+
+
+def test_a_record_is_saved_in_place_when_the_disk_is_full(tmp_path, monkeypatch):
+    """With no space for a temporary file, the record is rewritten inside its own blocks, so the
+    state on disk still agrees with the server's (issue 13)."""
+    import errno
+    import pathlib
+
+    from dynapose4d.server.store import STATE_FILE, JobRecord, JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    record = JobRecord(id="a" * 32, kind="demo", state="running", created_at=1.0, settings={})
+    store.job_dir(record.id).mkdir()
+    store.save(record)
+    real_write = pathlib.Path.write_bytes
+
+    def full_disk(self, data):
+        if self.name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    record.state, record.error = "failed", "not enough disk space"
+    store.save(record)
+    saved = json.loads((store.job_dir(record.id) / STATE_FILE).read_text())
+    assert saved["state"] == "failed" and saved["error"] == "not enough disk space"
+    assert not list(store.job_dir(record.id).glob("*.tmp"))

@@ -48,6 +48,8 @@ def remove_partial_files(job_dir: Path) -> list[Path]:
     read: a file becomes real only by its rename). Returns what was removed."""
     removed = []
     for path in job_dir.rglob("*.tmp"):
+        if path.parent == job_dir and path.name.startswith("state.json"):
+            continue  # the server's own record, written (and cleaned up) by the server alone
         try:
             path.unlink()
             removed.append(path)
