@@ -67,6 +67,9 @@ def test_a_full_disk_fails_the_job_cleanly_and_resume_continues(tmp_path, small_
         # 2. Uploads are refused while the disk is full.
         reply = server.create_job("demo", TINY)
         assert reply.status == 507 and f"not enough disk space in {jobs}" in reply.detail, reply.body
+        # An upload that runs out of space while it streams in (no Content-Length to refuse it
+        # by) is a DiskFull naming the folder, and leaves no staging folder behind.
+        _stream_upload_onto_a_full_disk(jobs)
         # 3. Space is freed: resume continues from the last checkpoint.
         filler.unlink()
         server.post(f"/v1/jobs/{job_id}/resume")
@@ -76,3 +79,29 @@ def test_a_full_disk_fails_the_job_cleanly_and_resume_continues(tmp_path, small_
         assert any("resuming" in m for m in messages), messages
     finally:
         server.stop()
+
+
+def _stream_upload_onto_a_full_disk(jobs: Path) -> None:
+    import asyncio
+
+    from dynapose4d.server.config import ServerConfig, UploadLimits
+    from dynapose4d.server.diskspace import DiskFull
+    from dynapose4d.server.jobs import JobManager
+    from dynapose4d.server.store import INCOMING, JobStore
+    from dynapose4d.server.uploads import receive_form
+    from tests.server_fixtures import multipart
+
+    body, content_type = multipart({"kind": "demo"}, {"image": ("big.png", os.urandom(2 << 20))})
+
+    async def chunks():
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i:i + 64 * 1024]
+
+    async def upload():
+        manager = JobManager(JobStore(jobs), ServerConfig(jobs_dir=jobs, token="-"))
+        limits = UploadLimits()
+        with pytest.raises(DiskFull, match=f"not enough disk space in {jobs}: "):
+            await manager.create(lambda staging: receive_form(content_type, None, chunks(), staging, {"image"}, limits))
+
+    asyncio.run(upload())
+    assert not list((jobs / INCOMING).glob("*"))
