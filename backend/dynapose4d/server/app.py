@@ -24,7 +24,7 @@ from .. import __version__
 from ..pipeline import INPUTS, SETTINGS, JobError
 from .auth import AccessGuard
 from .config import ServerConfig
-from .errors import ErrorJSON, RequestIds, install_error_handlers
+from .errors import RequestIds, install_error_handlers
 from .frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from .jobs import Job, JobConflict, JobManager, read_log_tail
 from .probe import DeviceProbe
@@ -32,7 +32,7 @@ from .results import NoResults, result_zip
 from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
 from .slowclients import BodyTimeout, ClientTooSlow
 from .store import FINAL_STATES, LOG_FILE, JobStore, UnknownJob
-from .uploads import UploadError, file_limit, receive_job
+from .uploads import file_limit, receive_job
 
 API = "/v1"
 FRAME_MEDIA_TYPE = "application/octet-stream"
@@ -142,11 +142,6 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         },
         config.jobs_dir,
     )
-
-    @app.exception_handler(UploadError)
-    async def upload_error(request: Request, exc: UploadError):
-        # The body may be half read: tell the client not to reuse the connection.
-        return ErrorJSON({"detail": str(exc)}, status_code=exc.status, headers={"Connection": "close"})
 
     # -- service ----------------------------------------------------------------------------------
     @router.get("/health", response_model=Health, responses=_errors())

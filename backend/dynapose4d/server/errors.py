@@ -1,6 +1,7 @@
 """How failures become answers: every error is JSON ``{"detail": ...}``, never a bare 500.
 
-- Our own exceptions map to their 4xx status (:func:`install_error_handlers`).
+- Our own exceptions map to their 4xx status (:func:`install_error_handlers`); an
+  :class:`~.uploads.UploadError` carries its own.
 - A full disk (``ENOSPC``/``EDQUOT`` anywhere in an exception's chain) is 507 with the free space
   of the jobs folder, so the user knows what to clear.
 - Anything else that escapes a route is a bug: 500 with a message and a request id; the traceback
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from .diskspace import DiskFull, disk_full_message, is_disk_full
+from .uploads import UploadError
 
 REQUEST_ID_KEY = "dynapose4d.request_id"
 
@@ -41,6 +43,11 @@ def install_error_handlers(app: FastAPI, mapping: dict[type[BaseException], int]
 
     for exc_type, status in mapping.items():
         app.add_exception_handler(exc_type, handler(status))
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, exc: UploadError):
+        # The body may be half read: tell the client not to reuse the connection.
+        return ErrorJSON({"detail": str(exc)}, status_code=exc.status, headers={"Connection": "close"})
 
     @app.exception_handler(DiskFull)
     async def disk_full(request: Request, exc: DiskFull):
