@@ -30,7 +30,7 @@ from .jobs import Job, JobConflict, JobManager, read_log_tail
 from .probe import DeviceProbe
 from .results import NoResults, result_zip
 from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
-from .slowclients import BodyTimeout, ClientTooSlow
+from .slowclients import BodyTimeout
 from .store import FINAL_STATES, LOG_FILE, JobStore, UnknownJob
 from .uploads import file_limit, receive_job
 
@@ -133,7 +133,6 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         {
             UnknownJob: 404,
             NoSnapshot: 404,
-            ClientTooSlow: 408,
             JobConflict: 409,
             SnapshotGone: 409,
             NoResults: 409,

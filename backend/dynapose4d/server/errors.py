@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from .diskspace import DiskFull, disk_full_message, is_disk_full
+from .slowclients import ClientTooSlow
 from .uploads import UploadError
 
 REQUEST_ID_KEY = "dynapose4d.request_id"
@@ -43,6 +44,10 @@ def install_error_handlers(app: FastAPI, mapping: dict[type[BaseException], int]
 
     for exc_type, status in mapping.items():
         app.add_exception_handler(exc_type, handler(status))
+
+    @app.exception_handler(ClientTooSlow)
+    async def too_slow(request: Request, exc: ClientTooSlow):
+        return ErrorJSON({"detail": str(exc)}, status_code=408, headers={"Connection": "close"})  # the rest of the body never came
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, exc: UploadError):
