@@ -57,7 +57,29 @@ class Connection:
             raise BackendError(f"cannot read the backend address file {path}: {exc}") from None
         if not isinstance(info, dict) or info.get("format") != ADDRESS_FORMAT:
             raise BackendError(f"{path} is not a DynaPose4D server address file")
+        if address_file_is_stale(info):
+            raise BackendError(
+                f"the backend at {info.get('url')} is not running (stale address file {path}: its process {info.get('pid')} "
+                "is gone); start the backend again, and it replaces the file"
+            )
         return cls(url=str(info["url"]), token=str(info["token"]))
+
+
+def address_file_is_stale(info: dict) -> bool:
+    """Does this address file name a server process of this machine that no longer runs? (A file
+    copied from another machine, or one without a PID, is never called stale.)"""
+    pid = info.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or os.name == "nt":
+        return False  # on Windows os.kill(pid, 0) would end the process
+    if info.get("hostname", socket.gethostname()) != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, but someone else's
+    return False
 
 
 class BackendClient:

@@ -105,7 +105,7 @@ class LocalBackend:
         except (OSError, ValueError):
             return None
         if info.get("format") != ADDRESS_FORMAT or info.get("pid") != self.proc.pid:
-            return None  # a stale file of an earlier server
+            return None  # an earlier server's file (stale, or one this server refused to replace)
         return Connection(url=info["url"], token=info["token"])
 
     def wait(self, timeout: float = 120.0, should_stop=lambda: False) -> Connection:
@@ -319,7 +319,7 @@ class Backends:
         with self._lock:
             local = self.local
             if local is None or not local.running or local.config.address_file != settings.address_file:
-                found = self._running_server(settings.address_file)
+                found = self._running_server(settings.address_file)  # a stale file counts as none
                 if found is not None:
                     return found
                 local = self.local = LocalBackend(LaunchConfig(

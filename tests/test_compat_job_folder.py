@@ -23,11 +23,12 @@ def test_an_old_job_folder_lists_serves_frames_and_resumes(tmp_path):
     shutil.copytree(DATA, jobs)
     server = start_server(tmp_path, jobs_dir=jobs)
     try:
-        # 1. Listed: killed while running, so interrupted and resumable, at its last checkpoint.
+        # 1. Listed: killed while running, so interrupted (and resumed by the new server at once).
         listed = {j["id"]: j for j in server.get("/v1/jobs").json()["jobs"]}
         job = listed[JOB_ID]
         assert job["kind"] == "demo" and job["settings"]["gaussians"] == 200
-        assert job["resumable"] and job["snapshot"]["version"] >= 1
+        assert job["state"] in ("queued", "running", "done") or job["resumable"]
+        assert job["snapshot"]["version"] >= 1
         # 2. The snapshot's frames are served (3 frames, 200 Gaussians each).
         reply = server.get(f"/v1/jobs/{JOB_ID}/frames/2")
         assert reply.status == 200, reply.body

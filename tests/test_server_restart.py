@@ -1,6 +1,7 @@
 """Servers stopped mid-job and started again: a crash (SIGKILL) and a graceful shutdown both
-leave the job interrupted; it resumes from its last checkpoint on request; finished jobs stay
-listed, with their frames and results, across restarts."""
+leave the job interrupted; it resumes from its last checkpoint on request (these servers run
+with ``--no-auto-resume``; ``test_server_faults`` covers the automatic resume); finished jobs
+stay listed, with their frames and results, across restarts."""
 
 import os
 import time
@@ -45,14 +46,14 @@ def _resumed_from(server, job_id: str, previous: dict, stop_when=None) -> list:
 def test_crash_and_shutdown_mid_job_then_resume(tmp_path):
     jobs, address = tmp_path / "jobs", tmp_path / "server.json"
     # 1. A job trains; the server is killed (SIGKILL: no chance to clean up).
-    first = start_server(tmp_path, jobs_dir=jobs, address_file=address)
+    first = start_server(tmp_path, "--no-auto-resume", jobs_dir=jobs, address_file=address)
     job_id = first.create_job("demo", dict(TINY, iterations=24)).json()["id"]
     worker = first.wait(job_id, lambda s: (s["iteration"] or 0) >= 2, what="training to start")["worker_pid"]
     first.kill()
     # The orphaned worker notices that its server is gone, checkpoints and exits by itself.
     assert _wait_gone(worker), "the worker outlived its server"
     # 2. A new server on the same folders: the job is listed as interrupted and resumable.
-    second = start_server(tmp_path, jobs_dir=jobs, address_file=address)
+    second = start_server(tmp_path, "--no-auto-resume", jobs_dir=jobs, address_file=address)
     try:
         assert second.token != first.token
         crashed = {j["id"]: j for j in second.get("/v1/jobs").json()["jobs"]}[job_id]
@@ -68,7 +69,7 @@ def test_crash_and_shutdown_mid_job_then_resume(tmp_path):
     assert time.monotonic() - t0 < 10 and _wait_gone(worker, 5)
     assert not address.exists()  # a graceful stop removes the address file
     # 4. A third server: interrupted by the shutdown; resume it to the end.
-    third = start_server(tmp_path, jobs_dir=jobs, address_file=address)
+    third = start_server(tmp_path, "--no-auto-resume", jobs_dir=jobs, address_file=address)
     try:
         shut = third.status(job_id)
         assert shut["state"] == "interrupted" and "shut down" in shut["error"] and shut["attempts"] == 2
@@ -79,7 +80,7 @@ def test_crash_and_shutdown_mid_job_then_resume(tmp_path):
     finally:
         third.stop()
     # 5. A fourth start: the finished job is still listed, with its frames and results.
-    fourth = start_server(tmp_path, jobs_dir=jobs, address_file=address)
+    fourth = start_server(tmp_path, "--no-auto-resume", jobs_dir=jobs, address_file=address)
     try:
         job = fourth.status(job_id)
         assert job["state"] == "done" and job["snapshot"]["version"] == 1 and job["results_available"]

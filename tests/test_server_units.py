@@ -67,13 +67,42 @@ def test_worker_event_file_survives_a_torn_line(tmp_path):
     assert writer.snapshot_version == 4  # the next snapshot of this job is version 5
 
 
-def test_failure_messages():
+def test_failure_messages(tmp_path):
     class OutOfMemoryError(RuntimeError):
         pass
 
-    message = _describe_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"))
+    job_dir = tmp_path  # on a disk with room: no failure is blamed on disk space
+    message = _describe_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"), job_dir)
     assert message.startswith("out of GPU memory: CUDA out of memory. Tried to allocate 2.00 GiB") and "fewer Gaussians" in message
     from dynapose4d.pipeline import JobError
 
-    assert _describe_failure(JobError("setting 'x' must be int")) == "setting 'x' must be int"
-    assert _describe_failure(KeyError("boom")) == "KeyError: 'boom'"
+    assert _describe_failure(JobError("setting 'x' must be int"), job_dir) == "setting 'x' must be int"
+    assert _describe_failure(KeyError("boom"), job_dir) == "KeyError: 'boom'"
+
+
+def test_a_record_is_saved_in_place_when_the_disk_is_full(tmp_path, monkeypatch):
+    """With no space for a temporary file, the record is rewritten inside its own blocks, so the
+    state on disk still agrees with the server's (issue 13)."""
+    import errno
+    import pathlib
+
+    from dynapose4d.pipeline import JobFolder
+    from dynapose4d.server.store import JobRecord, JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    record = JobRecord(id="a" * 32, kind="demo", state="running", created_at=1.0, settings={})
+    store.job_dir(record.id).mkdir()
+    store.save(record)
+    real_write = pathlib.Path.write_bytes
+
+    def full_disk(self, data):
+        if self.name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    record.state, record.error = "failed", "not enough disk space"
+    store.save(record)
+    saved = json.loads(JobFolder(store.job_dir(record.id)).state.read_text())
+    assert saved["state"] == "failed" and saved["error"] == "not enough disk space"
+    assert not list(store.job_dir(record.id).glob("*.tmp"))

@@ -135,17 +135,20 @@ class Result:
 
 def load_result(path: str | Path) -> Result:
     """A job folder (``model.pt``), a ``model.pt`` file, or a PLY sequence (folder or sidecar)."""
+    from ..pipeline.folder import JobFolder
+
     path = Path(path)
-    if path.is_dir() and (path / "model.pt").is_file():
-        path = path / "model.pt"
+    job = JobFolder(path)
+    if path.is_dir() and job.model.is_file():
+        path = job.model
     if path.is_file() and path.suffix == ".pt":
         from ..dynamic4d import Dynamic4D
 
         model = Dynamic4D.load(path)
         return Result(model.camera, f"4D model {path}", _model=model)
     sidecar = path / "sequence.json" if path.is_dir() else path
-    if path.is_dir() and not sidecar.is_file() and (path / "sequence" / "sequence.json").is_file():
-        sidecar = path / "sequence" / "sequence.json"
+    if path.is_dir() and not sidecar.is_file() and job.sequence_file.is_file():
+        sidecar = job.sequence_file
     if not sidecar.is_file():
         raise EvalError(f"{path} is neither a job folder with model.pt nor a PLY sequence with sequence.json")
     from ..io.sequence import read_sequence

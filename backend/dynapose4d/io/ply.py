@@ -103,6 +103,7 @@ def read_ply(path: str | os.PathLike, up_axis: str = "y") -> Gaussians:
         if any(p[0] == "list" for p in props):
             raise PlyError(f"{path}: vertex list properties are not supported")
         fh.seek(data_start)
+        _check_counts(path, fmt, n, props, skip, os.fstat(fh.fileno()).st_size - data_start)
         table = _read_vertices(fh, path, fmt, n, props, skip)
 
     missing = [c for c in property_names(0) if c not in table and c not in ("nx", "ny", "nz")]
@@ -154,12 +155,14 @@ def _read_header(fh, path):
                 raise PlyError(f"{path}: unsupported PLY format {' '.join(words[1:])!r}")
             fmt = words[1]
         elif words[0] == "element":
-            if len(words) != 3 or not words[2].isdigit():
+            if len(words) != 3 or not words[2].isdigit() or len(words[2]) > 18:
                 raise PlyError(f"{path}: malformed element line {line.strip()!r}")
             elements.append((words[1], int(words[2]), []))
         elif words[0] == "property":
             if not elements:
                 raise PlyError(f"{path}: property before any element")
+            if len(words) < 3:
+                raise PlyError(f"{path}: malformed property line {line.strip()!r} (expected 'property <type> <name>')")
             if words[1] == "list":
                 elements[-1][2].append(("list", None, words[-1]))
             elif len(words) == 3 and words[1] in _PLY_TYPES:
@@ -173,12 +176,27 @@ def _read_header(fh, path):
     return (fmt, elements), fh.tell()
 
 
+def _check_counts(path, fmt, n, props, skip, data_bytes):
+    """Refuse a vertex count the file cannot hold before allocating anything for it."""
+    if fmt == "ascii":
+        need = 2 * n * len(props)  # at least one digit and one separator per value
+        if need > data_bytes:
+            raise PlyError(f"{path}: truncated ASCII PLY: {n} vertices need at least {need} bytes of data, found {data_bytes}")
+        return
+    need = n * sum(np.dtype(p[1]).itemsize for p in props)
+    if skip + need > data_bytes:  # checked before reading: the count could be anything
+        raise PlyError(f"{path}: truncated PLY: {n} vertices need {need} bytes of data, found {max(0, data_bytes - skip)}")
+
+
 def _read_vertices(fh, path, fmt, n, props, skip):
     names = [p[0] for p in props]
     if fmt == "ascii":
         if skip:
             raise PlyError(f"{path}: ASCII PLY with elements before the vertices is not supported")
-        rows = np.loadtxt(fh, max_rows=n, ndmin=2) if n else np.zeros((0, len(props)))
+        try:
+            rows = np.loadtxt(fh, max_rows=n, ndmin=2) if n else np.zeros((0, len(props)))
+        except ValueError as exc:
+            raise PlyError(f"{path}: ASCII PLY rows must be numbers: {str(exc).splitlines()[0]}") from None
         if rows.shape != (n, len(props)):
             raise PlyError(f"{path}: truncated ASCII PLY: expected {n} rows of {len(props)} values")
         return {name: rows[:, i] for i, name in enumerate(names)}

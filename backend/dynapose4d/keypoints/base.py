@@ -42,6 +42,9 @@ import numpy as np
 from ..pixels import PixelError, as_mask, as_rgb
 
 MAX_KEYPOINTS = 100
+MAX_EDGES = 10 * MAX_KEYPOINTS
+MAX_KEYPOINTS_JSON_BYTES = 1024 * 1024
+MAX_IMAGE_SIDE = 65535
 
 
 class KeypointError(ValueError):
@@ -155,7 +158,7 @@ class SupportKeypoints:
 
     @classmethod
     def load(cls, path: str | Path, image_size: tuple[int, int] | None = None) -> "SupportKeypoints":
-        return parse_keypoints_json(Path(path).read_text(), image_size=image_size)
+        return parse_keypoints_json(Path(path).read_bytes(), image_size=image_size)
 
 
 def _number_pair(value, where: str) -> list[float]:
@@ -173,11 +176,12 @@ def parse_keypoints_json(source, image_size: tuple[int, int] | None = None) -> S
     error, and so is a different ``image_size`` written in the file.
     """
     if isinstance(source, (str, bytes)):
+        from ..io.jsontext import JsonTextError, load_json
+
         try:
-            obj = json.loads(source)
-        except json.JSONDecodeError as e:
-            where = f"line {e.lineno}, column {e.colno}"
-            raise KeypointError(f"keypoints JSON is not valid JSON ({where}): {e.msg}") from None
+            obj = load_json(source, "keypoints JSON", max_bytes=MAX_KEYPOINTS_JSON_BYTES)
+        except JsonTextError as e:
+            raise KeypointError(str(e)) from None
     else:
         obj = source
     if not isinstance(obj, dict) or "keypoints" not in obj:
@@ -202,6 +206,8 @@ def parse_keypoints_json(source, image_size: tuple[int, int] | None = None) -> S
     file_size = obj.get("image_size")
     if file_size is not None:
         file_size = tuple(int(v) for v in _number_pair(file_size, '"image_size"'))
+        if not all(1 <= v <= MAX_IMAGE_SIDE for v in file_size):
+            raise KeypointError(f'"image_size" must be [width, height] in pixels, each 1..{MAX_IMAGE_SIDE}; got {list(file_size)}')
         if image_size is not None and tuple(image_size) != file_size:
             raise KeypointError(
                 f"keypoints JSON was made for a {file_size[0]}x{file_size[1]} image but the support image is "
@@ -211,6 +217,8 @@ def parse_keypoints_json(source, image_size: tuple[int, int] | None = None) -> S
     raw_edges = obj.get("edges", [])
     if not isinstance(raw_edges, list):
         raise KeypointError(f'"edges" must be a list of [a, b] pairs; got {raw_edges!r}')
+    if len(raw_edges) > MAX_EDGES:
+        raise KeypointError(f"the skeleton has {len(raw_edges)} edges; at most {MAX_EDGES} are allowed")
     for e in raw_edges:
         if not (isinstance(e, (list, tuple)) and len(e) == 2):
             raise KeypointError(f"skeleton edge {e!r} must be a pair [a, b] of keypoint indices or names")
@@ -221,6 +229,8 @@ def parse_keypoints_json(source, image_size: tuple[int, int] | None = None) -> S
                     raise KeypointError(f"skeleton edge {list(e)!r} names an unknown keypoint {end!r}")
                 pair.append(names.index(end))
             elif isinstance(end, int) and not isinstance(end, bool):
+                if not 0 <= end < len(names):
+                    raise KeypointError(f"skeleton edge {list(e)!r}: index {end} is not a keypoint index (0..{len(names) - 1})")
                 pair.append(end)
             else:
                 raise KeypointError(f"skeleton edge {e!r} must be a pair [a, b] of keypoint indices or names")

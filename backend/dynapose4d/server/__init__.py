@@ -3,19 +3,25 @@ processes and streams their progress and per-frame Gaussians while they train.
 
 Modules, one job each:
 
-- ``cli``: the ``serve`` command (binds 127.0.0.1, writes the address file, runs uvicorn)
+- ``cli``: the ``serve`` command (binds 127.0.0.1, takes the jobs-folder lock, writes the
+  address file, runs uvicorn)
 - ``address``: the address file (URL + token, mode 0600) a client reads to find the server
+- ``instance``: one server per jobs folder (an OS file lock, taken over from a dead holder)
 - ``auth``: bearer token (constant-time) + Host-header check (DNS-rebinding guard), as middleware
+- ``slowclients``: header and body timeouts for clients that stall
+- ``errors``: exceptions to JSON answers (4xx, 507 disk full, 500 with a request id)
 - ``app``: the ``/v1`` routes; ``schemas``: their response bodies
 - ``uploads``: multipart uploads parsed while streaming, with limits, and per-file checks
 - ``store``: job folders on disk and the server's record of each job
-- ``jobs``: queue, worker processes, cancel/resume/delete, recovery after a restart
+- ``diskspace``: recognising and reporting a full disk; removing half-written files
+- ``jobs``: queue, job creation (staging, then commit), worker processes,
+  cancel/resume/delete, recovery and automatic resume after a restart
 - ``worker``: the worker program (``python -m dynapose4d.server.worker JOB_DIR``)
 - ``eventlog``: a job's ``events.jsonl`` read incrementally, and the progress it adds up to
 - ``frames``: frames and keypoint tracks sampled from the latest snapshot model
 - ``wire``: the binary frame format (spec: ``docs/wire-format.md``; decoder:
   ``blender_addon/format/wire.py``)
-- ``results``: the result zip; ``probe``: device/GPU/model information (in a subprocess)
+- ``results``: the result zip; ``probe``: device/GPU/model information (in a subprocess, cached)
 
 API (all under ``/v1``, all need ``Authorization: Bearer <token>``)::
 
@@ -38,7 +44,7 @@ Security by default: the server listens on 127.0.0.1 only (another address needs
 ``--allow-remote``); the token is random per start and is read from the address file (mode
 0600), never from a URL; requests with a Host header other than 127.0.0.1, localhost or [::1]
 with the bound port are refused (DNS rebinding); uploads are limited while they stream in, and
-images are checked against a pixel limit before decoding. For a GPU on another machine, keep the
+images are checked against a pixel limit before decoding; job files are private to the user. For a GPU on another machine, keep the
 server on its loopback and use an SSH tunnel with the same port on both ends
 (``ssh -N -L 8765:127.0.0.1:8765 gpu-box``, server started with ``--port 8765``), so the token
 never crosses the network in clear text.

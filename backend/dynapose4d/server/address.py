@@ -3,8 +3,11 @@
 Written when the server is ready, removed when it stops. JSON::
 
     {"format": "dynapose4d.server/1", "url": "http://127.0.0.1:8765", "host": "127.0.0.1",
-     "port": 8765, "token": "...", "pid": 1234, "version": "0.1.0", "api": "/v1",
+     "port": 8765, "token": "...", "pid": 1234, "hostname": "...", "version": "0.1.0", "api": "/v1",
      "jobs_dir": "...", "started_at": 1700000000.0}
+
+A server that was killed leaves its file behind, naming a PID that no longer runs (on the machine
+``hostname`` names): clients report such a file as stale, and the next server replaces it.
 
 Default locations (``--address-file`` overrides):
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -89,3 +93,29 @@ def remove_address_file(path: str | os.PathLike, token: str) -> None:
             Path(path).unlink()
     except (OSError, ValueError):
         pass
+
+
+def pid_running(pid: int) -> bool:
+    """Is process ``pid`` alive on this machine? (True when it cannot be told.)"""
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate it on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def describe_stale_address_file(path: str | os.PathLike) -> str | None:
+    """A message if ``path`` is the address file of a server on this machine that is no longer
+    running, else None (no file, another machine's, or a live server)."""
+    try:
+        info = read_address_file(path)
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if info.get("hostname", socket.gethostname()) != socket.gethostname() or pid_running(pid):
+        return None
+    return f"the backend at {info.get('url')} is not running (stale address file {path}, PID {pid} is gone)"

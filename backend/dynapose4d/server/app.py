@@ -1,45 +1,43 @@
-"""The HTTP API (``/v1``): routes only; the work lives in the job manager, uploads and frames.
+"""The HTTP API (``/v1``): routes only; the work lives in the job manager, uploads, frames and
+the device probe.
 
 Every route needs the bearer token and a loopback Host header (:mod:`.auth`). Errors are JSON
-``{"detail": "..."}`` with a 4xx status: 400 malformed request, 401 token, 403 Host, 404 no such
-job / no snapshot yet, 409 wrong state for the action, 413 too large, 415 wrong file type, 422
-invalid settings, inputs or parameters.
+``{"detail": "..."}`` (:mod:`.errors`): 400 malformed request, 401 token, 403 Host, 404 no such
+job / no snapshot yet, 408 request body too slow, 409 wrong state for the action, 413 too large,
+415 wrong file type, 422 invalid settings, inputs or parameters, 507 not enough disk space; an
+unexpected failure is 500 with a request id that the server log shows beside the traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from .. import __version__
-from ..pipeline import INPUTS, SETTINGS, JobError, validate_settings, write_job
+from ..pipeline import INPUTS, SETTINGS, JobError
 from .auth import AccessGuard
 from .config import ServerConfig
-from .frames import BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
+from .errors import RequestIds, install_error_handlers
+from .frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from .jobs import Job, JobConflict, JobManager, read_log_tail
 from .mesh import add_mesh_route
+from .probe import DeviceProbe
 from .results import NoResults, result_zip
 from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
-from .store import FINAL_STATES, LOG_FILE, JobRecord, JobStore, UnknownJob
-from .uploads import UploadError, check_files, file_limit, match_roles, parse_settings, receive_form
+from .slowclients import BodyTimeout
+from .store import FINAL_STATES, JobStore, UnknownJob
+from .uploads import file_limit, receive_job
 
 API = "/v1"
 FRAME_MEDIA_TYPE = "application/octet-stream"
 KEEPALIVE_S = 15.0
-PROBE_MAX_AGE_S = 60.0
 
 _ERRORS = {
     status: {"model": ErrorBody, "description": text}
@@ -48,10 +46,12 @@ _ERRORS = {
         401: "missing or wrong token",
         403: "Host header refused",
         404: "no such job, or nothing to show yet",
+        408: "the request body stalled (slow client)",
         409: "the job is in the wrong state for this",
         413: "upload too large",
         415: "wrong content or file type",
         422: "invalid settings, inputs or parameters",
+        507: "not enough disk space",
     }.items()
 }
 
@@ -66,47 +66,9 @@ def _errors(*codes: int, json_route: bool = True) -> dict:
     return out
 
 
-class DeviceProbe:
-    """Device, GPU and model availability, probed in a subprocess and cached."""
-
-    def __init__(self):
-        self.info: dict | None = None
-        self.error: str | None = None
-        self.at = 0.0
-        self._task: asyncio.Task | None = None
-
-    def refresh(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-        command = [sys.executable, "-m", "dynapose4d.server.probe"]
-        try:
-            done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120, env=env)
-            if done.returncode != 0:
-                raise RuntimeError((done.stderr or "").strip().splitlines()[-1:] or f"exit status {done.returncode}")
-            self.info, self.error = json.loads(done.stdout.strip().splitlines()[-1]), None
-        except Exception as exc:  # a broken probe must not break health
-            self.error = f"device probe failed: {type(exc).__name__}: {exc}"
-        self.at = time.monotonic()
-
-    async def get(self, wait_s: float = 30.0) -> tuple[dict | None, str | None]:
-        if self._task is not None and not self._task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), wait_s)
-            except asyncio.TimeoutError:
-                pass
-        if time.monotonic() - self.at > PROBE_MAX_AGE_S:
-            self.refresh()  # answer with what we have; the next call sees the fresh numbers
-        return self.info, self.error
-
-
 def _warm_imports() -> None:
     """Import the heavy modules once at start-up, not inside the first upload or frame request."""
-    for name in ("images", "video", "dynamic4d"):
-        importlib.import_module(f"dynapose4d.{name}")
+    from .. import dynamic4d, images, video  # noqa: F401
 
 
 def _create_job_openapi() -> dict:
@@ -134,6 +96,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     manager = JobManager(store, config, say=say)
     frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes)
     probe = DeviceProbe()
+    file_checks = asyncio.Semaphore(config.limits.max_file_checks)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -166,27 +129,19 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     router = APIRouter(prefix=API)
 
     # -- errors -----------------------------------------------------------------------------------
-    def handler(status: int):
-        async def handle(request: Request, exc: Exception):
-            return JSONResponse({"detail": str(exc)}, status_code=status)
-
-        return handle
-
-    for exc_type, status in (
-        (UnknownJob, 404),
-        (NoSnapshot, 404),
-        (JobConflict, 409),
-        (SnapshotGone, 409),
-        (NoResults, 409),
-        (BadFrameRequest, 422),
-        (JobError, 422),
-    ):
-        app.add_exception_handler(exc_type, handler(status))
-
-    @app.exception_handler(UploadError)
-    async def upload_error(request: Request, exc: UploadError):
-        # The body may be half read: tell the client not to reuse the connection.
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers={"Connection": "close"})
+    install_error_handlers(
+        app,
+        {
+            UnknownJob: 404,
+            NoSnapshot: 404,
+            JobConflict: 409,
+            SnapshotGone: 409,
+            NoResults: 409,
+            BadFrameRequest: 422,
+            JobError: 422,
+        },
+        config.jobs_dir,
+    )
 
     # -- service ----------------------------------------------------------------------------------
     @router.get("/health", response_model=Health, responses=_errors())
@@ -232,7 +187,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         "/jobs",
         status_code=201,
         response_model=JobStatus,
-        responses=_errors(400, 413, 415, 422),
+        responses=_errors(400, 408, 413, 415, 422, 507),
         openapi_extra=_create_job_openapi(),
     )
     async def create_job(request: Request) -> dict:
@@ -241,44 +196,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         # The upload checks need torch and OpenCV: wait for them off the event loop (an import
         # on the loop would stall every other request, event streams included).
         await asyncio.to_thread(_warm_imports)
-        job_id = manager.store.new_id()
-        staging = manager.store.staging_dir(job_id)
-        staging.mkdir(parents=True)
-        try:
-            # 1. Receive the form, within the limits, into the staging folder.
-            roles = {role for spec in INPUTS.values() for role in spec}
-            form = await receive_form(
-                request.headers.get("content-type"),
-                request.headers.get("content-length"),
-                request.stream(),
-                staging,
-                roles,
-                config.limits,
-            )
-            # 2. Kind and settings.
-            kind = form.fields.get("kind", "").strip()
-            if kind not in SETTINGS:
-                raise UploadError(422, f"form field 'kind' must be one of {', '.join(SETTINGS)}; got {kind!r}")
-            settings = validate_settings(kind, parse_settings(form.fields.get("settings")))
-            # 3. Inputs: the right roles, then each file opened the way the pipeline will open it.
-            match_roles(kind, form.files, INPUTS.get(kind, {}))
-            await asyncio.to_thread(check_files, form.files, config.limits)
-            inputs = {role: f.path.name for role, f in form.files.items()}
-            write_job(staging, kind, settings, inputs)
-            record = JobRecord(
-                id=job_id,
-                kind=kind,
-                state="queued",
-                created_at=time.time(),
-                settings=settings,
-                inputs={r: {"file": f.path.name, "bytes": f.size, "filename": f.filename} for r, f in form.files.items()},
-            )
-            manager.store.save(record, folder=staging)
-            manager.store.commit(job_id)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        job = manager.add(record)
+        job = await manager.create(lambda staging: receive_job(request, staging, config.limits, file_checks))
         return manager.status(job)
 
     @router.get("/jobs/{job_id}", response_model=JobStatus, responses=_errors(404))
@@ -313,7 +231,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     async def job_log(job_id: str, lines: int = Query(200, ge=1, le=10_000)) -> str:
         """The last lines of the worker's output (tracebacks of failed jobs land here)."""
         job = manager.get(job_id)
-        return await asyncio.to_thread(read_log_tail, job.dir / LOG_FILE, lines)
+        return await asyncio.to_thread(read_log_tail, job.folder.worker_log, lines)
 
     @router.get(
         "/jobs/{job_id}/events",
@@ -332,7 +250,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         then every worker event (``worker``, ``stage``, ``progress``, ``snapshot``, ``log``) with
         its id; ``end`` when the job has stopped and everything was sent."""
         job = manager.get(job_id)
-        if last_event_id and last_event_id.strip().isdigit():
+        if last_event_id and last_event_id.strip().isdigit() and len(last_event_id.strip()) <= 18:  # event ids fit int64
             after = max(after, int(last_event_id))
         return StreamingResponse(
             _event_stream(manager, job, after),
@@ -352,7 +270,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     async def get_frame(
         job_id: str,
         index: int = PathParam(..., ge=0, le=100_000),
-        fps: float | None = Query(None, gt=0, le=1000, description="frame rate to sample at (default: the driving video's)"),
+        fps: float | None = Query(None, ge=MIN_FPS, le=MAX_FPS, description="frame rate to sample at (default: the driving video's)"),
         frame_count: int | None = Query(None, ge=1, le=10_000, description="frames in the sequence (default: the clip once at fps)"),
         mode: Literal["clamp", "loop", "pingpong"] = Query("clamp", description="time past the clip's end"),
         dtype: Literal["float32", "float16"] = Query("float32"),
@@ -369,7 +287,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     @router.get("/jobs/{job_id}/keypoints", response_model=KeypointTracks, responses=_errors(404, 409, 422))
     async def get_keypoints(
         job_id: str,
-        fps: float | None = Query(None, gt=0, le=1000),
+        fps: float | None = Query(None, ge=MIN_FPS, le=MAX_FPS),
         frame_count: int | None = Query(None, ge=1, le=10_000),
         mode: Literal["clamp", "loop", "pingpong"] = Query("clamp"),
         version: int | None = Query(None, ge=0),
@@ -410,13 +328,13 @@ async def _event_stream(manager: JobManager, job: Job, after: int):
         while True:
             changed = job.changed  # taken before reading, so no change slips between
             if job.deleted:
-                yield _sse("status", json.dumps({"id": job.record.id, "state": "deleted"}))
+                yield _sse("status", json.dumps({"id": job.record.id, "state": "deleted"}, allow_nan=False))
                 yield _sse("end", "{}")
                 return
             status = manager.status(job)
             if (status["state"], status["attempts"]) != sent_state:
                 sent_state = (status["state"], status["attempts"])
-                yield _sse("status", json.dumps(status))
+                yield _sse("status", json.dumps(status, allow_nan=False))
             for event_id, kind, text in job.log.since(cursor):
                 yield _sse(kind, text, event_id)
             cursor = max(cursor, len(job.log) - 1)
@@ -438,4 +356,5 @@ def _sse(event: str, data: str, event_id: int | None = None) -> str:
 
 def create_app(config: ServerConfig, **kwargs):
     """The ASGI application: the API behind the access guard (Host check + bearer token)."""
-    return AccessGuard(build_api(config, **kwargs), config.token, config.port, config.extra_hosts)
+    api = BodyTimeout(build_api(config, **kwargs), config.body_timeout_s)
+    return RequestIds(AccessGuard(api, config.token, config.port, config.extra_hosts), say=kwargs.get("say", print))

@@ -38,8 +38,15 @@ def add_serve_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--jobs-dir", default=None, help=f"job folders (default {default_jobs_dir()})")
     p.add_argument("--max-jobs", type=int, default=1, help="jobs running at once (default 1: one GPU job); 0 queues without running")
     p.add_argument("--max-upload-mb", type=float, default=2048, help="largest request body in MiB (default 2048)")
-    p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="decompression-bomb guard for uploaded images")
+    p.add_argument("--max-image-pixels", type=int, default=UploadLimits.max_image_pixels,
+                   help=f"largest uploaded image in pixels (default {UploadLimits.max_image_pixels:,}; the pipeline works at 256-1024 px)")
     p.add_argument("--cancel-grace", type=float, default=1.5, help="seconds a worker gets to stop before it is killed")
+    p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
+                   help="leave jobs interrupted by a server stop or crash for a manual resume (default: resume them on start)")
+    p.add_argument("--header-timeout", type=float, default=ServerConfig.header_timeout_s,
+                   help=f"seconds a connection may take to send a request's headers (default {ServerConfig.header_timeout_s:g})")
+    p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s,
+                   help=f"seconds a request body may stall before the request is dropped (default {ServerConfig.body_timeout_s:g})")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI spec and exit")
     p.set_defaults(func=cmd_serve)
     return p
@@ -62,14 +69,17 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _limits(args) -> UploadLimits:
     limits = UploadLimits(max_request_bytes=int(args.max_upload_mb * MIB), max_image_pixels=args.max_image_pixels)
+    if min(args.header_timeout, args.body_timeout) <= 0:
+        raise ValueError("--header-timeout and --body-timeout must be > 0")
     if limits.max_request_bytes < 1024:
         raise ValueError("--max-upload-mb is too small to hold any upload")
     return limits
 
 
 def cmd_serve(args) -> int:
-    from .address import remove_address_file, write_address_file
+    from .address import describe_stale_address_file, remove_address_file, write_address_file
     from .app import build_api, create_app
+    from .instance import JobsFolderBusy, ServerLock
 
     if args.max_jobs < 0:
         raise ValueError("--max-jobs must be >= 0")
@@ -86,10 +96,24 @@ def cmd_serve(args) -> int:
     if args.allowed_host and not args.allow_remote:
         print("error: --allowed-host needs --allow-remote", file=sys.stderr)
         return 2
-    sock = _bind(args.host, args.port)
+    # 2. One server per jobs folder; everything it writes is the user's alone.
+    os.umask(0o077)
+    try:
+        lock = ServerLock(jobs_dir).acquire()
+    except JobsFolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    if lock.previous.get("pid"):
+        print(f"taking over the jobs folder {jobs_dir} from a server that stopped without cleaning up (PID {lock.previous['pid']})", flush=True)
+    try:
+        sock = _bind(args.host, args.port)
+    except OSError:
+        lock.release()
+        raise
     port = sock.getsockname()[1]
     host = args.host if ":" not in args.host else f"[{args.host.strip('[]')}]"
     url = f"http://{host}:{port}"
+    lock.describe({"pid": os.getpid(), "url": url, "started_at": time.time()})
     extra = tuple(args.allowed_host) + ((host,) if args.allow_remote and not is_loopback_address(args.host) else ())
     config = ServerConfig(
         jobs_dir=jobs_dir,
@@ -100,10 +124,16 @@ def cmd_serve(args) -> int:
         cancel_grace_s=args.cancel_grace,
         extra_hosts=extra,
         limits=_limits(args),
+        auto_resume=args.auto_resume,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
     )
     address_file = Path(args.address_file) if args.address_file else default_address_file()
+    stale = describe_stale_address_file(address_file)
+    if stale:
+        print(f"{stale}; this server replaces it", flush=True)
 
-    # 2. The address file appears when the server is ready and goes when it stops.
+    # 3. The address file appears when the server is ready and goes when it stops.
     def ready():
         info = {
             "url": url,
@@ -111,6 +141,7 @@ def cmd_serve(args) -> int:
             "port": port,
             "token": config.token,
             "pid": os.getpid(),
+            "hostname": socket.gethostname(),  # a PID means something on this machine only
             "version": _version(),
             "api": "/v1",
             "jobs_dir": str(jobs_dir.resolve()),
@@ -124,14 +155,18 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
+    from .slowclients import header_timeout_protocol
+
     app = create_app(config, on_ready=ready, on_shutdown=stopped, say=lambda line: print(line, flush=True))
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1, server_header=False)
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1, server_header=False,
+                       http=header_timeout_protocol(config.header_timeout_s))
     )
     try:
         server.run(sockets=[sock])
     finally:
         stopped()
+        lock.release()
     return 0
 
 

@@ -23,7 +23,10 @@ class UploadLimits:
     ply_bytes: int = 2048 * MIB
     field_bytes: int = 64 * 1024  # a text field (kind, settings)
     max_parts: int = 16
-    max_image_pixels: int = 50_000_000  # decompression-bomb guard (images.load_image)
+    # 25 Mpx: a 6000x4000 camera photo passes; the pipeline resizes to 256-1024 px anyway, and
+    # a bigger image only costs decode time and memory (issue 13: 7000x7000 took 2-4 s, 1 GB).
+    max_image_pixels: int = 25_000_000
+    max_file_checks: int = 2  # uploads whose files are decoded and checked at the same time
 
 
 @dataclass
@@ -39,3 +42,6 @@ class ServerConfig:
     limits: UploadLimits = field(default_factory=UploadLimits)
     frame_cache_bytes: int = 256 * MIB
     poll_interval_s: float = 0.01  # how often running workers' event files are read
+    auto_resume: bool = True  # queue interrupted jobs again when the server starts
+    header_timeout_s: float = 10.0  # a connection that has not sent its request head by then is closed
+    body_timeout_s: float = 30.0  # a request body that stalls this long is dropped (408)

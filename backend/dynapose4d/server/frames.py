@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import SNAPSHOT_FILE
+from ..pipeline.folder import JobFolder
 from .wire import encode_frame
 
 MAX_FRAME_COUNT = 10_000
 MAX_FPS = 1000.0
+MIN_FPS = 0.01  # one frame per 100 s; anything slower makes frame times overflow to infinity
 
 
 class NoSnapshot(LookupError):
@@ -59,7 +60,7 @@ class SnapshotFrames:
     def load(self, job_id: str, job_dir: Path) -> _Loaded:
         from ..dynamic4d import Dynamic4D
 
-        path = job_dir / SNAPSHOT_FILE
+        path = JobFolder(job_dir).snapshot
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -103,8 +104,8 @@ class SnapshotFrames:
         from ..dynamic4d import TIME_MODES, default_frame_count
 
         fps = model.video_fps if fps is None else fps
-        if not (0 < fps <= MAX_FPS):
-            raise BadFrameRequest(f"fps must be in (0, {MAX_FPS:g}], got {fps}")
+        if not (MIN_FPS <= fps <= MAX_FPS):
+            raise BadFrameRequest(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps}")
         frame_count = default_frame_count(model, fps) if frame_count is None else frame_count
         if not 1 <= frame_count <= MAX_FRAME_COUNT:
             raise BadFrameRequest(f"frame_count must be within 1..{MAX_FRAME_COUNT}, got {frame_count}")

@@ -8,7 +8,13 @@ Everything that changes a job happens on the event loop, so no locks are needed.
 States: queued -> running -> done | failed | cancelled | interrupted. A failed, cancelled or
 interrupted job can be resumed (queued again); its pipeline continues from its last checkpoint.
 On start-up, jobs recorded as running were interrupted by a server crash and are marked so;
-queued jobs stay queued.
+interrupted jobs are queued again (``ServerConfig.auto_resume``, on by default), in the order
+they were created, and queued jobs stay queued.
+
+Job creation is one transaction (:meth:`JobManager.create`): the upload lands in a staging
+folder and becomes a job folder by one rename once it is complete and valid, or is removed.
+A record that cannot be saved (a full disk) is retried until it is, so the on-disk state
+catches up with what the API says.
 """
 
 from __future__ import annotations
@@ -16,15 +22,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
+from ..pipeline import write_job
 from .config import ServerConfig
+from .diskspace import DiskFull, disk_full_message, disk_low, is_disk_full, remove_partial_files
 from .eventlog import EventLog
-from .store import EVENTS_FILE, LOG_FILE, RESULT_ZIP, RESUMABLE_STATES, JobRecord, JobStore, UnknownJob, check_job_id
+from ..pipeline.folder import JobFolder
+from .store import RESUMABLE_STATES, JobRecord, JobStore, UnknownJob, check_job_id
 from .worker import EXIT_BUSY, ORPHAN_TIMEOUT_ENV
 
 LOG_TAIL_LINES = 12
@@ -41,7 +52,8 @@ class Job:
     def __init__(self, record: JobRecord, folder: Path):
         self.record = record
         self.dir = folder
-        self.log = EventLog(folder / EVENTS_FILE)
+        self.folder = JobFolder(folder)
+        self.log = EventLog(self.folder.events)
         self.proc: subprocess.Popen | None = None
         self.attempt_first_event = 0
         self.cancel_requested = False
@@ -70,18 +82,24 @@ class JobManager:
         self.jobs: dict[str, Job] = {}
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._unsaved: dict[str, JobRecord] = {}  # records a full disk kept from being written
+        self._next_save_retry = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
         records, warnings = self.store.load_all()
         for warning in warnings:
             self.say(f"warning: {warning}")
-        for record in records:
+        for record in records:  # oldest first: the queue order
             if record.state == "running":
                 record.state = "interrupted"
                 record.error = f"the server stopped while this job was running; {RESUME_HINT}"
                 record.finished_at = time.time()
-                self.store.save(record)
+                self._save(record)
+            if record.state == "interrupted" and self.config.auto_resume:
+                self.say(f"resuming job {record.id} (interrupted: {record.error})")
+                record.state, record.error, record.finished_at = "queued", None, None
+                self._save(record)
             self.jobs[record.id] = Job(record, self.store.job_dir(record.id))
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 
@@ -121,8 +139,28 @@ class JobManager:
                     self._finish(job)
                 elif job.kill_deadline is not None and now >= job.kill_deadline:
                     self._kill(job)
+        if self._unsaved and now >= self._next_save_retry:
+            self._retry_saves(now)
         if not self._closing:
             self._start_queued()
+
+    def _save(self, record: JobRecord) -> None:
+        """Write a record; if the disk is full, keep it and retry from the supervisor."""
+        try:
+            self.store.save(record)
+            self._unsaved.pop(record.id, None)
+        except OSError as exc:
+            if record.id not in self._unsaved:
+                self.say(f"warning: cannot save the state of job {record.id} ({exc}); retrying")
+            self._unsaved[record.id] = record
+
+    def _retry_saves(self, now: float) -> None:
+        self._next_save_retry = now + 1.0
+        for record in list(self._unsaved.values()):
+            if record.id in self.jobs:
+                self._save(record)
+            else:
+                self._unsaved.pop(record.id, None)
 
     # -- lookups --------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -131,6 +169,34 @@ class JobManager:
         if job is None:
             raise UnknownJob(f"no job {job_id!r} (it never existed or was deleted)")
         return job
+
+    async def create(self, receive: Callable[[Path], Awaitable]) -> Job:
+        """Create a job in one transaction: ``receive(staging)`` stores and checks the upload in
+        a staging folder and returns its spec (``kind``, ``settings``, ``files``: role ->
+        ``StoredFile``); the folder then becomes the job's by one rename, or goes away on any
+        failure. A full disk raises :class:`DiskFull` naming the jobs folder's free space."""
+        job_id = self.store.new_id()
+        staging = self.store.staging_dir(job_id)
+        try:
+            staging.mkdir(parents=True, mode=0o700)
+            spec = await receive(staging)
+            write_job(staging, spec.kind, spec.settings, {role: f.path.name for role, f in spec.files.items()})
+            record = JobRecord(
+                id=job_id,
+                kind=spec.kind,
+                state="queued",
+                created_at=time.time(),
+                settings=spec.settings,
+                inputs={r: {"file": f.path.name, "bytes": f.size, "filename": f.filename} for r, f in spec.files.items()},
+            )
+            self.store.save(record, folder=staging)
+            self.store.commit(job_id)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if is_disk_full(exc) and not isinstance(exc, DiskFull):
+                raise DiskFull(disk_full_message(self.store.root)) from None
+            raise
+        return self.add(record)
 
     def add(self, record: JobRecord) -> Job:
         job = Job(record, self.store.job_dir(record.id))
@@ -166,7 +232,7 @@ class JobManager:
             "eta_s": p.eta_s if r.state == "running" else None,
             "snapshot": p.snapshot,
             "frames_available": int(p.snapshot.get("num_frames", 0)) if p.snapshot else 0,
-            "results_available": r.state == "done" and (job.dir / "sequence" / "sequence.json").exists(),
+            "results_available": r.state == "done" and job.folder.sequence_file.exists(),
             "resumable": r.state in RESUMABLE_STATES,
             "events": len(job.log),
             "message": p.message,
@@ -201,17 +267,19 @@ class JobManager:
         job.record.state = "queued"
         job.record.error = None
         job.record.finished_at = None
-        self.store.save(job.record)
+        self._save(job.record)
         job.notify()
         self._start_queued()
 
     async def delete(self, job: Job) -> None:
+        # Marked first: event streams of this job say "deleted", not the "cancelled" of the stop.
+        job.deleted = True
+        job.notify()
         if job.proc is not None:
             job.cancel_requested = True
             self._kill(job)  # the files are going away: no point in a graceful stop
             await asyncio.to_thread(job.proc.wait, 10)
             self._finish(job)
-        job.deleted = True
         self.jobs.pop(job.record.id, None)
         job.notify()
         await asyncio.to_thread(self.store.delete, job.record.id)
@@ -231,10 +299,17 @@ class JobManager:
         job.kill_deadline = None
         job.log.poll()
         job.attempt_first_event = len(job.log)
-        (job.dir / RESULT_ZIP).unlink(missing_ok=True)
-        log_fh = open(job.dir / LOG_FILE, "ab")
-        log_fh.write(f"--- attempt {r.attempts}, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
-        log_fh.flush()
+        job.folder.result_zip.unlink(missing_ok=True)
+        try:
+            log_fh = open(job.folder.worker_log, "ab")
+            log_fh.write(f"--- attempt {r.attempts}, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            log_fh.flush()
+        except OSError as exc:
+            why = disk_full_message(self.store.root) if is_disk_full(exc) else f"cannot write {job.folder.worker_log.name}: {exc}"
+            r.state, r.error, r.finished_at = "failed", f"{why}; {RESUME_HINT}", time.time()
+            self._save(r)
+            job.notify()
+            return
         package_root = str(Path(__file__).resolve().parents[2])  # so the worker imports this same code
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[ORPHAN_TIMEOUT_ENV] = str(self.config.orphan_timeout_s)
@@ -256,7 +331,7 @@ class JobManager:
             r.state, r.error, r.finished_at = "failed", f"could not start the worker process: {exc}", time.time()
         finally:
             log_fh.close()  # the child has its own copy of the descriptor
-        self.store.save(r)
+        self._save(r)
         job.notify()
 
     def _send_stop(self, job: Job) -> None:
@@ -309,8 +384,12 @@ class JobManager:
             self._set_final(job, "failed", "a previous worker of this job is still running; try resuming again in a moment")
         elif status == "failed":
             self._set_final(job, "failed", last.get("error") or "the job failed (see its log)")
+        elif disk_low(job.dir):  # the worker could not even write why it failed
+            self._set_final(job, "failed", f"{disk_full_message(self.store.root)}; {RESUME_HINT} once there is space")
         else:
             self._set_final(job, "failed", f"{_exit_description(rc)}; last lines of its log:\n{self._log_tail(job)}")
+        if job.record.state != "done":
+            remove_partial_files(job.dir)  # half-written checkpoints of the attempt that just ended
         job.cancel_requested = job.interrupt_on_exit = False
         job.kill_deadline = None
 
@@ -318,11 +397,11 @@ class JobManager:
         job.record.state = state
         job.record.error = error
         job.record.finished_at = time.time()
-        self.store.save(job.record)
+        self._save(job.record)
         job.notify()
 
     def _log_tail(self, job: Job) -> str:
-        return read_log_tail(job.dir / LOG_FILE, LOG_TAIL_LINES)
+        return read_log_tail(job.folder.worker_log, LOG_TAIL_LINES)
 
 
 def read_log_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> str:

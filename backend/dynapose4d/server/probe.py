@@ -1,13 +1,62 @@
-"""``python -m dynapose4d.server.probe``: the device and models, as one JSON line.
+"""Device, GPU and model information for ``/health``.
 
-Run in its own short-lived process so the server never creates a CUDA context of its own
-(that would hold GPU memory the worker needs for the whole life of the server).
+:func:`probe` runs as ``python -m dynapose4d.server.probe`` (one JSON line), in its own
+short-lived process so the server never creates a CUDA context of its own (that would hold GPU
+memory the worker needs for the whole life of the server); :class:`DeviceProbe` runs it from the
+server and caches the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+PROBE_MAX_AGE_S = 60.0
+
+
+class DeviceProbe:
+    """Device, GPU and model availability, probed in a subprocess and cached."""
+
+    def __init__(self):
+        self.info: dict | None = None
+        self.error: str | None = None
+        self.at = 0.0
+        self._task: asyncio.Task | None = None
+
+    def refresh(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        command = [sys.executable, "-m", "dynapose4d.server.probe"]
+        try:
+            done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120, env=env)
+            if done.returncode != 0:
+                raise RuntimeError((done.stderr or "").strip().splitlines()[-1:] or f"exit status {done.returncode}")
+            self.info, self.error = json.loads(done.stdout.strip().splitlines()[-1]), None
+        except Exception as exc:  # a broken probe must not break health
+            self.error = f"device probe failed: {type(exc).__name__}: {exc}"
+        self.at = time.monotonic()
+
+    async def get(self, wait_s: float = 30.0) -> tuple[dict | None, str | None]:
+        first = self.info is None and self.error is None
+        if first and self._task is not None and not self._task.done():
+            # Only the first answer waits; later ones use the cached numbers while a refresh
+            # runs (it imports torch: seconds on a busy machine).
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), wait_s)
+            except asyncio.TimeoutError:
+                pass
+        if time.monotonic() - self.at > PROBE_MAX_AGE_S:
+            self.refresh()  # answer with what we have; the next call sees the fresh numbers
+        return self.info, self.error
 
 
 def probe() -> dict:

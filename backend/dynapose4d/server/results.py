@@ -7,9 +7,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from .store import RESULT_ZIP
-
-EXTRA_FILES = ("job.json", "metrics.json")
+from ..pipeline.folder import JobFolder
 
 
 class NoResults(LookupError):
@@ -17,21 +15,21 @@ class NoResults(LookupError):
 
 
 def result_zip(job_dir: Path) -> Path:
-    sequence = job_dir / "sequence"
-    sidecar = sequence / "sequence.json"
+    folder = JobFolder(job_dir)
+    sequence, sidecar = folder.sequence, folder.sequence_file
     if not sidecar.is_file():
         raise NoResults("this job has no results: it has not finished (resume it if it stopped)")
-    target = job_dir / RESULT_ZIP
+    target = folder.result_zip
     if target.exists() and target.stat().st_mtime_ns >= sidecar.stat().st_mtime_ns:
         return target
-    tmp = target.with_name(RESULT_ZIP + ".tmp")
+    tmp = target.with_name(target.name + ".tmp")
     # Stored, not deflated: PLY floats barely compress and a large sequence would take long.
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for path in sorted(sequence.iterdir()):
             if path.is_file():
                 zf.write(path, f"sequence/{path.name}")
-        for name in EXTRA_FILES:
-            if (job_dir / name).is_file():
-                zf.write(job_dir / name, name)
+        for path in (folder.job_file, folder.metrics):
+            if path.is_file():
+                zf.write(path, path.name)
     os.replace(tmp, target)
     return target

@@ -12,12 +12,17 @@ lives in its folder::
                 checkpoints/ ...    the pipeline's checkpoints and results (sequence/, model.pt)
                 result.zip          download cache, built on first request
     <jobs>/.incoming/<id>/          uploads in progress (moved into place once valid)
+    <jobs>/.server.lock             held by the server using this folder (:mod:`.instance`)
+
+The jobs folder is private to the user (0700; the server runs with umask 077, so job folders
+are 0700 and their files 0600).
 
 Job ids are 32 lowercase hex digits; anything else is refused before it touches a path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,12 +32,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-STATE_FILE = "state.json"
-EVENTS_FILE = "events.jsonl"
-LOG_FILE = "worker.log"
-LOCK_FILE = "worker.lock"
-SNAPSHOT_FILE = "snapshots/latest.pt"
-RESULT_ZIP = "result.zip"
+from ..pipeline.folder import JobFolder
+
 INCOMING = ".incoming"
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -80,10 +81,33 @@ class JobRecord:
         return record
 
 
+def _overwrite_in_place(path: Path, data: bytes) -> bool:
+    """On a full disk, rewrite ``path`` inside the blocks it already has (no new space needed),
+    so the record on disk still agrees with the server's. False when it would need more."""
+    try:
+        allocated = os.stat(path).st_blocks * 512
+    except (OSError, AttributeError):
+        return False
+    if len(data) > allocated:
+        return False
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
 class JobStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.root.chmod(0o700)  # job files are the user's: uploads, results, logs
+        except OSError:
+            pass
 
     def new_id(self) -> str:
         return uuid.uuid4().hex
@@ -102,10 +126,17 @@ class JobStore:
 
     def save(self, record: JobRecord, folder: Path | None = None) -> None:
         """Write the record into its job folder (or ``folder``, e.g. the staging one)."""
-        path = (folder or self.job_dir(record.id)) / STATE_FILE
-        tmp = path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(record.to_dict(), indent=1))
-        os.replace(tmp, path)  # a crash mid-write leaves the previous record
+        path = JobFolder(folder or self.job_dir(record.id)).state
+        tmp = path.with_name(path.name + ".tmp")
+        data = json.dumps(record.to_dict(), indent=1).encode()
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # a crash mid-write leaves the previous record
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or not _overwrite_in_place(path, data):
+                raise
+
 
     def load_all(self) -> tuple[list[JobRecord], list[str]]:
         """Every readable job record (oldest first), and warnings for folders that are not jobs.
@@ -118,7 +149,7 @@ class JobStore:
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
             try:
-                record = JobRecord.from_dict(json.loads((folder / STATE_FILE).read_text()))
+                record = JobRecord.from_dict(json.loads(JobFolder(folder).state.read_text()))
                 if record.id != folder.name:
                     raise ValueError(f"its record names job {record.id}")
             except (OSError, ValueError, TypeError, UnknownJob) as exc:

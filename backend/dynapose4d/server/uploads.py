@@ -6,15 +6,21 @@ Parts may come in any order, so a file is stored under its role and its name's s
 streams, and matched against the kind's roles once the body is complete.
 
 Limits are enforced while bytes arrive, never after: a declared Content-Length above the request
-limit is refused before reading; a file or field that grows past its limit stops the upload
-with 413 at that moment. Files are written straight into the job's staging folder under a name
-we choose (``<role><suffix>``); the client's file name only contributes its checked suffix.
+limit is refused before reading (and one that would not leave ``RESERVE_BYTES`` free on the disk,
+with 507); a file or field that grows past its limit stops the upload with 413 at that moment.
+Files are written straight into the job's staging folder under a name we choose
+(``<role><suffix>``); the client's file name only contributes its checked suffix.
+
+The per-file checks then open each file as the pipeline will, with bounded work: images are
+checked against a pixel limit from their header before any pixel is decoded, JPEGs decode at a
+reduced scale, pixels stay 8-bit, and at most ``max_file_checks`` uploads are checked at once.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
@@ -22,7 +28,10 @@ from typing import AsyncIterator
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ..io.jsontext import JsonTextError, load_json
+from ..pipeline import INPUTS, SETTINGS, JobFolder, validate_settings
 from .config import UploadLimits
+from .diskspace import RESERVE_BYTES, DiskFull, disk_full_message, free_bytes
 
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,10}")
 TEXT_FIELDS = ("kind", "settings")
@@ -49,6 +58,35 @@ class StoredFile:
 class ReceivedForm:
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
+
+
+@dataclass
+class JobSpec:
+    """A checked upload: what :meth:`JobManager.create` turns into a job."""
+
+    kind: str
+    settings: dict
+    files: dict[str, StoredFile]
+
+
+async def receive_job(request, staging: Path, limits: UploadLimits, file_checks: asyncio.Semaphore) -> JobSpec:
+    """Receive a job-creation form into ``staging`` and check it; raises :class:`UploadError`."""
+    # 1. The form, within the limits.
+    roles = {role for spec in INPUTS.values() for role in spec}
+    form = await receive_form(
+        request.headers.get("content-type"), request.headers.get("content-length"), request.stream(), staging, roles, limits
+    )
+    # 2. Kind and settings.
+    kind = form.fields.get("kind", "").strip()
+    if kind not in SETTINGS:
+        raise UploadError(422, f"form field 'kind' must be one of {', '.join(SETTINGS)}; got {kind[:100]!r}")
+    settings = validate_settings(kind, parse_settings(form.fields.get("settings")))
+    # 3. Inputs: the right roles, then each file opened the way the pipeline will open it, off
+    # the event loop and a few uploads at a time (decoding takes memory and time).
+    match_roles(kind, form.files, INPUTS.get(kind, {}))
+    async with file_checks:
+        await asyncio.to_thread(check_files, form.files, limits)
+    return JobSpec(kind, settings, form.files)
 
 
 def suffix_class(suffix: str) -> str:
@@ -147,7 +185,7 @@ class _FormSink:
         suffix = Path(client_name.replace("\\", "/")).suffix.lower()
         if not _SUFFIX.fullmatch(suffix):
             raise UploadError(415, f"input {name!r}: file name {client_name!r} has no usable suffix (e.g. .png); it tells the file's type")
-        self._file = StoredFile(name, self.staging / "inputs" / f"{name}{suffix}", client_name, suffix)
+        self._file = StoredFile(name, JobFolder(self.staging).input(f"{name}{suffix}"), client_name, suffix)
         self._file.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self._file.path, "wb")
         self._limit = file_limit(suffix, self.limits)
@@ -209,6 +247,8 @@ async def receive_form(
             raise UploadError(400, f"bad Content-Length {content_length!r}")
         if int(content_length) > limits.max_request_bytes:
             raise UploadError(413, f"the upload ({_mib(int(content_length))}) is larger than the limit of {_mib(limits.max_request_bytes)}")
+        if int(content_length) + RESERVE_BYTES > free_bytes(staging):
+            raise DiskFull(disk_full_message(staging.parents[1]))
     # 2. The body, chunk by chunk.
     sink = _FormSink(staging, roles, limits)
     parser = MultipartParser(params[b"boundary"], sink.callbacks())
@@ -233,9 +273,9 @@ def parse_settings(text: str | None) -> dict:
     if text is None or not text.strip():
         return {}
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UploadError(422, f"settings must be a JSON object: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        value = load_json(text, "the settings")
+    except JsonTextError as exc:
+        raise UploadError(422, f"settings must be a JSON object: {exc}") from None
     if not isinstance(value, dict):
         raise UploadError(422, f"settings must be a JSON object like {{\"iterations\": 200}}; got {type(value).__name__}")
     return value
@@ -284,12 +324,38 @@ def _named(stored: StoredFile, message: str) -> str:
 
 
 def _check_image(stored: StoredFile, max_pixels: int) -> tuple[int, int]:
-    from ..images import ImageLoadError, load_image
+    """Decode the image once, cheaply (8-bit, JPEG at reduced scale); its (width, height)."""
+    from PIL import Image, UnidentifiedImageError
 
-    try:
-        return load_image(stored.path, max_pixels=max_pixels).size
-    except ImageLoadError as exc:
-        raise UploadError(422, _named(stored, str(exc))) from None
+    from ..images import MIN_SIDE
+
+    name = f"input {stored.role!r} ({stored.filename!r})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        try:
+            img = Image.open(stored.path)
+        except UnidentifiedImageError:
+            raise UploadError(422, f"{name} is not an image Pillow can read; give a PNG, JPEG, WebP, BMP or TIFF file") from None
+        except Image.DecompressionBombError:
+            raise UploadError(422, f"{name} is too large to open safely (decompression-bomb guard); resize it below {max_pixels:,} pixels") from None
+        except OSError as exc:
+            raise UploadError(422, f"{name} could not be read: {_named(stored, str(exc))}") from None
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise UploadError(
+                    422,
+                    f"{name} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (a decompression-bomb guard); "
+                    "the pipeline works at 256-1024 px, so resize it (2048 px on the long side is plenty)",
+                )
+            if min(w, h) < MIN_SIDE:
+                raise UploadError(422, f"{name} is only {w}x{h} pixels; give an image at least {MIN_SIDE} px on each side (256+ recommended)")
+            img.draft("RGB", (1024, 1024))  # JPEG: decode at 1/2..1/8 scale; other formats ignore it
+            try:
+                img.load()
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                raise UploadError(422, f"{name} is damaged or truncated ({_named(stored, str(exc))}); re-export or re-download the file") from None
+    return w, h
 
 
 def _check_video(stored: StoredFile, max_pixels: int) -> None:
@@ -313,9 +379,11 @@ def _check_ply(stored: StoredFile) -> None:
     from ..io.ply import PlyError, read_ply
 
     try:
-        read_ply(stored.path)
+        gaussians = read_ply(stored.path)
     except PlyError as exc:
         raise UploadError(422, _named(stored, str(exc))) from None
+    if gaussians.num == 0:
+        raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) holds no Gaussians (0 vertices)")
 
 
 def _check_json(stored: StoredFile, image_size: tuple[int, int] | None) -> None:
@@ -329,6 +397,6 @@ def _check_json(stored: StoredFile, image_size: tuple[int, int] | None) -> None:
             raise UploadError(422, f"input {stored.role!r}: {exc}") from None
         return
     try:
-        json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) is not valid JSON: {exc}") from None
+        load_json(text, f"input {stored.role!r} ({stored.filename!r})")
+    except JsonTextError as exc:
+        raise UploadError(422, str(exc)) from None

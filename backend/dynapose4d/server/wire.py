@@ -66,6 +66,6 @@ def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: di
         "payload_bytes": offset,
         **(meta or {}),
     }
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")  # standard JSON only
     text += b" " * _pad(8 + len(text))
     return b"".join([MAGIC, struct.pack("<I", len(text)), text, *blobs])

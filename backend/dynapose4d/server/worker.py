@@ -37,7 +37,9 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from .store import EVENTS_FILE, LOCK_FILE, SNAPSHOT_FILE
+from .diskspace import disk_full_message, disk_low, is_disk_full, remove_partial_files
+from .instance import try_lock
+from ..pipeline.folder import JobFolder
 
 EXIT_FINISHED = 0
 EXIT_FAILED = 1
@@ -90,7 +92,7 @@ class EventWriter:
     def __init__(self, job_dir: Path, stop: StopRequest):
         self.job_dir = job_dir
         self.stop = stop
-        path = job_dir / EVENTS_FILE
+        path = JobFolder(job_dir).events
         self.snapshot_version = _last_snapshot_version(path)
         self._fh = open(path, "ab")
         if self._fh.tell() and not _ends_with_newline(path):
@@ -134,7 +136,7 @@ class EventWriter:
             "keypoints": len(model.keypoints.names),
         }
         # The version travels inside the file, so a reader never pairs a model with the wrong number.
-        replace(model, info={**model.info, "snapshot": info}).save(self.job_dir / SNAPSHOT_FILE)  # atomic
+        replace(model, info={**model.info, "snapshot": info}).save(JobFolder(self.job_dir).snapshot)  # atomic
         self.write({"type": "snapshot", **info})
 
     def close(self) -> None:
@@ -201,26 +203,18 @@ class JobLock:
             time.sleep(0.1)
 
     def _try_lock(self) -> bool:
-        try:
-            if os.name == "nt":
-                import msvcrt
-
-                self._fh.seek(0)
-                msvcrt.locking(self._fh.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            return False
+        return try_lock(self._fh)
 
 
-def _describe_failure(exc: BaseException) -> str:
+def _describe_failure(exc: BaseException, job_dir: Path) -> str:
     from ..pipeline import JobError
 
     name = type(exc).__name__
     text = str(exc).strip() or "(no message)"
+    # torch's zip writer reports a full disk as "unexpected pos ...": judge by the free space too.
+    if is_disk_full(exc) or disk_low(job_dir):
+        first = text.splitlines()[0]
+        return f"{disk_full_message(job_dir.parent)}; free some space and resume the job to continue from its last checkpoint ({name}: {first})"
     if name == "OutOfMemoryError" or "out of memory" in text.lower():
         return f"out of GPU memory: {text.splitlines()[0]} (try fewer Gaussians, a lower resolution or fewer frames per step)"
     if isinstance(exc, MemoryError):
@@ -237,10 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job_dir = Path(argv[0]).resolve()
     # 1. Own the job, listen for stop requests.
-    lock = JobLock(job_dir / LOCK_FILE)
+    lock = JobLock(JobFolder(job_dir).worker_lock)
     if not lock.acquire(timeout_s=30.0):
-        print(f"worker: another worker still holds {job_dir / LOCK_FILE}; not starting", flush=True)
+        print(f"worker: another worker still holds {lock.path}; not starting", flush=True)
         return EXIT_BUSY
+    remove_partial_files(job_dir)  # left by an attempt that was killed mid-write
     stop = StopRequest(float(os.environ.get(ORPHAN_TIMEOUT_ENV, "10")))
     stop.watch_stdin()
     if hasattr(signal, "SIGTERM"):
@@ -264,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         writer.write({"type": "worker", "status": "stopped", "reason": stop.reason})
         return EXIT_STOPPED
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends
-        traceback.print_exc()
-        writer.write({"type": "worker", "status": "failed", "error": _describe_failure(exc)})
+        error = _describe_failure(exc, job_dir)  # before the clean-up below changes the free space
+        remove_partial_files(job_dir)  # on a full disk this frees the room to report the failure
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass
+        writer.write({"type": "worker", "status": "failed", "error": error})
         return EXIT_FAILED
     finally:
         writer.close()
