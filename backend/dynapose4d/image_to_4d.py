@@ -26,6 +26,7 @@ import torch
 
 from .cameras import Cameras
 from .events import EventSink, LogEvent, StageEvent
+from .framing import align_video, mask_agreement, record_framing
 from .gaussians import Gaussians
 from .images import ReferenceImage, prepare_reference
 from .io import read_ply, write_ply
@@ -35,6 +36,7 @@ from .outputs import write_results
 from .render import render
 from .sources import PlyRegistration, PlyStatic, Zero123Static, reference_camera
 from .stages.dynamic import DynamicConfig, DynamicStage
+from .userframe import UserFrame
 from .video import DrivingVideo
 
 REFERENCE_SIZE = 256  # the paper's reference size
@@ -108,7 +110,7 @@ def _keypoints(job_dir: Path, settings: dict, inputs: dict, support_image: np.nd
 
 
 def _dynamic(job_dir: Path, settings: dict, preset: Preset, static: Gaussians, video: DrivingVideo, support, track,
-             camera: Cameras, guidance, emit: EventSink, should_stop) -> Dynamic4D | None:
+             camera: Cameras, guidance, emit: EventSink, should_stop, info: dict | None = None) -> Dynamic4D | None:
     from .deform import DeformConfig, HexPlaneConfig
 
     cfg = DynamicConfig(
@@ -123,7 +125,7 @@ def _dynamic(job_dir: Path, settings: dict, preset: Preset, static: Gaussians, v
         checkpoint_every=settings["checkpoint_every"],
         deform=DeformConfig(hexplane=HexPlaneConfig(time_res=video.num_frames)),
     )
-    stage = DynamicStage(cfg, static, video, support, track, camera, guidance)
+    stage = DynamicStage(cfg, static, video, support, track, camera, guidance, info=info)
     checkpoint = job_dir / "checkpoints" / "dynamic.pt"
     if checkpoint.exists():
         stage.load_checkpoint(checkpoint)
@@ -176,8 +178,12 @@ def generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shoul
         write_ply(static_path, static)
         static = read_ply(static_path)
 
-    # 3. The driving video.
+    # 3. The driving video, framed like the reference layout (framing.py); the static model's
+    # reference render is checked against the same layout.
     video = _video(job_dir, settings, inputs, preset, reference, device, emit)
+    with torch.no_grad():
+        static_alpha = render(static, camera, 1.0).alpha
+    warnings = record_framing(job_dir, video, emit, {"static_render": mask_agreement(reference.mask, static_alpha)})
 
     # 4. Keypoints.
     support, track = _keypoints(job_dir, settings, inputs, reference.image.numpy(), reference.mask.numpy(), video, reference.to_reference, emit)
@@ -190,11 +196,12 @@ def generate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, shoul
         z123 = Zero123Guidance(_zero123_config(settings, preset), device=device)
         z123.set_reference(video.frames)
         guidance = DynamicNovelViews(NovelViewSDS(z123, NovelViewConfig(views=preset.novel_views), seed=settings["seed"]))
-    model = _dynamic(job_dir, settings, preset, static.to(device), video, support, track, camera, guidance, emit, should_stop)
+    info = {"user_frame": UserFrame.backend().to_dict()}
+    model = _dynamic(job_dir, settings, preset, static.to(device), video, support, track, camera, guidance, emit, should_stop, info)
     if model is None:
         return {"status": "stopped", "stage": "dynamic"}
     write_results(job_dir, model, previews=settings["previews"])
-    return {"status": "finished", "gaussians": model.static.num, "frames": video.num_frames, "keypoints": support.n}
+    return {"status": "finished", "gaussians": model.static.num, "frames": video.num_frames, "keypoints": support.n, "warnings": warnings}
 
 
 def _video(job_dir: Path, settings: dict, inputs: dict, preset: Preset, reference: ReferenceImage, device, emit) -> DrivingVideo:
@@ -223,7 +230,10 @@ def _video(job_dir: Path, settings: dict, inputs: dict, preset: Preset, referenc
         if preset.low_vram:
             config = replace(config, decode_chunk_size=2)
         source = SVDSource(config, device)
-    source.generate(reference.image, reference.mask).save(folder)
+    video = source.generate(reference.image, reference.mask)
+    if "framing" not in video.meta:  # SVD regenerates frame 0: bring it onto the reference too
+        video, _ = align_video(video, reference.image, reference.mask)
+    video.save(folder)
     video = DrivingVideo.load(folder)
     emit(StageEvent("video", "finished", f"{video.num_frames} frames at {video.fps:g} fps ({video.source})"))
     return video
@@ -244,9 +254,10 @@ def animate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should
     with torch.no_grad():
         view = render(static, camera, 1.0)
     (job_dir / "registration.json").write_text(json.dumps(source.transform, indent=1))
+    user_frame = UserFrame.from_registration(source.transform, settings["up_axis"])
     support_image, support_mask = view.rgb.clamp(0, 1).numpy(), view.alpha.numpy()
 
-    # 2. The user's video, cropped around the object like the reference.
+    # 2. The user's video, framed like the support render (framing.py).
     folder = job_dir / "video"
     if (folder / "video.json").exists():
         video = DrivingVideo.load(folder)
@@ -257,13 +268,15 @@ def animate(job_dir: Path, settings: dict, inputs: dict, emit: EventSink, should
         ).save(folder)
         video = DrivingVideo.load(folder)
         emit(StageEvent("video", "finished", f"{video.num_frames} frames at {video.fps:g} fps"))
+    warnings = record_framing(job_dir, video, emit)
 
     # 3. Keypoints (user keypoints are given on the reference-view render).
     support, track = _keypoints(job_dir, settings, inputs, support_image, support_mask, video, None, emit)
 
-    # 4. The dynamic stage.
-    model = _dynamic(job_dir, settings, preset, static.to(device), video, support, track, camera, None, emit, should_stop)
+    # 4. The dynamic stage; its results go back to the PLY's own frame (userframe.py).
+    info = {"user_frame": user_frame.to_dict()}
+    model = _dynamic(job_dir, settings, preset, static.to(device), video, support, track, camera, None, emit, should_stop, info)
     if model is None:
         return {"status": "stopped", "stage": "dynamic"}
     write_results(job_dir, model, previews=settings["previews"])
-    return {"status": "finished", "gaussians": model.static.num, "frames": video.num_frames, "keypoints": support.n}
+    return {"status": "finished", "gaussians": model.static.num, "frames": video.num_frames, "keypoints": support.n, "warnings": warnings}

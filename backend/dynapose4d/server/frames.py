@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..userframe import to_user, user_frame_of
 from .store import SNAPSHOT_FILE
 from .wire import encode_frame
 
@@ -158,7 +159,8 @@ class SnapshotFrames:
         model = loaded.model
         times = model.times(frame_count, fps, mode)
         with torch.no_grad():
-            gaussians, keypoints = model.sample(times[index : index + 1])
+            # In the user's frame, +Y up: the add-on turns +Y up into Blender's +Z (userframe.py).
+            gaussians, keypoints = to_user(model, *model.sample(times[index : index + 1]), up="y")
             g = gaussians.map(lambda t: t[0])
             arrays = {
                 "positions": g.means,
@@ -180,6 +182,7 @@ class SnapshotFrames:
             },
             "snapshot": loaded.snapshot,
             "up": "+y",
+            "frame": user_frame_of(model).name,
         }
         return encode_frame(arrays, dtype=dtype, meta=meta)
 
@@ -204,7 +207,7 @@ class SnapshotFrames:
         with torch.no_grad():
             # Only the handles' motion is needed for keypoints, not every Gaussian of every frame.
             motion = model.model().handle_motion(model.static, times)
-            positions = model.keypoints.anchors.positions(motion)
+            _, positions = to_user(model, None, model.keypoints.anchors.positions(motion), up="y")
         kp = model.keypoints
         cam = model.camera
         return {
@@ -218,7 +221,7 @@ class SnapshotFrames:
             "valid": [bool(v) for v in kp.anchors.valid.tolist()],
             "positions": np.round(positions.float().cpu().numpy(), 6).tolist(),
             "camera": {
-                "c2w": np.asarray(cam.c2w).reshape(4, 4).tolist(),
+                "c2w": np.asarray(user_frame_of(model).c2w(cam.c2w, up="y")).reshape(4, 4).tolist(),
                 "fovy_deg": float(np.degrees(float(cam.fovy))),
                 "width": int(cam.width),
                 "height": int(cam.height),
@@ -226,4 +229,5 @@ class SnapshotFrames:
             "video_fps": model.video_fps,
             "video_frames": model.num_frames,
             "up": "+y",
+            "frame": user_frame_of(model).name,
         }
