@@ -17,7 +17,7 @@ from PIL import Image
 
 from dynapose4d.articulated import make_articulated
 from dynapose4d.cameras import Cameras, orbit_c2w
-from dynapose4d.events import LogEvent
+from dynapose4d.events import LogEvent, StageEvent
 from dynapose4d.gaussians import Z_UP_TO_Y_UP, Gaussians, transform_gaussians
 from dynapose4d.io import read_ply, write_ply
 from dynapose4d.io.sequence import read_sequence
@@ -226,6 +226,22 @@ def test_frame0_of_the_result_is_the_input_ply_for_a_still_video(tmp_path, lamp,
     if len(kp):
         nearest = torch.cdist(kp, raw_in.means).min(1).values
         assert nearest.max() < 0.1 * USER_SCALE
+    # What the server serves the add-on, converted as the add-on converts it to Blender
+    # coordinates, lands on the input splat (a +Z-up file's coordinates are Blender's).
+    from blender_addon.format.coords import backend_to_blender
+    from blender_addon.format.wire import decode_frame
+    from dynapose4d.server.frames import SnapshotFrames
+    from dynapose4d.server.store import SNAPSHOT_FILE
+
+    (tmp_path / SNAPSHOT_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / SNAPSHOT_FILE).write_bytes((tmp_path / "model.pt").read_bytes())
+    served = SnapshotFrames()
+    data, _ = served.frame("job", tmp_path, 0, fps=8.0, frame_count=4)
+    in_blender = backend_to_blender(decode_frame(data).positions)
+    assert np.abs(in_blender - raw_in.means.numpy()).max() < max(drift, 0.01 * USER_SCALE)
+    tracks = served.keypoints("job", tmp_path, fps=8.0, frame_count=4)
+    if len(kp):
+        np.testing.assert_allclose(backend_to_blender(np.asarray(tracks["positions"][0])), kp.numpy(), atol=1e-4)
 
 
 def test_inverse_registration_round_trips_a_z_up_off_centre_ply_with_a_turned_view(lamp):
@@ -245,6 +261,10 @@ def test_inverse_registration_round_trips_a_z_up_off_centre_ply_with_a_turned_vi
     # +Y-up variant (what the add-on receives) = the file read with up_axis="z".
     torch.testing.assert_close(frame.gaussians(moved, up="y").means, g.means, atol=1e-4, rtol=0)
     torch.testing.assert_close(frame.points(moved.means[:5], up="file"), file_g.means[:5], atol=1e-4, rtol=0)
+    # ... which the add-on's one conversion turns into the Blender file's own coordinates.
+    from blender_addon.format.coords import backend_to_blender
+
+    np.testing.assert_allclose(backend_to_blender(frame.points(moved.means, up="y").numpy()), file_g.means.numpy(), atol=1e-4)
     # The reference camera taken to the user's frame sees the same picture.
     cam = reference_camera(64)
     user_cam = Cameras(frame.c2w(cam.c2w, up="y"), cam.fovy, 64, 64)
@@ -280,6 +300,10 @@ def test_a_mismatched_first_frame_warns_with_the_numbers(tmp_path, lamp):
     assert summary["warnings"] and "IoU" in summary["warnings"][0]
     framing = json.loads((tmp_path / "framing.json").read_text())
     assert framing["iou"] < 0.8
+    # The dynamic stage reports the scale of the mean motion per frame when it finishes.
+    done = [e for e in events if isinstance(e, StageEvent) and e.stage == "dynamic" and e.status == "finished"]
+    assert "scale of the mean motion per frame" in done[0].message
+    assert len(Dynamic4D.load(tmp_path / "model.pt").info["motion_scale"]) == 3
 
 
 def test_the_dynamic_stage_reports_a_global_swelling():
