@@ -17,7 +17,7 @@ Variants: ``cropped`` (the video framed like the reference render) and ``zoomed`
 frames with the object at 60% of its size, off centre, in a 320x256 frame).
 
     python scripts/bench_animate_e2e.py [--scenes crane,snake,blob] [--variants cropped,zoomed]
-        [--iterations 150] [--frames 16] [--out out/bench_animate_e2e] [--backend DIR]
+        [--iterations 150] [--frames 16] [--out out/bench_animate_e2e] [--backend DIR] [--reuse]
 
 ``--backend DIR`` runs the CLI from another checkout's backend folder (e.g. the base commit), so
 a before/after table comes from the same scoring code. The last line is ``RESULT {json}`` with
@@ -149,6 +149,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_animate_e2e")
     ap.add_argument("--backend", type=Path, default=ROOT / "backend", help="the backend folder the CLI runs from")
     ap.add_argument("--json", type=Path, help="also write all rows to this file")
+    ap.add_argument("--reuse", action="store_true", help="score finished runs in --out again instead of rerunning them")
     args = ap.parse_args()
     if not DEV_DIR.is_dir():
         print(f"benchmark-dev not found at {DEV_DIR}; nothing to run")
@@ -167,8 +168,12 @@ def main() -> int:
             work = args.out / variant / scene
             work.mkdir(parents=True, exist_ok=True)
             video = work / "input.mp4"
-            write_mp4(scene_dir, video, variant, float(meta["fps"]))
-            seconds = run_cli(scene_dir / "static_gt.ply", video, work / "job", args, work / "cli.log")
+            if args.reuse and (work / "job" / "sequence" / "sequence.json").exists() and (work / "seconds.txt").exists():
+                seconds = float((work / "seconds.txt").read_text())  # a finished run at these settings
+            else:
+                write_mp4(scene_dir, video, variant, float(meta["fps"]))
+                seconds = run_cli(scene_dir / "static_gt.ply", video, work / "job", args, work / "cli.log")
+                (work / "seconds.txt").write_text(f"{seconds:.1f}")
             picked, _ = sample_indices(int(meta["frames"]), float(meta["fps"]), args.frames)
             row = {"variant": variant, "scene": scene, **score(scene_dir, result_in_ply_frame(work / "job"), picked, int(meta["res"]))}
             row["gain_db"] = row["masked_psnr"] - row["masked_psnr_static"]

@@ -29,7 +29,7 @@ Formula (``R`` orthonormal, ``s`` > 0, column vectors)::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -173,7 +173,3 @@ def to_user(model, gaussians: Gaussians | None, keypoints: Tensor | None, up: st
     k = None if keypoints is None else frame.points(keypoints, up)
     return g, k
 
-
-def with_user_frame(model, frame: UserFrame):
-    """``model`` (a Dynamic4D) recording ``frame`` in its info, so every export can apply it."""
-    return replace(model, info={**model.info, "user_frame": frame.to_dict()})
