@@ -9,7 +9,10 @@ CLI runs on files, exactly as a user would::
 
 The result (``sequence/frame_*.ply``) is then read back and scored in the PLY's own frame at the
 four evaluation views against ``eval_K/`` (PSNR, SSIM, and PSNR masked to the object: the true
-alpha, dilated 3 px), beside the do-nothing baseline: ``static_gt.ply`` held still. A result
+alpha, dilated 3 px), beside the do-nothing baseline: ``static_gt.ply`` held still. The framing
+is scored too: the job's own residual (mask IoU, centroid offset, from ``framing.json``) and the
+true one (``err_px``: where the job's similarity maps each Gaussian's video pixel vs where the
+support render shows it). A result
 written by older code in the registered frame (its ``sequence.json`` names no frame) is put back
 with ``registration.json`` first, so the numbers before and after a change compare.
 
@@ -132,12 +135,28 @@ def score(scene_dir: Path, frames: list, picked: np.ndarray, size: int) -> dict:
     }
 
 
-def framing_of(job: Path) -> dict:
+def framing_of(job: Path, scene_dir: Path, variant: str, size: int) -> dict:
+    """The job's own residual (mask IoU, centroid offset) and the true one: the RMS distance,
+    over the PLY's opaque Gaussians, between where the job's framing puts each one's video pixel
+    and where the support render shows it (both projections known here, not to the job)."""
     path = job / "framing.json"
     if not path.exists():
         return {}
     f = json.loads(path.read_text())
-    return {"iou": f.get("iou"), "offset_px": f.get("offset_px")}
+    out = {"iou": f.get("iou"), "offset_px": f.get("offset_px")}
+    reg = json.loads((job / "registration.json").read_text())
+    g = read_ply(scene_dir / "static_gt.ply", up_axis="z")
+    x = g.means[g.opacities.reshape(-1) > 0.2].double()
+    cam = Cameras.orbit(0.0, 0.0, 2.0, width=size, dtype=torch.float64)
+    video_px, _ = cam.project(x)
+    if variant == "zoomed":
+        video_px = video_px * (round(size * ZOOM) / size) + torch.tensor(ZOOM_AT, dtype=torch.float64)
+    rot, centre = torch.tensor(reg["rotation"], dtype=torch.float64), torch.tensor(reg["centre"], dtype=torch.float64)
+    support_px, _ = cam.project(reg["scale"] * (x - centre) @ rot.T)
+    m = torch.tensor(f["matrix"], dtype=torch.float64)
+    mapped = video_px @ m[:, :2].T + m[:, 2]
+    out["true_err_px"] = float((mapped - support_px).norm(dim=-1).pow(2).mean().sqrt())
+    return out
 
 
 def main() -> int:
@@ -158,7 +177,7 @@ def main() -> int:
     scenes, variants = args.scenes.split(","), args.variants.split(",")
     print(f"budget: {args.iterations} iterations, {args.frames} frames; backend {args.backend}", flush=True)
     cols = ("psnr", "psnr_static", "masked_psnr", "masked_psnr_static", "ssim", "ssim_static")
-    header = f"{'variant':<8} {'scene':<6}" + "".join(f"{c:>19}" for c in cols) + f"{'gain_dB':>9}{'iou':>7}{'off_px':>8}{'sec':>6}"
+    header = f"{'variant':<8} {'scene':<6}" + "".join(f"{c:>19}" for c in cols) + f"{'gain_dB':>9}{'iou':>7}{'off_px':>8}{'err_px':>8}{'sec':>6}"
     rows = []
     for variant in variants:
         print(header, flush=True)
@@ -177,11 +196,12 @@ def main() -> int:
             picked, _ = sample_indices(int(meta["frames"]), float(meta["fps"]), args.frames)
             row = {"variant": variant, "scene": scene, **score(scene_dir, result_in_ply_frame(work / "job"), picked, int(meta["res"]))}
             row["gain_db"] = row["masked_psnr"] - row["masked_psnr_static"]
-            row.update(framing_of(work / "job"), seconds=round(seconds))
+            row.update(framing_of(work / "job", scene_dir, variant, int(meta["res"])), seconds=round(seconds))
             rows.append(row)
             iou, off = row.get("iou"), row.get("offset_px")
             print(f"{variant:<8} {scene:<6}" + "".join(f"{row[c]:>19.4f}" for c in cols) + f"{row['gain_db']:>9.2f}"
-                  + (f"{iou:>7.3f}{off:>8.2f}" if iou is not None else f"{'-':>7}{'-':>8}") + f"{seconds:>6.0f}", flush=True)
+                  + (f"{iou:>7.3f}{off:>8.2f}{row['true_err_px']:>8.2f}" if iou is not None else f"{'-':>7}{'-':>8}{'-':>8}")
+                  + f"{seconds:>6.0f}", flush=True)
 
     def summary(sel):
         out = {k: round(statistics.mean(r[k] for r in sel), 4) for k in ("psnr", "psnr_static", "masked_psnr", "masked_psnr_static", "ssim", "ssim_static")}
