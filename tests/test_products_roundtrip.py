@@ -120,7 +120,7 @@ def _same_dynamic(a: Dynamic4D, b: Dynamic4D):
 PRODUCTS = {
     "static gaussians": Product(
         _gaussians,
-        lambda g, tmp: write_ply(tmp / "static.ply", g),
+        lambda g, tmp: write_ply(tmp / "static.ply", g, sh_degree=None),  # as the static step writes it
         lambda tmp: read_ply(tmp / "static.ply"),
         _same_gaussians,
     ),

@@ -81,6 +81,7 @@ def test_frames_match_the_snapshot_model(job_server, tiny_job, dtype, tol):
         frame = decode_frame(reply.body)
         g = expected.map(lambda t: t[index])
         assert frame.count == 600 and frame.header["dtype"] == dtype
+        assert frame.header["coordinates"] == "backend"  # a demo job: no input PLY to go back to
         assert frame.header["frame"] == {
             "index": index, "frame_count": count, "fps": fps, "time_mode": "pingpong", "seconds": index / fps, "time": pytest.approx(float(times[index]))
         }

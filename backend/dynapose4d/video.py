@@ -9,7 +9,9 @@ have. Two sources exist:
 - :class:`FileVideoSource`: a user's video file (decoded with OpenCV's FFmpeg backend) or a
   folder of frames, resampled to T frames, masked (alpha, a segmentation callable, or GrabCut
   seeded by the support image's colours and propagated frame to frame), composited on white
-  and brought to the reference layout with one crop for the whole clip (motion is kept).
+  and framed with one similarity for the whole clip (motion is kept): the one that maps frame 0's
+  object onto the support's when a support is given (:mod:`dynapose4d.framing`), else a crop
+  that scales frame 0's object box to ``fill`` of the frame.
 
 A fuller front end (stabilisation, several scored SVD candidates) is another VideoSource.
 Registering frame 0 to the input image is the keypoints module's job, not this one's.
@@ -485,8 +487,9 @@ class FileVideoSource(VideoSource):
         num_frames: T, the frames the optimisation uses (evenly over the time span).
         fps: frame rate of a frame folder (default 7, recorded as assumed); overrides a file's.
         start_s, end_s: the time span to use (default: the whole clip).
-        size, fill: output frames are ``size`` x ``size``; the object's box in frame 0 is scaled
-            to ``fill`` of the frame, and the same crop is applied to every frame.
+        size, fill: without a support, output frames are ``size`` x ``size`` and the object's box
+            in frame 0 is scaled to ``fill`` of the frame; with a support (``generate``'s image and
+            mask), the clip is framed like the support instead (:mod:`dynapose4d.framing`).
         segmenter: per-frame segmentation callable (``uint8 [H, W, 3] -> [H, W]``) instead of GrabCut.
         grabcut_iterations: GrabCut iterations per frame.
         max_side: masks are computed at most this many pixels wide, then upsampled.
@@ -533,9 +536,16 @@ class FileVideoSource(VideoSource):
                 s_img = _image(image, "the support image")[..., :3]
                 support = (s_img, _mask(mask, s_img.shape[:2], "the support mask"))
             masks, how = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side), "grabcut"
-        # 3. Composite on white and crop every frame like frame 0.
-        frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
+        # 3. Composite on white and frame every frame like frame 0: onto the support when there
+        # is one (framing.py: the support is the source of truth), else by the fill rule.
         info.update({"masks": how, "path": str(self.path), "size": self.size, "fill": self.fill})
+        if mask is not None:
+            from .framing import align_to_support
+
+            frames, masks, framing = align_to_support(rgbs, masks, image, mask)
+            info["framing"] = framing.to_dict()
+        else:
+            frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
         return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info)
 

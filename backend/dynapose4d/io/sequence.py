@@ -2,11 +2,14 @@
 
 The sidecar ``sequence.json``::
 
-    {"format": "dynapose4d.sequence/1", "fps": 24.0, "frame_count": 48, "up": "+y",
+    {"format": "dynapose4d.sequence/1", "fps": 24.0, "frame_count": 48, "up": "+z",
+     "coordinates": "input-ply",  # input-ply: the animated PLY's own coordinates, units and up axis;
+                                  # backend: the documented backend frame (+Y up, radius ~0.5)
+     "user_frame": {...},         # the similarity backend -> this frame (userframe.UserFrame)
      "frames": ["frame_0000.ply", ...], "times": [0.0, ...],          # normalised time per frame
      "camera": {"c2w": 4x4 OpenGL camera-to-world, "fovy_deg": 49.1, "width": 256, "height": 256},
      "keypoints": {"names": [...], "edges": [[i, j], ...], "valid": [...],
-                   "positions": [[[x, y, z] per keypoint] per frame]},         # world units
+                   "positions": [[[x, y, z] per keypoint] per frame]},         # in "coordinates"
      "source": {"video_fps": 7.0, "video_frames": 14, ...}}
 """
 
@@ -18,6 +21,7 @@ import os
 from pathlib import Path
 
 from ..dynamic4d import Dynamic4D
+from ..userframe import to_user, user_frame_of
 from .ply import write_ply
 
 FORMAT = "dynapose4d.sequence/1"
@@ -28,7 +32,8 @@ def write_sequence(out_dir: str | os.PathLike, model: Dynamic4D, fps: float, fra
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times = model.times(frame_count, fps, mode)
-    gaussians, keypoints = model.sample(times)
+    gaussians, keypoints = to_user(model, *model.sample(times))  # the one exit from the backend frame
+    frame = user_frame_of(model)
     names = []
     for i in range(frame_count):
         name = f"frame_{i:04d}.ply"
@@ -40,11 +45,13 @@ def write_sequence(out_dir: str | os.PathLike, model: Dynamic4D, fps: float, fra
         "fps": float(fps),
         "frame_count": int(frame_count),
         "time_mode": mode,
-        "up": "+y",
+        "up": frame.up_label("file"),
+        "coordinates": frame.name,
+        "user_frame": frame.to_dict(),
         "frames": names,
         "times": [round(float(t), 6) for t in times],
         "camera": {
-            "c2w": cam.c2w.tolist(),
+            "c2w": frame.c2w(cam.c2w).tolist(),
             "fovy_deg": math.degrees(float(cam.fovy)),
             "width": cam.width,
             "height": cam.height,

@@ -7,6 +7,7 @@
           reference/            generate: the input image in the reference layout
           static.ply            generate: the static Gaussians
           registration.json     animate: how the PLY was brought into the backend frame
+          framing.json          how the video was framed onto the reference view, and what is left
           video/                the driving video (frames, masks, video.json)
           keypoints/            support.json (support keypoints), track.npz (their tracks)
           checkpoints/<stage>.pt   resume points of the static and dynamic stages
@@ -48,6 +49,7 @@ class JobFolder:
     reference = _at("reference")
     static = _at("static.ply")
     registration = _at("registration.json")
+    framing = _at("framing.json")
     video = _at("video")
     keypoints = _at("keypoints")
     support_keypoints = _at("keypoints", "support.json")

@@ -26,6 +26,7 @@ from ..cameras import Cameras
 from ..devices import resolve_device
 from ..dynamic4d import Dynamic4D
 from ..events import EventSink, LogEvent
+from ..framing import align_video, mask_agreement, record_framing
 from ..gaussians import Gaussians
 from ..images import ReferenceImage, prepare_reference
 from ..io import read_ply, write_ply
@@ -33,12 +34,22 @@ from ..keypoints import Support, SupportKeypoints, TrackResult, auto_support_key
 from ..keypoints.registry import job_estimator
 from ..render import render
 from ..stages.dynamic import DynamicStage
+from ..userframe import UserFrame
 from ..video import DrivingVideo
 from .configs import REFERENCE_SIZE, ImageTo4DConfig, animate_config, generate_config
 from .folder import JobFolder
 from .outputs import write_results
 from .static_sources import PlyStatic, Zero123Static, reference_camera
 from .steps import resumable
+
+
+@dataclass
+class JobRun:
+    """The job being run: its folder, where its events go, and whether to stop."""
+
+    folder: JobFolder
+    emit: EventSink
+    should_stop: Callable[[], bool]
 
 
 @dataclass
@@ -52,6 +63,8 @@ class Scene:
         support_image, support_mask: ``[S, S, 3]`` / ``[S, S]`` the support of the keypoints.
         to_reference: maps pixels of the user's keypoints file into the support image (None: the
             file is already in its pixels).
+        user_frame: how results go back to the user's frame (userframe.py).
+        warnings: the framing guard rails' warnings, for the job's summary.
     """
 
     static: Gaussians
@@ -60,9 +73,12 @@ class Scene:
     support_image: np.ndarray
     support_mask: np.ndarray
     to_reference: Callable[[np.ndarray], np.ndarray] | None = None
+    user_frame: UserFrame | None = None
+    warnings: list[str] | None = None
 
 
 def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+    run = JobRun(folder, emit, should_stop)
     cfg = generate_config(settings, user_video="video" in inputs)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -87,7 +103,8 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
     if static is None:
         return {"status": "stopped", "stage": "static"}
 
-    # 3. The driving video: the user's, or generated from the reference image.
+    # 3. The driving video: the user's, or generated from the reference image, framed like the
+    # reference layout (framing.py); the static model's reference render is checked against it.
     def make_video() -> DrivingVideo:
         from ..video import FileVideoSource, SVDSource
 
@@ -95,9 +112,15 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
             video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
         else:
             video_source = SVDSource(cfg.svd, device)  # loads the model: only when the video is missing
-        return video_source.generate(reference.image, reference.mask)
+        video = video_source.generate(reference.image, reference.mask)
+        if "framing" not in video.meta:  # SVD regenerates frame 0: bring it onto the reference too
+            video, _ = align_video(video, reference.image, reference.mask)
+        return video
 
     video = _video(folder, make_video, emit)
+    with torch.no_grad():
+        static_alpha = render(static, camera, 1.0).alpha
+    warnings = record_framing(folder.framing, video, emit, {"static_render": mask_agreement(reference.mask, static_alpha)})
 
     # 4. The dynamic stage, with novel-view SDS conditioned on each frame (DG4D).
     guidance = None
@@ -108,13 +131,15 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
         z123 = Zero123Guidance(cfg.zero123, device=device)
         z123.set_reference(video.frames)
         guidance = DynamicNovelViews(NovelViewSDS(z123, NovelViewConfig(views=cfg.preset.novel_views), seed=cfg.seed))
-    scene = Scene(static.to(device), camera, video, reference.image.numpy(), reference.mask.numpy(), reference.to_reference)
-    return _animate_scene(folder, cfg, scene, inputs, guidance, emit, should_stop)
+    scene = Scene(static.to(device), camera, video, reference.image.numpy(), reference.mask.numpy(), reference.to_reference,
+                  UserFrame.backend(), warnings)
+    return _animate_scene(run, cfg, scene, inputs, guidance)
 
 
 def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
     from ..video import FileVideoSource
 
+    run = JobRun(folder, emit, should_stop)
     cfg = animate_config(settings)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -126,18 +151,21 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
     with torch.no_grad():
         view = render(static, camera, 1.0)
     folder.registration.write_text(json.dumps(source.transform, indent=1))
+    user_frame = UserFrame.from_registration(source.transform, cfg.registration.up_axis)
     support_image, support_mask = view.rgb.clamp(0, 1), view.alpha
 
-    # 2. The user's video, cropped around the object like the reference.
+    # 2. The user's video, framed like the support render (framing.py).
     def make_video() -> DrivingVideo:
         video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
         return video_source.generate(support_image, support_mask)
 
     video = _video(folder, make_video, emit)
+    warnings = record_framing(folder.framing, video, emit)
 
-    # 3-4. Keypoints (a user's file is in pixels of the reference-view render), dynamic stage.
-    scene = Scene(static.to(device), camera, video, support_image.numpy(), support_mask.numpy())
-    return _animate_scene(folder, cfg, scene, inputs, None, emit, should_stop)
+    # 3-4. Keypoints (a user's file is in pixels of the reference-view render), dynamic stage;
+    # results go back to the PLY's own frame (userframe.py).
+    scene = Scene(static.to(device), camera, video, support_image.numpy(), support_mask.numpy(), None, user_frame, warnings)
+    return _animate_scene(run, cfg, scene, inputs, None)
 
 
 def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink) -> DrivingVideo:
@@ -152,19 +180,21 @@ def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink)
     )
 
 
-def _animate_scene(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, inputs: dict, guidance, emit: EventSink, should_stop) -> dict:
+def _animate_scene(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, inputs: dict, guidance) -> dict:
     """The tail both kinds share: keypoints, the dynamic stage, the results."""
-    support, track = _keypoints(folder, cfg, scene, inputs, emit)
-    model = _dynamic(folder, cfg, scene, support, track, guidance, emit, should_stop)
+    keypoints = _keypoints(run, cfg, scene, inputs)
+    model = _dynamic(run, cfg, scene, keypoints, guidance)
     if model is None:
         return {"status": "stopped", "stage": "dynamic"}
-    write_results(folder, model, previews=cfg.previews)
-    return {"status": "finished", "gaussians": model.static.num, "frames": scene.video.num_frames, "keypoints": support.n}
+    write_results(run.folder, model, previews=cfg.previews)
+    summary = {"status": "finished", "gaussians": model.static.num, "frames": scene.video.num_frames, "keypoints": keypoints[0].n}
+    return {**summary, "warnings": list(scene.warnings or [])}
 
 
-def _keypoints(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, inputs: dict, emit: EventSink) -> tuple[SupportKeypoints, TrackResult]:
+def _keypoints(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, inputs: dict) -> tuple[SupportKeypoints, TrackResult]:
     """Support keypoints on the support image (the user's JSON, or automatic ones) and their
     tracks through the video; both saved in ``keypoints/``."""
+    folder = run.folder
     image, mask = scene.support_image, scene.support_mask > 0.5
     size = (image.shape[1], image.shape[0])
 
@@ -191,18 +221,19 @@ def _keypoints(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, inputs: di
         save=save,
         load=lambda: (SupportKeypoints.load(folder.support_keypoints, image_size=size), TrackResult.load(folder.track)),
         stage="keypoints",
-        emit=emit,
+        emit=run.emit,
         describe=lambda p: f"{p[0].n} keypoints over {p[1].num_frames} frames ({p[1].estimator})",
     )
 
 
-def _dynamic(folder: JobFolder, cfg: ImageTo4DConfig, scene: Scene, support, track, guidance, emit: EventSink, should_stop) -> Dynamic4D | None:
+def _dynamic(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, keypoints: tuple[SupportKeypoints, TrackResult], guidance) -> Dynamic4D | None:
     config = cfg.dynamic_for(scene.video.num_frames, novel_view_sds=guidance is not None)
-    stage = DynamicStage(config, scene.static, scene.video, support, track, scene.camera, guidance)
-    checkpoint = folder.checkpoint("dynamic")
+    info = {"user_frame": scene.user_frame.to_dict()} if scene.user_frame is not None else None
+    stage = DynamicStage(config, scene.static, scene.video, *keypoints, scene.camera, guidance, info=info)
+    checkpoint = run.folder.checkpoint("dynamic")
     if checkpoint.exists():
         stage.load_checkpoint(checkpoint)
-        emit(LogEvent(f"resuming the dynamic stage at iteration {stage.step}"))
-    if stage.run(emit, should_stop, checkpoint) == "stopped":
+        run.emit(LogEvent(f"resuming the dynamic stage at iteration {stage.step}"))
+    if stage.run(run.emit, run.should_stop, checkpoint) == "stopped":
         return None
     return stage.result()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.folder import JobFolder
+from ..userframe import to_user, user_frame_of
 from .wire import encode_frame
 
 MAX_FRAME_COUNT = 10_000
@@ -159,7 +160,8 @@ class SnapshotFrames:
         model = loaded.model
         times = model.times(frame_count, fps, mode)
         with torch.no_grad():
-            gaussians, keypoints = model.sample(times[index : index + 1])
+            # In the user's frame, +Y up: the add-on turns +Y up into Blender's +Z (userframe.py).
+            gaussians, keypoints = to_user(model, *model.sample(times[index : index + 1]), up="y")
             g = gaussians.map(lambda t: t[0])
             arrays = {
                 "positions": g.means,
@@ -181,6 +183,7 @@ class SnapshotFrames:
             },
             "snapshot": loaded.snapshot,
             "up": "+y",
+            "coordinates": user_frame_of(model).name,
         }
         return encode_frame(arrays, dtype=dtype, meta=meta)
 
@@ -203,7 +206,7 @@ class SnapshotFrames:
         fps, frame_count = self._timing(model, fps, frame_count, mode)
         times = model.times(frame_count, fps, mode)
         with torch.no_grad():
-            positions = model.sample_keypoints(times)  # the handles' motion only
+            _, positions = to_user(model, None, model.sample_keypoints(times), up="y")  # the handles' motion only
         kp = model.keypoints
         cam = model.camera
         return {
@@ -217,7 +220,7 @@ class SnapshotFrames:
             "valid": [bool(v) for v in kp.anchors.valid.tolist()],
             "positions": np.round(positions.float().cpu().numpy(), 6).tolist(),
             "camera": {
-                "c2w": np.asarray(cam.c2w).reshape(4, 4).tolist(),
+                "c2w": np.asarray(user_frame_of(model).c2w(cam.c2w, up="y")).reshape(4, 4).tolist(),
                 "fovy_deg": float(np.degrees(float(cam.fovy))),
                 "width": int(cam.width),
                 "height": int(cam.height),
@@ -225,4 +228,5 @@ class SnapshotFrames:
             "video_fps": model.video_fps,
             "video_frames": model.num_frames,
             "up": "+y",
+            "coordinates": user_frame_of(model).name,
         }

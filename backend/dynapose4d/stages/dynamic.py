@@ -28,7 +28,7 @@ from torch import Tensor
 from ..cameras import Cameras
 from ..deform.anchors import make_anchors
 from ..deform.deformations import DeformConfig, make_deformation
-from ..events import EventSink, SnapshotEvent, ignore
+from ..events import EventSink, LogEvent, SnapshotEvent, ignore
 from ..gaussians import Gaussians
 from ..keypoints.base import SupportKeypoints, TrackResult
 from ..losses import (
@@ -44,6 +44,7 @@ from ..video import DrivingVideo
 from .loop import StopRequested, run_stage
 
 STAGE = "dynamic"
+MAX_MEAN_SCALE_CHANGE = 0.1  # a mean-motion scale off 1 by more than this is reported as a warning
 
 
 @dataclass
@@ -125,6 +126,7 @@ class DynamicStage:
         track: TrackResult,
         camera: Cameras,
         guidance: NovelViewGuidance | None = None,
+        info: dict | None = None,
     ):
         # 1. Check inputs.
         static.validate()
@@ -140,6 +142,7 @@ class DynamicStage:
         if camera.batch_shape != ():
             raise ValueError("the reference camera must be a single camera")
         self.config, self.guidance = config, guidance
+        self.extra_info = dict(info or {})  # carried into every result (e.g. the user frame)
         self.num_frames, self.video_fps = T, float(video.fps)
         res = config.resolution
         self.camera = camera.resized(res).to(dtype=static.means.dtype)
@@ -251,7 +254,39 @@ class DynamicStage:
         step is checkpointed (when ``checkpoint_path`` is given) and ``"stopped"`` returned.
         """
         c = self.config
-        return run_stage(self, STAGE, c.iterations, c.snapshot_every, c.checkpoint_every, emit, should_stop, checkpoint_path)
+
+        def summary() -> str:
+            # The scale of the mean motion per frame, in the finished message and the result's
+            # info; a global swelling (the video framed larger than the model) also warns.
+            scales = self.extra_info["motion_scale"] = self.motion_scale()
+            text = "scale of the mean motion per frame " + " ".join(f"{v:.3f}" for v in scales)
+            if max(abs(v - 1.0) for v in scales) > MAX_MEAN_SCALE_CHANGE:
+                emit(LogEvent(f"dynamic: the object grows or shrinks as a whole over the clip ({text}): "
+                              "the video and the model may be framed differently", "warning"))
+            return text
+
+        return run_stage(self, STAGE, c.iterations, c.snapshot_every, c.checkpoint_every, emit, should_stop, checkpoint_path, summary)
+
+    @torch.no_grad()
+    def motion_scale(self) -> list[float]:
+        """Per frame, the scale of the deformation's mean motion: the opacity-weighted RMS
+        distance of the deformed means from their centroid over that of the static means (1.0 =
+        no global growth; a video framed larger than the model shows up as values above 1)."""
+        static = self.static.detach()
+        w = static.opacities.reshape(-1)
+        w = w / w.sum().clamp_min(1e-12)
+
+        def spread(x):
+            c = (w[:, None] * x).sum(0)
+            return float(((w * ((x - c) ** 2).sum(-1)).sum()).sqrt())
+
+        rest = max(spread(static.means), 1e-12)
+        times = self.times(torch.arange(self.num_frames))
+        out = []
+        for i in range(0, self.num_frames, 8):
+            deformed = self.deformation(static, times[i : i + 8]).gaussians(static)
+            out += [round(spread(deformed.means[j]) / rest, 4) for j in range(deformed.means.shape[0])]
+        return out
 
     def train_step(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
         """One optimisation step; returns the weighted loss terms and their total."""
@@ -289,7 +324,7 @@ class DynamicStage:
             camera=self.camera,
             video_fps=self.video_fps,
             num_frames=self.num_frames,
-            info={"iterations": self.step, "config": self.config.to_dict(), **self.track_info},
+            info={"iterations": self.step, "config": self.config.to_dict(), **self.track_info, **self.extra_info},
         )
 
     # -- checkpoints ------------------------------------------------------------------------
