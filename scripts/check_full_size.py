@@ -143,8 +143,8 @@ def check_svd(name: str, size: int, full_res: bool, row: dict) -> dict:
             out = pipe(
                 source.input_image(image).resize((1024, 576)), height=576, width=1024, num_frames=1,
                 num_inference_steps=1, decode_chunk_size=1, output_type="np",
-                # One frame: a constant CFG scale (diffusers' per-frame ramp from 1.0 turns CFG off for
-                # the image embeddings but not for the latents when num_frames is 1).
+                # One frame: a constant CFG scale (with num_frames 1, diffusers doubles the image conditioning
+                # for CFG at the max scale, then its per-frame ramp is just the min scale 1.0: no CFG, a shape mismatch).
                 min_guidance_scale=3.0, max_guidance_scale=3.0,
                 generator=torch.Generator("cpu").manual_seed(0),
             )
