@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_DIR = ROOT.parent / "shared" / "benchmark-dev"
 
 from dynapose4d.cameras import Cameras  # noqa: E402
 from dynapose4d.pipeline.demo import DemoConfig, _with_outliers, ground_truth, make_demo_inputs  # noqa: E402
+from dynapose4d.evaluation.consistent4d import read_on_white  # noqa: E402
 from dynapose4d.evaluation.ground_truth import GroundTruth, evaluate  # noqa: E402
 from dynapose4d.gaussians import Z_UP_TO_Y_UP  # noqa: E402
 from dynapose4d.io import read_ply  # noqa: E402
@@ -80,7 +80,7 @@ def dev_case(name: str, outliers: float, frames: int):
     size = frames_np.shape[2]
     camera = Cameras.orbit(0.0, 0.0, 2.0, width=size)
     novel = np.stack(
-        [np.stack([_on_white(scene_dir / f"eval_{k}" / f"{i:04d}.png") for k in range(4)]) for i in pick]
+        [np.stack([read_on_white(scene_dir / f"eval_{k}" / f"{i:04d}.png") for k in range(4)]) for i in pick]
     )
     kp3d = torch.tensor(json.loads((scene_dir / "keypoints3d.json").read_text()), dtype=torch.float32)[pick] @ Z_UP_TO_Y_UP.T
     cfg = replace(DemoConfig(frames=frames).dynamic)
@@ -100,11 +100,6 @@ def dev_case(name: str, outliers: float, frames: int):
         )
 
     return cfg, static, video, seq.support.keypoints, track, camera, truth
-
-
-def _on_white(path: Path) -> np.ndarray:
-    img = np.asarray(Image.open(path)).astype(np.float32) / 255
-    return img[..., :3] * img[..., 3:] + (1 - img[..., 3:])
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def _reference_image(size: int = 256):
         return render(sphere_scene(4000, seed=1), Cameras.orbit(0.0, 0.0, 2.0, width=size), 1.0).rgb.float()
 
 
-def check_zero123(name: str) -> dict:
+def check_zero123(name: str, row: dict) -> dict:
     import torch
 
     from dynapose4d.evaluation.scenes import sphere_scene
@@ -63,7 +63,6 @@ def check_zero123(name: str) -> dict:
     from dynapose4d.guidance.zero123 import Zero123Config, Zero123Guidance
     from dynapose4d.stages.novel_view import NovelViewConfig, NovelViewSDS
 
-    row: dict = {"model": name}
     t0 = time.perf_counter()
     guidance = Zero123Guidance(Zero123Config(model=name), device="cpu")
     row["load_s"] = time.perf_counter() - t0
@@ -111,13 +110,12 @@ def check_zero123(name: str) -> dict:
     return row
 
 
-def check_svd(name: str, size: int, full_res: bool) -> dict:
+def check_svd(name: str, size: int, full_res: bool, row: dict) -> dict:
     import numpy as np
     import torch
 
     from dynapose4d.video import SVDConfig, SVDSource
 
-    row: dict = {"model": name}
     source = SVDSource(SVDConfig(model=name, steps=1, size=size, decode_chunk_size=2), device="cpu")
     t0 = time.perf_counter()
     pipe = source.load()
@@ -145,6 +143,9 @@ def check_svd(name: str, size: int, full_res: bool) -> dict:
             out = pipe(
                 source.input_image(image).resize((1024, 576)), height=576, width=1024, num_frames=1,
                 num_inference_steps=1, decode_chunk_size=1, output_type="np",
+                # One frame: a constant CFG scale (with num_frames 1, diffusers doubles the image conditioning
+                # for CFG at the max scale, then its per-frame ramp is just the min scale 1.0: no CFG, a shape mismatch).
+                min_guidance_scale=3.0, max_guidance_scale=3.0,
                 generator=torch.Generator("cpu").manual_seed(0),
             )
         arr = np.asarray(out.frames[0])
@@ -159,14 +160,15 @@ def run_one(args) -> int:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.perf_counter()
+    row: dict = {"model": args.one}  # filled as the check goes, so a failure keeps what it measured
     try:
         if args.one.startswith("svd"):
-            row = check_svd(args.one, args.svd_size, args.full_res)
+            check_svd(args.one, args.svd_size, args.full_res, row)
         else:
-            row = check_zero123(args.one)
+            check_zero123(args.one, row)
         row["ok"] = True
     except Exception as exc:  # report what broke, with its type, for the table
-        row = {"model": args.one, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
         import traceback
 
         traceback.print_exc()

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from ..cameras import Cameras
 from ..gaussians import Gaussians
+from ..images import load_on_white
 from .metrics import psnr, ssim
 
 __all__ = ["EvalError", "read_on_white", "Truth", "Result", "load_truth", "load_result", "evaluate_result", "format_table", "METRIC_ORDER"]
@@ -68,9 +68,8 @@ def _natural_key(path: Path):
 
 
 def read_on_white(path: Path) -> np.ndarray:
-    img = Image.open(path)
-    arr = np.asarray(img.convert("RGBA"), np.float32) / 255.0
-    return arr[..., :3] * arr[..., 3:] + (1.0 - arr[..., 3:])
+    """``[H, W, 3]`` float32: a ground-truth image composited on white (:func:`images.load_on_white`)."""
+    return load_on_white(path)[0]
 
 
 def load_truth(folder: str | Path, frames: int | None = None) -> Truth:
@@ -188,6 +187,12 @@ def _resize(images: Tensor, size: int) -> Tensor:
     return x.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
 
 
+def _chunked_ssim(pred: Tensor, target: Tensor, chunk: int = 8) -> float:
+    """Mean SSIM of ``[T, H, W, 3]`` pairs, ``chunk`` images at a time (same value, bounded memory)."""
+    total = sum(ssim(pred[i : i + chunk], target[i : i + chunk]) * len(pred[i : i + chunk]) for i in range(0, len(pred), chunk))
+    return total / len(pred)
+
+
 def render_views(result: Result, times: Tensor, size: int, *, device="cpu", chunk: int = 4) -> Tensor:
     """The result's four Consistent4D views at ``times``: ``[T, 4, size, size, 3]`` on white."""
     from ..render import render
@@ -229,9 +234,11 @@ def evaluate_result(
     per_image_psnr = torch.tensor([psnr(p, g) for p, g in zip(flat_pred, flat_gt)]).view(T, NUM_VIEWS)
     metrics["psnr"] = float(per_image_psnr.mean())
     metrics["psnr_pooled"] = psnr(flat_pred, flat_gt)
-    metrics["ssim"] = ssim(flat_pred, flat_gt)
     per_view["psnr"] = per_image_psnr.mean(0).tolist()
-    per_view["ssim"] = [ssim(pred[:, k], gt[:, k]) for k in range(NUM_VIEWS)]
+    # SSIM per view (every view has T images, so their mean is the mean over all images), in
+    # chunks of frames: its window statistics are several copies of the images.
+    per_view["ssim"] = [_chunked_ssim(pred[:, k], gt[:, k]) for k in range(NUM_VIEWS)]
+    metrics["ssim"] = float(np.mean(per_view["ssim"]))
 
     not_computed: dict[str, str] = {}
     # LPIPS and CLIP: mean over the 4 x T images; FVD over the 4 view videos.

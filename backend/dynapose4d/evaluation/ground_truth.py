@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from ..cameras import Cameras
-from .metrics import jitter, keypoint_error, moving_region, psnr, ssim
 from ..dynamic4d import Dynamic4D
 from ..render import render
+from .metrics import jitter, keypoint_error, moving_region, psnr, ssim
 
 
 @dataclass

@@ -32,10 +32,11 @@ def ssim(pred: Tensor, target: Tensor) -> float:
     """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) of
     images ``[..., H, W, 3]`` in [0, 1], computed per channel on the valid region.
 
-    In float64: the variances are E[x^2] - E[x]^2, whose float32 cancellation (~1e-7) is not
-    small against c2 = 9e-4 on flat regions such as a white background."""
-    x = pred.double().reshape((-1,) + pred.shape[-3:]).permute(0, 3, 1, 2)
-    y = target.double().reshape((-1,) + target.shape[-3:]).permute(0, 3, 1, 2)
+    The (co)variances are E[x^2] - E[x]^2 in float32; computed on raw values their cancellation
+    (~1e-7) is not small against c2 = 9e-4 on flat regions such as a white background, so each
+    image channel is first shifted by its mean (the identities hold for any shift)."""
+    x = pred.float().reshape((-1,) + pred.shape[-3:]).permute(0, 3, 1, 2)
+    y = target.float().reshape((-1,) + target.shape[-3:]).permute(0, 3, 1, 2)
     c = x.shape[1]
     w = _gaussian_window().to(x)[None, None].expand(c, 1, 11, 11)
 
@@ -43,9 +44,12 @@ def ssim(pred: Tensor, target: Tensor) -> float:
         return F.conv2d(img, w, groups=c)
 
     mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
+    x0, y0 = x.mean((2, 3), keepdim=True), y.mean((2, 3), keepdim=True)
+    xc, yc = x - x0, y - y0
+    dx, dy = mu_x - x0, mu_y - y0
+    sxx = blur(xc * xc) - dx**2
+    syy = blur(yc * yc) - dy**2
+    sxy = blur(xc * yc) - dx * dy
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return float(s.mean())

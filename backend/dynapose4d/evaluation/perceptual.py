@@ -284,7 +284,10 @@ class I3DFeatures:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance of Gaussians fitted to feature sets ``a [N, D]`` and ``b [M, D]``:
     ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``."""
-    from scipy import linalg
+    try:
+        from scipy import linalg
+    except ImportError:
+        raise MetricUnavailable("FVD needs scipy (pip install scipy, or the backend's eval extra); BSD-3-Clause") from None
 
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FVD needs at least two videos on each side")
