@@ -199,6 +199,19 @@ def start_server(
         time.sleep(0.05)
 
 
+def wait_gone(pid: int, timeout: float = 15) -> bool:
+    """Whether process ``pid`` has exited within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     """A multipart/form-data body (what the add-on's stdlib client sends)."""
     boundary = "----dp4d" + uuid.uuid4().hex

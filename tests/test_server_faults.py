@@ -2,7 +2,6 @@
 killed one's lock and address file are taken over; interrupted jobs resume by themselves; an event
 stream of a deleted job says so. (A full disk: ``test_server_diskfull``.)"""
 
-import os
 import subprocess
 import sys
 import threading
@@ -13,20 +12,9 @@ import pytest
 
 pytest.register_assert_rewrite("tests.server_fixtures")
 from blender_addon.client import BackendError, Connection  # noqa: E402
-from tests.server_fixtures import TINY, start_server  # noqa: E402
+from tests.server_fixtures import TINY, start_server, wait_gone  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
-
-
-def _wait_gone(pid: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} is still running")
 
 
 def test_second_server_stale_lock_auto_resume_and_delete_while_streaming(tmp_path):
@@ -48,7 +36,7 @@ def test_second_server_stale_lock_auto_resume_and_delete_while_streaming(tmp_pat
     assert status["state"] == "running" and status["worker_pid"] == worker  # and its job too
     # 3. The first server is killed: its address file is stale, clients say so.
     first.kill()
-    _wait_gone(worker)
+    assert wait_gone(worker), f"process {worker} is still running"
     with pytest.raises(BackendError, match=r"is not running \(stale address file"):
         Connection.from_address_file(address)
     # 4. A new server takes over the lock and the address file and resumes the job by itself.

@@ -3,30 +3,14 @@ leave the job interrupted; it resumes from its last checkpoint on request (these
 with ``--no-auto-resume``; ``test_server_faults`` covers the automatic resume); finished jobs
 stay listed, with their frames and results, across restarts."""
 
-import os
 import time
 
 import pytest
 
 pytest.register_assert_rewrite("tests.server_fixtures")
-from tests.server_fixtures import TINY, start_server  # noqa: E402
+from tests.server_fixtures import TINY, start_server, wait_gone  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def _wait_gone(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return _gone(pid)
 
 
 def _resumed_from(server, job_id: str, previous: dict, stop_when=None) -> list:
@@ -51,7 +35,7 @@ def test_crash_and_shutdown_mid_job_then_resume(tmp_path):
     worker = first.wait(job_id, lambda s: (s["iteration"] or 0) >= 2, what="training to start")["worker_pid"]
     first.kill()
     # The orphaned worker notices that its server is gone, checkpoints and exits by itself.
-    assert _wait_gone(worker), "the worker outlived its server"
+    assert wait_gone(worker), "the worker outlived its server"
     # 2. A new server on the same folders: the job is listed as interrupted and resumable.
     second = start_server(tmp_path, "--no-auto-resume", jobs_dir=jobs, address_file=address)
     try:
@@ -66,7 +50,7 @@ def test_crash_and_shutdown_mid_job_then_resume(tmp_path):
         t0 = time.monotonic()
     finally:
         second.stop()
-    assert time.monotonic() - t0 < 10 and _wait_gone(worker, 5)
+    assert time.monotonic() - t0 < 10 and wait_gone(worker, 5)
     assert not address.exists()  # a graceful stop removes the address file
     # 4. A third server: interrupted by the shutdown; resume it to the end.
     third = start_server(tmp_path, "--no-auto-resume", jobs_dir=jobs, address_file=address)

@@ -9,6 +9,8 @@ who moves an empty sees the rig follow; :func:`bake_rig` re-bakes from the empti
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import bpy
 import numpy as np
 
@@ -21,6 +23,23 @@ ROLE = "dynapose4d_role"
 KEYPOINT = "dynapose4d_keypoint"
 BONES = "dynapose4d_bones"  # the edges, flattened: [i0, j0, i1, j1, ...]
 BONE_NAMES = "dynapose4d_bone_names"
+
+
+@contextmanager
+def editing_bones(context, arm):
+    """Edit mode for ``arm`` alone (bones exist only there), then object mode and the previous
+    active object again, whatever happens inside."""
+    view_layer = context.view_layer
+    previous = view_layer.objects.active
+    if context.mode != "OBJECT" and previous is not None:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    view_layer.objects.active = arm
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        yield arm.data.edit_bones
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+        view_layer.objects.active = previous
 
 
 def keypoint_empties(collection) -> dict[int, object]:
@@ -95,22 +114,12 @@ def _build_armature(context, collection, names, bones, rest):
     arm = bpy.data.objects.new("rig", data)
     arm[ROLE] = "armature"
     collection.objects.link(arm)
-    # Bones exist only in edit mode; switch to it for this object alone, then back.
-    view_layer = context.view_layer
-    previous = view_layer.objects.active
-    if context.mode != "OBJECT" and previous is not None:
-        bpy.ops.object.mode_set(mode="OBJECT")
-    view_layer.objects.active = arm
-    bpy.ops.object.mode_set(mode="EDIT")
     created = []
-    try:
+    with editing_bones(context, arm):
         for i, j in bones:
             bone = data.edit_bones.new(bone_name(names, i, j))
             bone.head, bone.tail, bone.roll = rest[i].tolist(), rest[j].tolist(), 0.0
             created.append(bone.name)  # Blender may have made the name unique
-    finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
-        view_layer.objects.active = previous
     for pose_bone in arm.pose.bones:
         pose_bone.rotation_mode = "QUATERNION"
     data.display_type = "STICK"

@@ -20,7 +20,7 @@ from ..format.sequence import srgb_to_linear
 from ..format.skinned import Skinned, bone_tails, pose_basis
 from . import animation
 from .attributes import foreach_set, set_attribute
-from .rig import ROLE, find_role
+from .rig import ROLE, editing_bones, find_role
 
 MATERIAL = "DynaPose4D vertex colour"
 RENDER_COLOR = "mesh_rgb"
@@ -57,24 +57,15 @@ def _write_bones(context, arm, skinned: Skinned) -> None:
     heads = backend_to_blender(skinned.heads)
     tails = bone_tails(heads, skinned.parents)
     _swap_data(arm, bpy.data.armatures.new("DynaPose4D skeleton"))
-    view_layer = context.view_layer
-    previous = view_layer.objects.active
-    if context.mode != "OBJECT" and previous is not None:
-        bpy.ops.object.mode_set(mode="OBJECT")
-    view_layer.objects.active = arm
-    bpy.ops.object.mode_set(mode="EDIT")
-    try:
+    with editing_bones(context, arm) as edit_bones:
         bones = []
         for b, name in enumerate(skinned.names):
-            bone = arm.data.edit_bones.new(name)
+            bone = edit_bones.new(name)
             bone.head, bone.tail, bone.roll = heads[b].tolist(), tails[b].tolist(), 0.0
             bones.append(bone)
         for b, p in enumerate(skinned.parents):
             if p >= 0:
                 bones[b].parent = bones[int(p)]
-    finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
-        view_layer.objects.active = previous
     for pose_bone in arm.pose.bones:
         pose_bone.rotation_mode = "QUATERNION"
     arm.data.display_type = "STICK"

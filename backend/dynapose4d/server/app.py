@@ -27,7 +27,7 @@ from .config import ServerConfig
 from .errors import RequestIds, install_error_handlers
 from .frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from .jobs import Job, JobConflict, JobManager, read_log_tail
-from .mesh import add_mesh_route
+from .mesh import MESH_MEDIA_TYPE, SkinnedMeshes
 from .probe import DeviceProbe
 from .results import NoResults, result_zip
 from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
@@ -95,6 +95,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     store = JobStore(config.jobs_dir)
     manager = JobManager(store, config, say=say)
     frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes)
+    meshes = SkinnedMeshes(frames)
     probe = DeviceProbe()
     file_checks = asyncio.Semaphore(config.limits.max_file_checks)
 
@@ -284,6 +285,32 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         headers = {"X-Snapshot-Version": str(snapshot.get("version", "")), "X-Frame-Format": "dynapose4d.frame/1"}
         return Response(content=data, media_type=FRAME_MEDIA_TYPE, headers=headers)
 
+    @router.get(
+        "/jobs/{job_id}/mesh",
+        response_class=Response,
+        responses={
+            200: {"content": {MESH_MEDIA_TYPE: {}}, "description": "the skinned mesh (.npz, docs/wire-format.md)"},
+            **_errors(404, 409, 422, json_route=False),
+        },
+    )
+    async def get_mesh(
+        job_id: str,
+        fps: float | None = Query(None, ge=MIN_FPS, le=MAX_FPS),
+        frame_count: int | None = Query(None, ge=1, le=10_000),
+        mode: Literal["clamp", "loop", "pingpong"] = Query("clamp"),
+        version: int | None = Query(None, ge=0),
+        max_bones: int = Query(48, ge=1, le=256, description="at most this many bones"),
+        target_faces: int = Query(20_000, ge=100, le=1_000_000, description="faces after decimation"),
+        resolution: int = Query(128, ge=16, le=384, description="density grid voxels along the object's longest side"),
+    ) -> Response:
+        """The latest snapshot as one mesh skinned to bones made from the control points."""
+        job = manager.get(job_id)
+        data, snapshot = await asyncio.to_thread(
+            meshes.mesh, job_id, job.dir, fps=fps, frame_count=frame_count, mode=mode, version=version,
+            max_bones=max_bones, target_faces=target_faces, resolution=resolution,
+        )
+        return Response(content=data, media_type=MESH_MEDIA_TYPE, headers={"X-Snapshot-Version": str(snapshot.get("version", ""))})
+
     @router.get("/jobs/{job_id}/keypoints", response_model=KeypointTracks, responses=_errors(404, 409, 422))
     async def get_keypoints(
         job_id: str,
@@ -315,7 +342,6 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
             path = await asyncio.to_thread(result_zip, job.dir)
         return FileResponse(path, media_type="application/zip", filename=f"dynapose4d-{job_id}.zip")
 
-    add_mesh_route(router, manager, frames)
     app.include_router(router)
     return app
 
