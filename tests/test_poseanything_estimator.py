@@ -20,7 +20,7 @@ from dynapose4d.keypoints.poseanything.preprocess import (
 )
 from dynapose4d.keypoints.registry import job_estimator
 from dynapose4d.keypoints.synthetic import make_sequence
-from tests.test_poseanything import _data_file
+from tests.test_poseanything import _data_file, golden, small  # noqa: F401 (golden, small: shared fixtures)
 
 pytest_plugins = ["tests.conftest_models"]
 
@@ -30,16 +30,6 @@ def _one_thread(one_thread):
     yield
 
 
-@pytest.fixture(scope="module")
-def golden():
-    return torch.load(_data_file("golden_small.pt"), weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def small(golden):
-    model = PoseAnything(PoseAnythingConfig.from_original(golden["config"]["model"])).eval()
-    model.load_state_dict(golden["state_dict"], strict=True)
-    return model
 
 
 def _rgb(golden, name):
