@@ -331,3 +331,55 @@ def test_the_dynamic_stage_reports_a_global_swelling():
     stage.deformation = Swelling()
     scales = stage.motion_scale()
     assert scales[0] == pytest.approx(1.0, abs=1e-4) and scales[-1] == pytest.approx(1.5, rel=1e-3)
+
+
+def test_an_animated_result_lands_on_its_input_splat_in_blender(tmp_path, lamp):
+    """The path an animator takes: a +Z-up, off-centre Blender splat animated by a still video,
+    its frames served as the add-on fetches them, imported by the add-on into real bpy. Frame 0
+    of the point cloud lies on the input splat in Blender's own coordinates."""
+    bpy = pytest.importorskip("bpy")
+    from blender_addon.format.sequence import Sampling, assemble
+    from blender_addon.format.wire import decode_frame
+    from blender_addon.scene import importer
+    from blender_addon.scene.attributes import vertex_positions
+    from blender_addon.scene.display import MODIFIER
+    from blender_addon.scene.rig import ROLE
+    from dynapose4d.pipeline import JobFolder
+    from dynapose4d.server.frames import SnapshotFrames
+
+    (tmp_path / "inputs").mkdir()
+    g = user_ply(tmp_path / "inputs" / "scene.ply", lamp)
+    cam = camera_on(g, 0.0, 0.0, 2.3 * USER_SCALE, 160, look_offset=(0.1, 0.15, 0.0))
+    with torch.no_grad():
+        still = render(g, cam, 1.0).rgb.numpy()
+    write_mp4(tmp_path / "inputs" / "still.mp4", np.repeat(still[None], 4, 0))
+    write_job(tmp_path, "animate", {"up_axis": "z", "iterations": 2, "frames": 4, "previews": False},
+              {"ply": "scene.ply", "video": "still.mp4"})
+    assert run_job(tmp_path)["status"] == "finished"
+    folder = JobFolder(tmp_path)
+    folder.snapshot.parent.mkdir(parents=True, exist_ok=True)
+    folder.snapshot.write_bytes(folder.model.read_bytes())  # what the worker publishes
+
+    sampling = Sampling(fps=8.0, frame_count=4)
+    served = SnapshotFrames()
+    frames = [decode_frame(served.frame("job", tmp_path, i, fps=8.0, frame_count=4)[0]) for i in range(4)]
+    sequence = assemble(frames, served.keypoints("job", tmp_path, fps=8.0, frame_count=4), sampling)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    coll = importer.import_sequence(bpy.context, sequence, "job", importer.ImportOptions(frame_start=1))
+    points = next(o for o in coll.objects if o.get(ROLE) == "gaussians")
+    bpy.context.scene.frame_set(1)
+    points.modifiers[MODIFIER].show_viewport = False  # the splat display is drawing, not data
+    ev = points.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = ev.to_mesh()
+    try:
+        local = vertex_positions(mesh)
+    finally:
+        ev.to_mesh_clear()
+    world = np.asarray(points.matrix_world)
+    in_blender = local @ world[:3, :3].T + world[:3, 3]
+    splat = read_ply(tmp_path / "inputs" / "scene.ply").means.numpy()  # a +Z-up file: Blender's coordinates
+    assert len(in_blender) == len(splat)
+    # Frame 0 is pinned to the static model, so it is the splat up to the static stage's drift.
+    assert np.abs(in_blender - splat).max() < 0.01 * USER_SCALE
+    extent = splat.max(0) - splat.min(0)
+    assert np.allclose(in_blender.max(0) - in_blender.min(0), extent, rtol=0.01)  # same size, not the registered 0.5
