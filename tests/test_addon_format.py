@@ -30,6 +30,8 @@ def test_sampling_for_a_duration_at_the_scene_rate():
         Sampling(24.0, 10, "bounce")
     with pytest.raises(ValueError, match="fps"):
         Sampling(0.0, 10)
+    with pytest.raises(ValueError, match="fps"):
+        Sampling(0.005, 10)  # below the server's 0.01: it would answer 422
     with pytest.raises(ValueError, match="frame_count"):
         Sampling(24.0, 0)
 
@@ -205,3 +207,10 @@ def test_requests_name_the_missing_input(tmp_path):
         build_request(JobOptions(kind="animate"))
     with pytest.raises(JobRequestError, match="unknown job kind"):
         build_request(JobOptions(kind="dance"))
+
+
+def test_the_add_on_asks_within_the_server_s_limits():
+    frames = pytest.importorskip("dynapose4d.server.frames")
+    from blender_addon.format import sequence
+
+    assert (sequence.MIN_FPS, sequence.MAX_FPS, sequence.MAX_FRAME_COUNT) == (frames.MIN_FPS, frames.MAX_FPS, frames.MAX_FRAME_COUNT)

@@ -20,7 +20,9 @@ from .wire import Frame
 
 TIME_MODES = ("clamp", "loop", "pingpong")
 DTYPES = ("float32", "float16")
-MAX_FRAME_COUNT = 10_000  # the server's limit
+# The server's limits (backend/dynapose4d/server/frames.py); asking beyond them gets a 422.
+MIN_FPS, MAX_FPS = 0.01, 1000.0
+MAX_FRAME_COUNT = 10_000
 
 
 class SequenceError(ValueError):
@@ -41,8 +43,8 @@ class Sampling:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
-            raise ValueError(f"fps must be in (0, 1000], got {self.fps}")
+        if not (math.isfinite(self.fps) and MIN_FPS <= self.fps <= MAX_FPS):
+            raise ValueError(f"fps must be within {MIN_FPS:g}..{MAX_FPS:g}, got {self.fps}")
         if not 1 <= self.frame_count <= MAX_FRAME_COUNT:
             raise ValueError(f"frame_count must be within 1..{MAX_FRAME_COUNT}, got {self.frame_count}")
         if self.mode not in TIME_MODES:
