@@ -259,3 +259,38 @@ def test_cli_animate_with_cape_weights_and_without(tmp_path):
     missing = animate("job2", "--estimator", "poseanything", "--keypoint-weights", str(tmp_path / "none"))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "convert-poseanything" in missing.stderr and "model.safetensors is missing" in missing.stderr
+
+
+def test_generate_with_cape_refines_anchor_depths_from_zero123_views(tmp_path, random_weights, tiny_zero123, tiny_svd):
+    """The paper's multi-view keypoints inside a job: CAPE on Zero-1-to-3 views of the reference
+    image (saved, so a resume does not sample again) feeds the dynamic stage's anchor refinement."""
+    from dynapose4d.dynamic4d import Dynamic4D
+    from dynapose4d.evaluation.articulated import make_articulated
+    from dynapose4d.events import StageEvent
+    from dynapose4d.keypoints.multiview import load_views
+    from dynapose4d.pipeline import run_job, write_job
+    from dynapose4d.pipeline.image_to_4d import MULTIVIEW_AZIMUTHS
+    from tests.test_image_to_4d import TINY, lamp_png
+
+    (tmp_path / "inputs").mkdir()
+    lamp_png(tmp_path / "inputs" / "lamp.png", make_articulated("lamp", 1500))
+    settings = dict(TINY, zero123=str(tiny_zero123["zero123-xl"]), svd=str(tiny_svd), estimator="poseanything",
+                    keypoint_weights=str(random_weights), device="cpu", num_keypoints=8)
+    write_job(tmp_path, "generate", settings, {"image": "lamp.png"})
+    events = []
+    assert run_job(tmp_path, events.append)["status"] == "finished"
+    assert ("multiview_keypoints", "finished") in [(e.stage, e.status) for e in events if isinstance(e, StageEvent)]
+    views = load_views(tmp_path / "keypoints" / "views.npz")
+    assert len(views) == len(MULTIVIEW_AZIMUTHS) and all(v.xy.shape == (8, 2) for v in views)
+    azimuths = [np.degrees(np.arctan2(v.camera.c2w[0, 3].item(), v.camera.c2w[2, 3].item())) for v in views]
+    np.testing.assert_allclose(azimuths, MULTIVIEW_AZIMUTHS, atol=1e-3)  # the views' own cameras
+    report = Dynamic4D.load(tmp_path / "model.pt").info["multiview_keypoints"]
+    assert report["anchors"] == 8 and 0 <= report["changed"] <= 8
+    # Without a CAPE estimator (or with the setting off) there are no views and no refinement.
+    other = tmp_path / "tracker"
+    (other / "inputs").mkdir(parents=True)
+    (other / "inputs" / "lamp.png").write_bytes((tmp_path / "inputs" / "lamp.png").read_bytes())
+    write_job(other, "generate", dict(settings, estimator="tracker"), {"image": "lamp.png"})
+    assert run_job(other)["status"] == "finished"
+    assert not (other / "keypoints" / "views.npz").exists()
+    assert "multiview_keypoints" not in Dynamic4D.load(other / "model.pt").info

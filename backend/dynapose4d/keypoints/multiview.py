@@ -137,6 +137,21 @@ def refine_anchor_depths(
                            torch.where(take, after, before).float(), used, take)
 
 
+def save_views(path, views: list[ViewDetections]) -> None:
+    """The detections of several views as one ``.npz`` (cameras, pixels, confidences)."""
+    c2w = np.stack([v.camera.c2w.reshape(4, 4).cpu().numpy() for v in views])
+    fovy = np.array([float(v.camera.fovy) for v in views], np.float32)
+    width, height = views[0].camera.width, views[0].camera.height  # one image size (the Zero-1-to-3 samples')
+    np.savez(path, c2w=c2w, fovy=fovy, width=width, height=height,
+             xy=np.stack([v.xy for v in views]).astype(np.float32), confidence=np.stack([v.confidence for v in views]).astype(np.float32))
+
+
+def load_views(path) -> list[ViewDetections]:
+    with np.load(path) as f:
+        cams = Cameras(torch.from_numpy(f["c2w"]), torch.from_numpy(f["fovy"]), int(f["width"]), int(f["height"]))
+        return [ViewDetections(cams[i], f["xy"][i], f["confidence"][i]) for i in range(len(f["xy"]))]
+
+
 def view_detections(estimator: KeypointEstimator, support: Support, images, cameras: Cameras) -> list[ViewDetections]:
     """The estimator's keypoints in each of V views ``images [V, H, W, 3]`` with ``cameras`` (batch V).
 

@@ -57,6 +57,8 @@ class ImageTo4DConfig:
         svd: generate without a user video: the video model's config.
         video_frames: frames sampled from a user's video.
         novel_view_sds: novel-view SDS in the dynamic stage (generate).
+        multiview_keypoints: generate with a CAPE estimator: refine the anchors' depths from CAPE
+            on Zero-1-to-3 views of the reference image (the paper's multi-view keypoints).
         registration: animate only: how the PLY is brought into the backend frame.
     """
 
@@ -71,6 +73,7 @@ class ImageTo4DConfig:
     zero123: Zero123Config | None = None
     svd: SVDConfig | None = None
     novel_view_sds: bool = False
+    multiview_keypoints: bool = False
     registration: PlyRegistration | None = None
 
     def dynamic_for(self, num_frames: int, *, novel_view_sds: bool) -> DynamicConfig:
@@ -128,6 +131,7 @@ def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
         zero123=Zero123Config(model=settings["zero123"], attention_slicing=preset.low_vram),
         svd=svd,
         novel_view_sds=settings["dynamic_sds"],
+        multiview_keypoints=settings["multiview_keypoints"],
     )
 
 

@@ -9,7 +9,8 @@
           registration.json     animate: how the PLY was brought into the backend frame
           framing.json          how the video was framed onto the reference view, and what is left
           video/                the driving video (frames, masks, video.json)
-          keypoints/            support.json (support keypoints), track.npz (their tracks)
+          keypoints/            support.json (support keypoints), track.npz (their tracks),
+                                views.npz (generate with CAPE: keypoints in Zero-1-to-3 views)
           checkpoints/<stage>.pt   resume points of the static and dynamic stages
           model.pt              the 4D result (Dynamic4D.save)
           sequence/             one PLY per frame + sequence.json
@@ -54,6 +55,7 @@ class JobFolder:
     keypoints = _at("keypoints")
     support_keypoints = _at("keypoints", "support.json")
     track = _at("keypoints", "track.npz")
+    keypoint_views = _at("keypoints", "views.npz")
 
     def checkpoint(self, stage: str) -> Path:
         return self.root / "checkpoints" / f"{stage}.pt"

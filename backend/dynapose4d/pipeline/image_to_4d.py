@@ -43,6 +43,10 @@ from .static_sources import PlyStatic, Zero123Static, reference_camera
 from .steps import resumable
 
 
+CAPE_ESTIMATORS = ("poseanything", "cape+tracker")  # per-image estimators: they can match separate views
+MULTIVIEW_AZIMUTHS = (-60.0, -30.0, 30.0, 60.0)  # Zero-1-to-3 views for multi-view keypoints (elevation 0)
+
+
 @dataclass
 class JobRun:
     """The job being run: its folder, where its events go, and whether to stop."""
@@ -65,6 +69,7 @@ class Scene:
             file is already in its pixels).
         user_frame: how results go back to the user's frame (userframe.py).
         warnings: the framing guard rails' warnings, for the job's summary.
+        zero123: the loaded Zero-1-to-3 guidance (generate), for multi-view keypoints.
     """
 
     static: Gaussians
@@ -75,6 +80,7 @@ class Scene:
     to_reference: Callable[[np.ndarray], np.ndarray] | None = None
     user_frame: UserFrame | None = None
     warnings: list[str] | None = None
+    zero123: object | None = None  # the loaded Zero-1-to-3 guidance (generate), for multi-view keypoints
 
 
 def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
@@ -123,7 +129,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
     warnings = record_framing(folder.framing, video, emit, {"static_render": mask_agreement(reference.mask, static_alpha)})
 
     # 4. The dynamic stage, with novel-view SDS conditioned on each frame (DG4D).
-    guidance = None
+    guidance = z123 = None
     if cfg.novel_view_sds:
         from ..guidance.zero123 import Zero123Guidance
         from ..stages.novel_view import DynamicNovelViews, NovelViewConfig, NovelViewSDS
@@ -132,7 +138,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
         z123.set_reference(video.frames)
         guidance = DynamicNovelViews(NovelViewSDS(z123, NovelViewConfig(views=cfg.preset.novel_views), seed=cfg.seed))
     scene = Scene(static.to(device), camera, video, reference.image.numpy(), reference.mask.numpy(), reference.to_reference,
-                  UserFrame.backend(), warnings)
+                  UserFrame.backend(), warnings, z123)
     return _animate_scene(run, cfg, scene, inputs, guidance)
 
 
@@ -183,7 +189,8 @@ def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink)
 def _animate_scene(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, inputs: dict, guidance) -> dict:
     """The tail both kinds share: keypoints, the dynamic stage, the results."""
     keypoints = _keypoints(run, cfg, scene, inputs)
-    model = _dynamic(run, cfg, scene, keypoints, guidance)
+    views = _keypoint_views(run, cfg, scene, keypoints[0])
+    model = _dynamic(run, cfg, scene, keypoints, guidance, views)
     if model is None:
         return {"status": "stopped", "stage": "dynamic"}
     write_results(run.folder, model, previews=cfg.previews)
@@ -226,10 +233,39 @@ def _keypoints(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, inputs: dict) ->
     )
 
 
-def _dynamic(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, keypoints: tuple[SupportKeypoints, TrackResult], guidance) -> Dynamic4D | None:
+def _keypoint_views(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, support: SupportKeypoints) -> list | None:
+    """The paper's multi-view keypoints: CAPE on Zero-1-to-3 views of the reference image, saved
+    in ``keypoints/views.npz``; the dynamic stage refines its anchors' depths with them. Only for
+    a CAPE estimator (a tracker cannot match separate views) with the Zero-1-to-3 model loaded."""
+    if not (cfg.multiview_keypoints and scene.zero123 is not None and cfg.keypoints.estimator in CAPE_ESTIMATORS):
+        return None
+    from ..keypoints.multiview import load_views, save_views, view_detections, zero123_views
+
+    folder = run.folder
+
+    def make() -> list:
+        images, cameras = zero123_views(scene.zero123, scene.support_image, MULTIVIEW_AZIMUTHS, seed=cfg.seed)
+        scene.zero123.set_reference(scene.video.frames)  # the dynamic stage's SDS is conditioned on the video
+        detector = job_estimator("poseanything", weights=cfg.keypoints.weights, device=cfg.device)
+        support_in = Support(scene.support_image, support, scene.support_mask > 0.5)
+        return view_detections(detector, support_in, images, cameras)
+
+    return resumable(
+        folder.keypoint_views,
+        make=make,
+        save=lambda views: save_views(folder.keypoint_views, views),
+        load=lambda: load_views(folder.keypoint_views),
+        stage="multiview_keypoints",
+        emit=run.emit,
+        describe=lambda views: f"keypoints in {len(views)} Zero-1-to-3 views (azimuths {', '.join(f'{a:g}' for a in MULTIVIEW_AZIMUTHS)})",
+    )
+
+
+def _dynamic(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, keypoints: tuple[SupportKeypoints, TrackResult], guidance,
+             views: list | None = None) -> Dynamic4D | None:
     config = cfg.dynamic_for(scene.video.num_frames, novel_view_sds=guidance is not None)
     info = {"user_frame": scene.user_frame.to_dict()} if scene.user_frame is not None else None
-    stage = DynamicStage(config, scene.static, scene.video, *keypoints, scene.camera, guidance, info=info)
+    stage = DynamicStage(config, scene.static, scene.video, *keypoints, scene.camera, guidance, info=info, anchor_views=views)
     checkpoint = run.folder.checkpoint("dynamic")
     if checkpoint.exists():
         stage.load_checkpoint(checkpoint)

@@ -101,6 +101,7 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("svd_size", int, 512, 64, 1024, help="video generation size in pixels (DG4D: 512)"),
         Setting("motion_bucket", int, 127, 1, 255, help="SVD's motion amount (higher: more motion)"),
         Setting("dynamic_sds", bool, True, help="novel-view SDS in the dynamic stage (DG4D)"),
+        Setting("multiview_keypoints", bool, True, help="refine keypoint depths with CAPE on Zero-1-to-3 views (CAPE estimators, with dynamic_sds)"),
     )
     + _KEYPOINTS
     + _LOSSES

@@ -127,6 +127,7 @@ class DynamicStage:
         camera: Cameras,
         guidance: NovelViewGuidance | None = None,
         info: dict | None = None,
+        anchor_views: list | None = None,
     ):
         # 1. Check inputs.
         static.validate()
@@ -168,6 +169,11 @@ class DynamicStage:
         sx, sy = support.image_size or (vw, vh)
         support_px = torch.from_numpy(support.xy) * torch.tensor([res / sx, res / sy])
         self.anchors = make_anchors(self.static.detach(), self.camera, support_px.to(self.camera.c2w), self.deformation.handles_rest, config.anchor_knn)
+        if anchor_views:  # multi-view keypoints: refine the lifted anchors' depths (keypoints/multiview.py)
+            from ..keypoints.multiview import refine_anchors
+
+            self.anchors, report = refine_anchors(self.anchors, self.camera, anchor_views, self.deformation.handles_rest, config.anchor_knn)
+            self.extra_info["multiview_keypoints"] = report.to_dict()
         self.anchor_weight = (self.anchors.valid & torch.from_numpy(support.visible)).to(self.track_weight)
         rest = self.deformation.handles_rest
         k = min(config.arap_knn + 1, rest.shape[0])
