@@ -45,7 +45,7 @@ class Dynamic4D:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._model = None
+        self._deformation = None
 
     @classmethod
     def still(cls, static: Gaussians, camera: Cameras, info: dict | None = None) -> "Dynamic4D":
@@ -62,11 +62,11 @@ class Dynamic4D:
 
     def deformation(self) -> Deformation:
         """The deformation network, built from its saved state on first use."""
-        if self._model is None:
+        if self._deformation is None:
             deformation = make_deformation(self.static, self.deform_config)
             deformation.load_state_dict(self.deform_state)
-            self._model = deformation.eval()
-        return self._model
+            self._deformation = deformation.eval()
+        return self._deformation
 
     def times(self, frame_count: int, fps: float, mode: str = "clamp") -> Tensor:
         """Normalised times ``[frame_count]`` of frames at ``fps`` (frame i at i / fps seconds).

@@ -99,10 +99,6 @@ def _as_mask(m) -> np.ndarray:
     return as_mask(m, tuple(np.shape(m))[:2])
 
 
-def _as_image(img) -> np.ndarray:
-    return as_rgb(img)
-
-
 def _h(m: np.ndarray) -> np.ndarray:
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
@@ -181,8 +177,8 @@ def fit_framing(frame0, mask0, support_image, support_mask, *, use_features: boo
         support_mask: ``[S, S]`` its foreground (alpha).
         use_features: refine the mask guesses with the SIFT registration.
     """
-    frame0, mask0 = _as_image(frame0), _as_mask(mask0)
-    s_img, s_mask = _as_image(support_image), _as_mask(support_mask)
+    frame0, mask0 = as_rgb(frame0), _as_mask(mask0)
+    s_img, s_mask = as_rgb(support_image), _as_mask(support_mask)
     size = s_mask.shape[0]
     if s_mask.shape != (size, size):
         raise FramingError(f"the support must be square; got {s_mask.shape}")
@@ -226,7 +222,7 @@ def warp_clip(rgbs, masks, framing: Framing) -> tuple[np.ndarray, np.ndarray]:
     """Every frame composited on white and mapped by ``framing``: ``[T, S, S, 3]``, ``[T, S, S]`` float32."""
     frames, out_masks = [], []
     for rgb, m in zip(rgbs, masks):
-        rgb, m = _as_image(rgb), _as_mask(m)
+        rgb, m = as_rgb(rgb), _as_mask(m)
         comp = rgb * m[..., None] + (1.0 - m[..., None])
         frames.append(warp(comp, framing.matrix, framing.size, (1.0, 1.0, 1.0)))
         out_masks.append(warp(m, framing.matrix, framing.size, 0.0))
@@ -235,7 +231,7 @@ def warp_clip(rgbs, masks, framing: Framing) -> tuple[np.ndarray, np.ndarray]:
 
 def align_to_support(rgbs, masks, support_image, support_mask) -> tuple[np.ndarray, np.ndarray, Framing]:
     """Frames (any size) and masks of a clip, framed like the support: ``(frames, masks, framing)``."""
-    frame0 = _as_image(rgbs[0])
+    frame0 = as_rgb(rgbs[0])
     m0 = _as_mask(masks[0])
     framing = fit_framing(frame0 * m0[..., None] + (1 - m0[..., None]), m0, support_image, support_mask)
     frames, out_masks = warp_clip(rgbs, masks, framing)

@@ -242,22 +242,19 @@ def evaluate_result(
 
     not_computed: dict[str, str] = {}
     # LPIPS and CLIP: mean over the 4 x T images; FVD over the 4 view videos.
-    try:
-        net = perceptual.LPIPS.from_files(*perceptual.find_lpips_weights(lpips, env)).to(device)
-        values = torch.cat([net(flat_pred[i : i + 8], flat_gt[i : i + 8]).cpu() for i in range(0, len(flat_pred), 8)])
-        metrics["lpips"] = float(values.mean())
-        per_view["lpips"] = values.view(T, NUM_VIEWS).mean(0).tolist()
-        del net
-    except perceptual.MetricUnavailable as exc:
-        not_computed["lpips"] = str(exc)
-    try:
-        sim = perceptual.CLIPSimilarity(perceptual.find_clip(clip, env), device)
-        values = torch.cat([sim(flat_pred[i : i + 16], flat_gt[i : i + 16]).cpu() for i in range(0, len(flat_pred), 16)])
-        metrics["clip"] = float(values.mean())
-        per_view["clip"] = values.view(T, NUM_VIEWS).mean(0).tolist()
-        del sim
-    except perceptual.MetricUnavailable as exc:
-        not_computed["clip"] = str(exc)
+    def per_image(name: str, load, batch: int) -> None:
+        """A network metric of each (prediction, truth) pair, in batches; its mean and per view."""
+        try:
+            net = load()
+        except perceptual.MetricUnavailable as exc:
+            not_computed[name] = str(exc)
+            return
+        values = torch.cat([net(flat_pred[i : i + batch], flat_gt[i : i + batch]).cpu() for i in range(0, len(flat_pred), batch)])
+        metrics[name] = float(values.mean())
+        per_view[name] = values.view(T, NUM_VIEWS).mean(0).tolist()
+
+    per_image("lpips", lambda: perceptual.LPIPS.from_files(*perceptual.find_lpips_weights(lpips, env)).to(device), 8)
+    per_image("clip", lambda: perceptual.CLIPSimilarity(perceptual.find_clip(clip, env), device), 16)
     try:
         features = perceptual.I3DFeatures(perceptual.find_i3d(i3d, env), device)
         metrics["fvd"] = perceptual.frechet_distance(features(pred.transpose(0, 1)), features(gt.transpose(0, 1)))

@@ -11,12 +11,11 @@ stages).
 """
 
 from .folder import JobFolder
-from .job import JOB_FILE, RUNNERS, run_job, write_job
+from .job import RUNNERS, run_job, write_job
 from .settings import INPUTS, PRESETS, SETTINGS, JobError, Preset, Setting, validate_settings
 
 __all__ = [
     "INPUTS",
-    "JOB_FILE",
     "PRESETS",
     "RUNNERS",
     "SETTINGS",

@@ -15,8 +15,6 @@ from ..events import EventSink, ignore
 from .folder import JobFolder
 from .settings import INPUTS, JobError, validate_settings
 
-JOB_FILE = "job.json"  # the name JobFolder.job_file uses; kept for callers that name the file
-
 
 def write_job(job_dir: str | Path, kind: str, settings: dict | None = None, inputs: dict[str, str] | None = None) -> Path:
     """Create a job folder (inputs must already be under ``job_dir/inputs``); returns job.json."""
