@@ -10,17 +10,22 @@ Two real servers run in subprocesses (``dynapose4d serve``):
 
 Measured, first with nothing else running (idle), then while B trains (busy):
 
-- frame fetch: distinct frames of a 48-frame sequence at 24 fps, one request each over one
-  keep-alive connection, float32 and float16 (sampling the deformation + encoding + transfer +
-  decoding with the add-on's numpy decoder); also a second pass over the same frames (cached);
+- frame fetch: every frame of a 25-frame clip, in order, one request each over one keep-alive
+  connection (as the add-on fetches a sequence), float32 and float16 (sampling the deformation +
+  encoding + transfer + decoding with the add-on's numpy decoder); also a second pass over the
+  same frames (cached). Each phase samples at its own fps, so no phase finds another's frames
+  in the server's cache;
+- first frame of a new snapshot: the snapshot file is replaced (as the worker replaces it) and
+  frame 0 fetched at once: loading the model, sampling, transfer and decoding;
 - event latency: time from an event's write (its ``time`` field, set just before the append)
   to its arrival in an SSE client. Idle: events this script appends for A's job; busy: the
   training job's own progress events streamed from B (plus the planted events on A).
 
 The last line is ``RESULT {json}``: ``frames_per_s_100k`` (float32, busy, not cached),
-``event_latency_ms`` (median, busy, the training job's progress events), and the other figures.
+``event_latency_ms`` (median, busy, the training job's progress events), ``first_frame_s``
+(busy, new snapshot to decoded frame 0), and the other figures.
 
-    python scripts/bench_server.py [--frames 24] [--events 60]
+    python scripts/bench_server.py [--frames 25] [--events 60]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -42,10 +48,10 @@ from blender_addon.format.wire import decode_frame  # noqa: E402
 from tests.server_fixtures import Server, start_server  # noqa: E402
 
 N_GAUSSIANS = 100_000
-FRAME_COUNT, FPS = 48, 24.0
+PHASE_FPS = {"idle": 24.0, "busy": 25.0}
 
 
-def make_snapshot(path: Path, n: int = N_GAUSSIANS) -> None:
+def make_snapshot(path: Path, n: int = N_GAUSSIANS, version: int = 1) -> None:
     """A 4D model of ``n`` Gaussians with a non-trivial deformation, saved as a worker would."""
     import torch
 
@@ -73,16 +79,17 @@ def make_snapshot(path: Path, n: int = N_GAUSSIANS) -> None:
         camera=Cameras.orbit(0.0, 0.0, 2.0, width=256),
         video_fps=7.0,
         num_frames=14,
-        info={"snapshot": {"version": 1, "iteration": 0, "stage": "bench"}},
+        info={"snapshot": {"version": version, "iteration": 0, "stage": "bench"}},
     )
     model.save(path)
 
 
-def fetch_frames(server: Server, job_id: str, dtype: str, indices: list[int]) -> dict:
+def fetch_frames(server: Server, job_id: str, dtype: str, frame_count: int, fps: float, indices: list[int] | None = None) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    indices = list(range(frame_count)) if indices is None else indices
     nbytes, t0 = 0, time.perf_counter()
     for index in indices:
-        conn.request("GET", f"/v1/jobs/{job_id}/frames/{index}?fps={FPS}&frame_count={FRAME_COUNT}&dtype={dtype}", headers=server.auth)
+        conn.request("GET", f"/v1/jobs/{job_id}/frames/{index}?fps={fps}&frame_count={frame_count}&dtype={dtype}", headers=server.auth)
         resp = conn.getresponse()
         body = resp.read()
         assert resp.status == 200, body[:200]
@@ -92,6 +99,17 @@ def fetch_frames(server: Server, job_id: str, dtype: str, indices: list[int]) ->
     seconds = time.perf_counter() - t0
     conn.close()
     return {"frames": len(indices), "mb": nbytes / 1e6, "s": seconds, "mb_per_s": nbytes / 1e6 / seconds, "frames_per_s": len(indices) / seconds}
+
+
+def first_frame_of_new_snapshot(server: Server, job_id: str, version: int, frame_count: int) -> float:
+    """Seconds from a new snapshot replacing the old one to its frame 0 decoded by the client."""
+    path = server.jobs_dir / job_id / "snapshots" / "latest.pt"
+    staged = path.with_name("bench-staged.pt")
+    make_snapshot(staged, version=version)
+    t0 = time.perf_counter()
+    os.replace(staged, path)
+    fetch_frames(server, job_id, "float32", frame_count, 30.0, [0])
+    return time.perf_counter() - t0
 
 
 class Latency:
@@ -138,27 +156,27 @@ def planted_events(server: Server, job_id: str, count: int, interval_s: float = 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=24, help="distinct frames fetched per measurement")
+    ap.add_argument("--frames", type=int, default=25, help="frames of the clip fetched per measurement")
     ap.add_argument("--events", type=int, default=60, help="planted events per latency measurement")
     ap.add_argument("--busy-seconds", type=float, default=15.0, help="extra time to record the training job's progress events")
     args = ap.parse_args()
-    indices = list(range(0, FRAME_COUNT, max(1, FRAME_COUNT // args.frames)))[: args.frames]
     tmp = Path(tempfile.mkdtemp(prefix="dp4d-bench-server-"))
-    rows, latency = [], {}
+    rows, latency, first_frame = [], {}, {}
     a = start_server(tmp / "a", "--max-jobs", "0", threads=None)  # the server samples frames with torch's default threads
     b = None
     try:
         # 1. Server A: a queued job with a planted 100k-Gaussian snapshot.
         held = a.create_job("demo", {"previews": False}).json()["id"]
         make_snapshot(a.jobs_dir / held / "snapshots" / "latest.pt")
-        fetch_frames(a, held, "float32", [1])  # load the model once (not timed)
+        fetch_frames(a, held, "float32", 2, 30.0)  # load the model once (not timed)
 
         def measure(phase: str) -> None:
             for dtype in ("float32", "float16"):
-                cold = fetch_frames(a, held, dtype, [i + (phase == "busy") for i in indices])
-                warm = fetch_frames(a, held, dtype, [i + (phase == "busy") for i in indices])
+                cold = fetch_frames(a, held, dtype, args.frames, PHASE_FPS[phase])
+                warm = fetch_frames(a, held, dtype, args.frames, PHASE_FPS[phase])
                 rows.append((phase, dtype, "sampled", cold))
                 rows.append((phase, dtype, "cached", warm))
+            first_frame[phase] = first_frame_of_new_snapshot(a, held, len(first_frame) + 2, args.frames)
 
         # 2. Idle.
         measure("idle")
@@ -178,10 +196,13 @@ def main() -> int:
         if b is not None:
             b.stop()
 
-    print(f"frame fetch: {N_GAUSSIANS:,} Gaussians per frame, {len(indices)} frames of {FRAME_COUNT} at {FPS:g} fps, loopback")
+    print(f"frame fetch: {N_GAUSSIANS:,} Gaussians per frame, all {args.frames} frames of a clip in order, loopback")
     print(f"{'phase':<6} {'dtype':<8} {'path':<8} {'frames':>6} {'MB':>8} {'s':>7} {'MB/s':>8} {'frames/s':>9}")
     for phase, dtype, path, r in rows:
         print(f"{phase:<6} {dtype:<8} {path:<8} {r['frames']:>6} {r['mb']:>8.1f} {r['s']:>7.2f} {r['mb_per_s']:>8.1f} {r['frames_per_s']:>9.1f}")
+    print()
+    for phase, seconds in first_frame.items():
+        print(f"first frame of a new snapshot, {phase}: {seconds:.3f} s")
     print()
     print(f"{'event latency':<34} {'n':>5} {'median ms':>10} {'p95 ms':>8}")
     for name, r in latency.items():
@@ -200,6 +221,8 @@ def main() -> int:
         "frames_per_s_100k_cached_busy": round(pick("busy", "float32", "cached")["frames_per_s"], 2),
         "event_latency_ms_idle": round(latency["idle, planted events"]["median_ms"], 2),
         "event_latency_p95_ms": round(latency["busy, training job's progress"]["p95_ms"], 2),
+        "first_frame_s": round(first_frame["busy"], 3),
+        "first_frame_s_idle": round(first_frame["idle"], 3),
     }
     print("RESULT " + json.dumps(result))
     return 0

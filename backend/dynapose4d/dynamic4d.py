@@ -63,9 +63,7 @@ class Dynamic4D:
     def deformation(self) -> Deformation:
         """The deformation network, built from its saved state on first use."""
         if self._deformation is None:
-            deformation = make_deformation(self.static, self.deform_config)
-            deformation.load_state_dict(self.deform_state)
-            self._deformation = deformation.eval()
+            self._deformation = make_deformation(self.static, self.deform_config, self.deform_state).eval()
         return self._deformation
 
     def times(self, frame_count: int, fps: float, mode: str = "clamp") -> Tensor:

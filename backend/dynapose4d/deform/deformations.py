@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..gaussians import Gaussians, quat_multiply, quat_to_rotmat
+from . import skinning_numba
 from .hexplane import HexPlane, HexPlaneConfig
 
 
@@ -207,20 +208,24 @@ class _FieldDeformation(Deformation):
 class ControlDeformation(_FieldDeformation):
     """Control points + linear blend skinning (the default model)."""
 
-    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig()):
+    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(), saved: dict | None = None):
         super().__init__()
         self.config = config
-        means = static.means.detach()
-        idx = farthest_point_sample(means, config.num_controls, static.opacities.detach())
-        controls = means[idx].clone()
-        k = min(config.knn, len(idx))
-        dist, knn = torch.cdist(means, controls).topk(k, dim=1, largest=False)
-        spacing = torch.cdist(controls, controls).topk(min(2, len(idx)), largest=False).values[:, -1].median()
-        spacing = spacing.clamp_min(1e-4)
+        if saved is not None:  # the layout is in the saved state; load_state_dict fills in the rest
+            controls, idx, knn = saved["controls"], saved["control_index"], saved["knn"]
+            logits = torch.empty_like(saved["skin_logits"])
+        else:
+            means = static.means.detach()
+            idx = farthest_point_sample(means, config.num_controls, static.opacities.detach())
+            controls = means[idx].clone()
+            k = min(config.knn, len(idx))
+            dist, knn = torch.cdist(means, controls).topk(k, dim=1, largest=False)
+            spacing = torch.cdist(controls, controls).topk(min(2, len(idx)), largest=False).values[:, -1].median()
+            logits = -(dist**2) / (2 * spacing.clamp_min(1e-4) ** 2)
         self.register_buffer("controls", controls)  # [M, 3] rest positions
         self.register_buffer("control_index", idx)  # which static Gaussians they came from
         self.register_buffer("knn", knn)  # [N, K]
-        self.skin_logits = nn.Parameter(-(dist**2) / (2 * spacing**2))  # [N, K]
+        self.skin_logits = nn.Parameter(logits)  # [N, K]
         self.net = _FieldMLP(config)
 
     @property
@@ -247,11 +252,15 @@ class ControlDeformation(_FieldDeformation):
     def blend(self, static: Gaussians, motion: Deformed) -> Deformed:
         """Dense Gaussians from control motion by linear blend skinning."""
         q, R, shift, dscale = motion.handle_quat, motion.handle_rot, motion.handle_shift, motion.handle_scale
-        w = torch.softmax(self.skin_logits, -1)  # [N, K]
         f = q.shape[0]
         # x -> R_j (x - c_j) + c_j + s_j is affine, so blend the K affine maps first and apply
         # one: same result as blending the moved points, with one 3x3 product per Gaussian.
         offset = self.controls[None] + shift - (R @ self.controls[None, :, :, None])[..., 0]  # [F, M, 3]
+        if skinning_numba.can_skin(self.skin_logits, R, static.means):  # no gradient wanted: one fused CPU loop
+            maps = torch.cat([R.flatten(-2), offset, q, dscale], -1)
+            means, quats, log_scales = skinning_numba.skin(maps, self.knn, self.skin_logits, static.means, static.quats, static.log_scales)
+            return Deformed(means, quats, log_scales, motion.handles, R, shift)
+        w = torch.softmax(self.skin_logits, -1)  # [N, K]
         R_blend = torch.einsum("nk,fnkij->fnij", w, R[:, self.knn])
         means = (R_blend @ static.means[None, :, :, None])[..., 0] + torch.einsum("nk,fnki->fni", w, offset[:, self.knn])
         q_blend = torch.nn.functional.normalize((w[None, ..., None] * q[:, self.knn]).sum(2), dim=-1)
@@ -275,10 +284,13 @@ class ControlDeformation(_FieldDeformation):
 class PerGaussianDeformation(_FieldDeformation):
     """DG4D's per-Gaussian HexPlane deformation (the paper's baseline)."""
 
-    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="per_gaussian")):
+    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="per_gaussian"), saved: dict | None = None):
         super().__init__()
         self.config = config
-        idx = farthest_point_sample(static.means.detach(), config.num_controls, static.opacities.detach())
+        if saved is not None:
+            idx = saved["handle_index"]
+        else:
+            idx = farthest_point_sample(static.means.detach(), config.num_controls, static.opacities.detach())
         self.register_buffer("handle_index", idx)
         self.register_buffer("rest", static.means.detach()[idx].clone())
         self.net = _FieldMLP(config)
@@ -313,7 +325,7 @@ class StillDeformation(Deformation):
 
     trainable = False
 
-    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="still")):
+    def __init__(self, static: Gaussians, config: DeformConfig = DeformConfig(mode="still"), saved: dict | None = None):
         super().__init__()
         self.config = config
         self.register_buffer("rest", static.means.detach()[:0].clone())
@@ -340,10 +352,16 @@ class StillDeformation(Deformation):
 DEFORMATIONS = {"control": ControlDeformation, "per_gaussian": PerGaussianDeformation, "still": StillDeformation}
 
 
-def make_deformation(static: Gaussians, config: DeformConfig) -> Deformation:
+def make_deformation(static: Gaussians, config: DeformConfig, state: dict | None = None) -> Deformation:
+    """A new deformation of ``static``, or with ``state`` (a ``state_dict``) a saved one, whose
+    layout (handles, neighbours) is taken from the state rather than sampled again: sampling takes
+    over a second at 100k Gaussians, which a client waiting for a new snapshot's first frame sees."""
     if config.mode not in DEFORMATIONS:
         raise ValueError(f"unknown deformation mode {config.mode!r}; choose one of {', '.join(DEFORMATIONS)}")
-    return DEFORMATIONS[config.mode](static, config)
+    deformation = DEFORMATIONS[config.mode](static, config, saved=state)
+    if state is not None:
+        deformation.load_state_dict(state)
+    return deformation
 
 
 def move_bound_points(deformed: Deformed, rest: Tensor, binding: "Binding") -> Tensor:

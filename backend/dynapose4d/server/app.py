@@ -67,8 +67,12 @@ def _errors(*codes: int, json_route: bool = True) -> dict:
 
 
 def _warm_imports() -> None:
-    """Import the heavy modules once at start-up, not inside the first upload or frame request."""
+    """Import the heavy modules (and load the compiled skinning kernel) once at start-up, not
+    inside the first upload or frame request."""
     from .. import dynamic4d, images, video  # noqa: F401
+    from ..deform import skinning_numba
+
+    skinning_numba.warm_up()
 
 
 def _create_job_openapi() -> dict:

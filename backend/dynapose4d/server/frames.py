@@ -48,8 +48,9 @@ class _Loaded:
 
 
 class SnapshotFrames:
-    def __init__(self, max_models: int = 4, frame_cache_bytes: int = 256 * 2**20):
+    def __init__(self, max_models: int = 4, frame_cache_bytes: int = 256 * 2**20, frames_ahead: int = 8):
         self.max_models = max_models
+        self.frames_ahead = frames_ahead
         self.frame_cache_bytes = frame_cache_bytes
         self._models: OrderedDict[str, _Loaded] = OrderedDict()
         self._frames: OrderedDict[tuple, bytes] = OrderedDict()
@@ -132,20 +133,27 @@ class SnapshotFrames:
         fps, frame_count = self._timing(loaded.model, fps, frame_count, mode)
         if not 0 <= index < frame_count:
             raise BadFrameRequest(f"frame index {index} is outside 0..{frame_count - 1} (frame_count={frame_count})")
-        key = (job_id, loaded.snapshot.get("version"), loaded.stamp, float(fps), frame_count, mode, index, dtype)
+        sequence = (job_id, loaded.snapshot.get("version"), loaded.stamp, float(fps), frame_count, mode, dtype)
         with self._lock:
-            data = self._frames.get(key)
+            data = self._frames.get((*sequence, index))
             if data is not None:
-                self._frames.move_to_end(key)
+                self._frames.move_to_end((*sequence, index))
                 return data, loaded.snapshot
-        data = self._encode(loaded, index, fps, frame_count, mode, dtype)
+            # A client walking a sequence in order (frame 0, or the one before this is cached) gets
+            # this frame and the next few sampled together, ready for its next requests.
+            walking = index == 0 or (*sequence, index - 1) in self._frames
+            stop = min(index + self.frames_ahead, frame_count) if walking else index + 1
+            ahead = [i for i in range(index, stop) if (*sequence, i) not in self._frames]
+        encoded = self._encode(loaded, ahead, fps, frame_count, mode, dtype)
         with self._lock:
-            if key not in self._frames and len(data) <= self.frame_cache_bytes:
-                self._frames[key] = data
-                self._frame_bytes += len(data)
-                while self._frame_bytes > self.frame_cache_bytes:
-                    self._frame_bytes -= len(self._frames.popitem(last=False)[1])
-        return data, loaded.snapshot
+            for i, blob in zip(ahead, encoded):
+                key = (*sequence, i)
+                if key not in self._frames and len(blob) <= self.frame_cache_bytes:
+                    self._frames[key] = blob
+                    self._frame_bytes += len(blob)
+            while self._frame_bytes > self.frame_cache_bytes:
+                self._frame_bytes -= len(self._frames.popitem(last=False)[1])
+        return encoded[0], loaded.snapshot
 
     @staticmethod
     def _check_version(loaded: _Loaded, version: int | None) -> None:
@@ -154,38 +162,40 @@ class SnapshotFrames:
             raise SnapshotGone(f"snapshot version {version} has been replaced; the latest is {current} (fetch its frames instead)")
 
     @staticmethod
-    def _encode(loaded: _Loaded, index: int, fps: float, frame_count: int, mode: str, dtype: str) -> bytes:
+    def _encode(loaded: _Loaded, indices: list[int], fps: float, frame_count: int, mode: str, dtype: str) -> list[bytes]:
         import torch
 
         model = loaded.model
         times = model.times(frame_count, fps, mode)
+        picked = torch.as_tensor(indices)
+        # Cast before numpy, whose float16 conversion is several times slower than torch's.
+        wire = {"float32": torch.float32, "float16": torch.float16}.get(dtype, torch.float32)
         with torch.no_grad():
             # In the user's frame, +Y up: the add-on turns +Y up into Blender's +Z (userframe.py).
-            gaussians, keypoints = to_user(model, *model.sample(times[index : index + 1]), up="y")
-            g = gaussians.map(lambda t: t[0])
-            arrays = {
-                "positions": g.means,
-                "rotations": g.rotations,
-                "scales": g.scales,
-                "opacities": g.opacities,
-                "colors": g.rgb.clamp(0.0, 1.0),
-                "keypoints": keypoints[0],
+            g, keypoints = to_user(model, *model.sample(times[picked]), up="y")
+            first = g.map(lambda t: t[0])  # opacity and colour do not move: convert them once
+            fields = {"positions": g.means, "rotations": g.rotations, "scales": g.scales}
+            fields = {k: v.to(wire).numpy() for k, v in fields.items()}
+            still = {"opacities": first.opacities.to(wire).numpy(), "colors": first.rgb.clamp(0.0, 1.0).to(wire).numpy()}
+            keypoints = keypoints.float().numpy()
+        out = []
+        for row, index in enumerate(indices):
+            meta = {
+                "frame": {
+                    "index": index,
+                    "frame_count": frame_count,
+                    "fps": fps,
+                    "time_mode": mode,
+                    "seconds": index / fps,
+                    "time": float(times[index]),
+                },
+                "snapshot": loaded.snapshot,
+                "up": "+y",
+                "coordinates": user_frame_of(model).name,
             }
-            arrays = {k: v.detach().float().cpu().numpy() for k, v in arrays.items()}
-        meta = {
-            "frame": {
-                "index": index,
-                "frame_count": frame_count,
-                "fps": fps,
-                "time_mode": mode,
-                "seconds": index / fps,
-                "time": float(times[index]),
-            },
-            "snapshot": loaded.snapshot,
-            "up": "+y",
-            "coordinates": user_frame_of(model).name,
-        }
-        return encode_frame(arrays, dtype=dtype, meta=meta)
+            arrays = {**{k: v[row] for k, v in fields.items()}, **still, "keypoints": keypoints[row]}
+            out.append(encode_frame(arrays, dtype=dtype, meta=meta))
+        return out
 
     def keypoints(
         self,

@@ -43,19 +43,18 @@ def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: di
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     n = int(np.asarray(arrays["positions"]).shape[0])
-    blobs, fields, offset = [], [], 0
+    fields, parts, offset = [], [], 0
     specs = [(name, (n, *tail), DTYPES[dtype]) for name, tail in GAUSSIAN_FIELDS]
     keypoints = np.asarray(arrays.get("keypoints", np.zeros((0, 3))))
     specs.append(("keypoints", (int(keypoints.shape[0]), 3), "<f4"))
     for name, shape, wire_dtype in specs:
-        arr = np.ascontiguousarray(np.asarray(arrays[name]) if name != "keypoints" else keypoints, dtype=wire_dtype)
+        arr = np.asarray(arrays[name]) if name != "keypoints" else keypoints
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {list(shape)}, got {list(arr.shape)}")
-        data = arr.tobytes()
-        fields.append({"name": name, "dtype": wire_dtype, "shape": list(shape), "offset": offset, "nbytes": len(data)})
-        blobs.append(data)
-        blobs.append(b"\0" * _pad(len(data)))
-        offset += len(data) + _pad(len(data))
+        nbytes = int(np.prod(shape)) * np.dtype(wire_dtype).itemsize
+        fields.append({"name": name, "dtype": wire_dtype, "shape": list(shape), "offset": offset, "nbytes": nbytes})
+        parts.append((arr, offset, wire_dtype))
+        offset += nbytes + _pad(nbytes)
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -68,4 +67,11 @@ def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: di
     }
     text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")  # standard JSON only
     text += b" " * _pad(8 + len(text))
-    return b"".join([MAGIC, struct.pack("<I", len(text)), text, *blobs])
+    # One buffer, each field converted straight into its place: a frame of 100k Gaussians is
+    # 5.6 MB, and copying it twice (tobytes, then a join) was a fifth of serving it.
+    start = len(MAGIC) + 4 + len(text)
+    out = bytearray(start + offset)
+    out[:start] = MAGIC + struct.pack("<I", len(text)) + text
+    for arr, at, wire_dtype in parts:
+        np.frombuffer(out, dtype=wire_dtype, count=arr.size, offset=start + at).reshape(arr.shape)[...] = arr
+    return bytes(out)
