@@ -125,7 +125,7 @@ def test_cancel_within_two_seconds(ray_server):
 
 
 def test_a_killed_actor_fails_the_job_which_then_resumes(ray_server):
-    job_id = ray_server.create_job("demo", dict(RUNNING, iterations=60)).json()["id"]
+    job_id = ray_server.create_job("demo", dict(RUNNING, iterations=30)).json()["id"]
     status = ray_server.wait(job_id, lambda s: (s["iteration"] or 0) >= 9 and s["snapshot"] is not None, what="a checkpoint")
     worker = status["worker_pid"]
     actor = _actor_pid(worker)
@@ -146,7 +146,7 @@ def test_a_killed_actor_fails_the_job_which_then_resumes(ray_server):
     first = next(d for k, _, d in events if k == "progress")["iteration"]
     assert first > 1 and f"at iteration {first - 1}" in resumed_at[0]
     done = ray_server.status(job_id)
-    assert done["state"] == "done" and done["attempts"] == 2 and done["iteration"] == 60
+    assert done["state"] == "done" and done["attempts"] == 2 and done["iteration"] == 30
     assert ray_server.request("DELETE", f"/v1/jobs/{job_id}").status == 200
 
 

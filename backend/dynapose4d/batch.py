@@ -450,7 +450,11 @@ def run_batch(manifest: Path, out: Path, server: Path | None = None, console=Non
         "bad_lines": [asdict(b) for b in bad],
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-    _print_summary(summary, console or display.console)
+    if console is None:
+        from rich.console import Console
+
+        console = Console()  # the table on stdout, the progress on stderr
+    _print_summary(summary, console)
     return summary
 
 
