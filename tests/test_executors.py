@@ -2,6 +2,7 @@
 Ray, nor do its workers, and ``--executor ray`` where Ray is missing says how to install it. Ray
 is made unimportable by a ``ray`` module that records the attempt and fails, first on the path."""
 
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,16 @@ def test_executor_ray_without_ray_installed_says_how_to_install_it(tmp_path, no_
     assert "--executor ray needs Ray" in done.stderr and "dynapose4d[cluster]" in done.stderr, done.stderr
     assert not (tmp_path / "server.json").exists()
     assert no_ray.exists()  # the refusal came from the import, not from a guess
+
+
+def test_a_cluster_address_where_nothing_listens_is_an_error_before_the_server_starts(tmp_path):
+    pytest.importorskip("ray")
+    done = subprocess.run(
+        [sys.executable, "-m", "dynapose4d", "serve", "--executor", "ray", "--ray-address", "127.0.0.1:1",
+         "--jobs-dir", str(tmp_path / "jobs"), "--address-file", str(tmp_path / "server.json")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "backend"), str(ROOT)])},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot connect to the Ray cluster at '127.0.0.1:1': nothing answers at 127.0.0.1:1" in done.stderr, done.stderr
+    assert not (tmp_path / "server.json").exists()

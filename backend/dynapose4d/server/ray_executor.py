@@ -197,6 +197,23 @@ def _first_line(exc: BaseException) -> str:
     return text if len(text) <= 400 else text[:400] + "..."
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) where nothing listens: Ray itself retries
+    such an address for minutes before it gives up."""
+    if address in ("auto", "local"):
+        return  # Ray finds (or starts) the cluster of this machine itself, and says so quickly
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"--ray-address {address!r} should be auto, local, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot connect to the Ray cluster at {address!r}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
+            "is its head running (`ray start --head`, docs/cluster.md)?"
+        ) from None
+
+
 class RayExecutor:
     """Workers as Ray actors on a cluster (or a one-machine Ray instance)."""
 
@@ -216,6 +233,7 @@ class RayExecutor:
         ray = require_ray()
         if not ray.is_initialized():
             options = dict(namespace="dynapose4d", log_to_driver=False)
+            _check_reachable(self.address)
             try:
                 if self.address == "local":
                     # The cluster's processes start from this environment: let them import this code.
