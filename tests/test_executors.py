@@ -68,3 +68,26 @@ def test_a_cluster_address_where_nothing_listens_is_an_error_before_the_server_s
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cannot connect to the Ray cluster at '127.0.0.1:1': nothing answers at 127.0.0.1:1" in done.stderr, done.stderr
     assert not (tmp_path / "server.json").exists()
+
+
+@pytest.mark.parametrize("device, cluster_gpus, want", [
+    ("cpu", 4, 0), ("auto", 0, 0), ("auto", 2, 1), ("cuda", 1, 1), ("cuda", 0, "no node of the Ray cluster has a GPU"),
+])
+def test_what_a_job_asks_of_the_cluster(device, cluster_gpus, want):
+    """The GPU request by the job's device (a job kind without a device setting counts as auto)."""
+    from dynapose4d.server.config import ServerConfig
+    from dynapose4d.server.ray_executor import RayExecutor
+
+    class Cluster:  # the one Ray call this decision makes
+        @staticmethod
+        def cluster_resources():
+            return {"CPU": 8.0, **({"GPU": float(cluster_gpus)} if cluster_gpus else {})}
+
+    executor = RayExecutor(ServerConfig(jobs_dir=ROOT, token="-", executor="ray"))
+    executor._ray = Cluster
+    settings = {} if device == "auto" else {"device": device}
+    if isinstance(want, str):
+        with pytest.raises(OSError, match=want):
+            executor.gpus_for(settings)
+    else:
+        assert executor.gpus_for(settings) == want

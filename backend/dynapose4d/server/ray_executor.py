@@ -268,9 +268,13 @@ class RayExecutor:
 
     def launch(self, folder: JobFolder, settings: dict) -> RayWorker:
         self.start()
-        actor = self._host.options(num_cpus=1, num_gpus=self.gpus_for(settings)).remote(self.config.orphan_timeout_s)
-        run_ref = actor.run.remote(str(folder.root.resolve()))
-        where_ref = actor.where.remote()
+        gpus = self.gpus_for(settings)
+        try:
+            actor = self._host.options(num_cpus=1, num_gpus=gpus).remote(self.config.orphan_timeout_s)
+            run_ref = actor.run.remote(str(folder.root.resolve()))
+            where_ref = actor.where.remote()
+        except Exception as exc:  # noqa: BLE001 - the manager fails the job with this, and goes on
+            raise OSError(f"Ray could not start an actor for the job ({type(exc).__name__}: {_first_line(exc)})") from exc
         return RayWorker(self._ray, actor, run_ref, where_ref)
 
     def shutdown(self) -> None:
