@@ -39,6 +39,7 @@ from .executors import describe_exit_status, kill_group, send_stop, start_worker
 
 KILL_ESCALATION_S = 1.0  # an actor that has not ended its worker by then is killed by Ray
 ACTOR_CONCURRENCY = 8  # run + where + stop + kill may all wait at once in one actor
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # --ray-address local
 INSTALL_HINT = "pip install 'dynapose4d[cluster]' into the backend's environment"
 
 
@@ -239,7 +240,8 @@ class RayExecutor:
                     # The cluster's processes start from this environment: let them import this code.
                     package_root = str(Path(__file__).resolve().parents[2])
                     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-                    ray.init(include_dashboard=False, **options)
+                    # Only small values go through Ray (paths, exit statuses): a small object store.
+                    ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
                 else:
                     ray.init(address=self.address, **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
