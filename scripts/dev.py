@@ -46,7 +46,7 @@ THREE_DIR = ROOT / ".node-three"
 THREE_PIN = "three@0.187.0"
 PROFILES = {
     "runtime": ["-e", f"{BACKEND}"],
-    "dev": ["-e", f"{BACKEND}[dev]"],
+    "dev": ["-e", f"{BACKEND}[dev,cluster]"],  # cluster: the Ray executor's tests run too
 }
 
 

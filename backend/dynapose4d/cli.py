@@ -6,6 +6,7 @@
     models    list, check or download the model weights
     selftest  check the renderer and the installed models on a built-in sample
     serve     the local job server the Blender add-on talks to (loopback, token-protected)
+    batch     many jobs from a manifest (JSON lines or CSV), here or on a server; resumable
     render    render a 3DGS PLY (or the built-in scene) from orbit cameras to PNG / GIF
     eval      score a result with the Consistent4D protocol (PSNR, SSIM, LPIPS, CLIP, FVD)
     info      version, torch, device and which renderer would be used
@@ -339,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.cli import add_serve_cli
 
     add_serve_cli(sub)
+    from .batch import add_batch_cli
+
+    add_batch_cli(sub)
     from .evaluation.cli import add_eval_cli
 
     add_eval_cli(sub)

@@ -94,10 +94,11 @@ def _create_job_openapi() -> dict:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=print) -> FastAPI:
-    """The FastAPI application (without the access guard; :func:`create_app` adds it)."""
+def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=print, executor=None) -> FastAPI:
+    """The FastAPI application (without the access guard; :func:`create_app` adds it).
+    ``executor``: where workers run (default: the one ``config.executor`` names)."""
     store = JobStore(config.jobs_dir)
-    manager = JobManager(store, config, say=say)
+    manager = JobManager(store, config, say=say, executor=executor)
     frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes)
     meshes = SkinnedMeshes(frames)
     probe = DeviceProbe()

@@ -14,6 +14,7 @@ from .address import default_address_file, default_jobs_dir
 from .auth import is_loopback_address, new_token
 from .config import MIB, ServerConfig, UploadLimits
 
+RAY_MAX_JOBS = 32  # jobs handed to a Ray cluster at once; Ray holds them until resources are free
 REMOTE_HELP = """\
 Remote use: keep the server on 127.0.0.1 and tunnel to it with SSH, using the same port on both
 ends (the server checks the Host header against its own port), e.g. on your workstation:
@@ -36,7 +37,9 @@ def add_serve_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME", help="extra Host header name to accept (with --allow-remote)")
     p.add_argument("--address-file", default=None, help=f"where to write address and token (default {default_address_file()})")
     p.add_argument("--jobs-dir", default=None, help=f"job folders (default {default_jobs_dir()})")
-    p.add_argument("--max-jobs", type=int, default=1, help="jobs running at once (default 1: one GPU job); 0 queues without running")
+    p.add_argument("--max-jobs", type=int, default=None,
+                   help=f"jobs running at once (default 1 with the local executor: one GPU job; {RAY_MAX_JOBS} with Ray, which "
+                        "queues those no node has room for yet); 0 queues without running")
     p.add_argument("--max-upload-mb", type=float, default=2048, help="largest request body in MiB (default 2048)")
     p.add_argument("--max-image-pixels", type=int, default=UploadLimits.max_image_pixels,
                    help=f"largest uploaded image in pixels (default {UploadLimits.max_image_pixels:,}; the pipeline works at 256-1024 px)")
@@ -47,6 +50,11 @@ def add_serve_cli(subparsers) -> argparse.ArgumentParser:
                    help=f"seconds a connection may take to send a request's headers (default {ServerConfig.header_timeout_s:g})")
     p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s,
                    help=f"seconds a request body may stall before the request is dropped (default {ServerConfig.body_timeout_s:g})")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where jobs run: local worker processes (default), or tasks on a Ray cluster (needs dynapose4d[cluster]; docs/cluster.md)")
+    p.add_argument("--ray-address", default="auto", metavar="ADDRESS",
+                   help="with --executor ray: the cluster to join: auto (a cluster started on this machine with `ray start`), "
+                        "ray://HEAD:10001, HOST:PORT of a head's GCS, or local (start a one-machine cluster) (default auto)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI spec and exit")
     p.set_defaults(func=cmd_serve)
     return p
@@ -81,6 +89,12 @@ def cmd_serve(args) -> int:
     from .app import build_api, create_app
     from .instance import JobsFolderBusy, ServerLock
 
+    if args.executor == "ray":
+        from .ray_executor import require_ray
+
+        require_ray()  # a clear message before anything else when Ray is not installed
+    if args.max_jobs is None:
+        args.max_jobs = RAY_MAX_JOBS if args.executor == "ray" else 1
     if args.max_jobs < 0:
         raise ValueError("--max-jobs must be >= 0")
     jobs_dir = Path(args.jobs_dir) if args.jobs_dir else default_jobs_dir()
@@ -127,7 +141,20 @@ def cmd_serve(args) -> int:
         auto_resume=args.auto_resume,
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
+        executor=args.executor,
+        ray_address=args.ray_address if args.executor == "ray" else None,
     )
+    # A cluster is joined before the server answers, so a wrong address is an error here, not a
+    # traceback inside the web server's start-up.
+    from .executors import make_executor
+
+    executor = make_executor(config, say=lambda line: print(line, flush=True))
+    try:
+        executor.start()
+    except BaseException:
+        sock.close()
+        lock.release()
+        raise
     address_file = Path(args.address_file) if args.address_file else default_address_file()
     stale = describe_stale_address_file(address_file)
     if stale:
@@ -157,7 +184,7 @@ def cmd_serve(args) -> int:
 
     from .slowclients import header_timeout_protocol
 
-    app = create_app(config, on_ready=ready, on_shutdown=stopped, say=lambda line: print(line, flush=True))
+    app = create_app(config, on_ready=ready, on_shutdown=stopped, say=lambda line: print(line, flush=True), executor=executor)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1, server_header=False,
                        http=header_timeout_protocol(config.header_timeout_s))

@@ -45,3 +45,5 @@ class ServerConfig:
     auto_resume: bool = True  # queue interrupted jobs again when the server starts
     header_timeout_s: float = 10.0  # a connection that has not sent its request head by then is closed
     body_timeout_s: float = 30.0  # a request body that stalls this long is dropped (408)
+    executor: str = "local"  # where workers run: "local" (child processes) or "ray" (executors.py)
+    ray_address: str | None = None  # --executor ray: "auto", "ray://head:10001", "local", or host:port

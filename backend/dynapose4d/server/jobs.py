@@ -11,6 +11,9 @@ On start-up, jobs recorded as running were interrupted by a server crash and are
 interrupted jobs are queued again (``ServerConfig.auto_resume``, on by default), in the order
 they were created, and queued jobs stay queued.
 
+Where workers run is the executor's business (:mod:`.executors`: child processes by default,
+a Ray cluster with ``--executor ray``); the manager only launches, stops, kills and polls them.
+
 Job creation is one transaction (:meth:`JobManager.create`): the upload lands in a staging
 folder and becomes a job folder by one rename once it is complete and valid, or is removed.
 A record that cannot be saved (a full disk) is retried until it is, so the on-disk state
@@ -23,9 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -34,9 +34,10 @@ from ..pipeline import write_job
 from .config import ServerConfig
 from .diskspace import DiskFull, disk_full_message, disk_low, is_disk_full, remove_partial_files
 from .eventlog import EventLog
+from .executors import Executor, WorkerHandle, make_executor
 from ..pipeline.folder import JobFolder
 from .store import RESUMABLE_STATES, JobRecord, JobStore, UnknownJob, check_job_id
-from .worker import EXIT_BUSY, ORPHAN_TIMEOUT_ENV
+from .worker import EXIT_BUSY
 
 LOG_TAIL_LINES = 12
 RESUME_HINT = "resume it to continue from its last checkpoint"
@@ -54,7 +55,7 @@ class Job:
         self.dir = folder
         self.folder = JobFolder(folder)
         self.log = EventLog(self.folder.events)
-        self.proc: subprocess.Popen | None = None
+        self.proc: WorkerHandle | None = None  # the running attempt's worker
         self.attempt_first_event = 0
         self.cancel_requested = False
         self.interrupt_on_exit = False
@@ -75,10 +76,11 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, store: JobStore, config: ServerConfig, say=print):
+    def __init__(self, store: JobStore, config: ServerConfig, say=print, executor: Executor | None = None):
         self.store = store
         self.config = config
         self.say = say
+        self.executor = executor or make_executor(config, say=say)
         self.jobs: dict[str, Job] = {}
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -101,6 +103,7 @@ class JobManager:
                 record.state, record.error, record.finished_at = "queued", None, None
                 self._save(record)
             self.jobs[record.id] = Job(record, self.store.job_dir(record.id))
+        self.executor.start()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 
     async def shutdown(self) -> None:
@@ -113,13 +116,14 @@ class JobManager:
             job.interrupt_on_exit = True
             self._send_stop(job)
         deadline = time.monotonic() + self.config.cancel_grace_s
-        while time.monotonic() < deadline and any(job.proc.poll() is None for job in running):
+        while time.monotonic() < deadline and not all(job.proc.poll() for job in running):
             await asyncio.sleep(0.02)
         for job in running:
-            if job.proc.poll() is None:
+            if not job.proc.poll():
                 self._kill(job)
             await asyncio.to_thread(job.proc.wait, 10)
             self._finish(job)
+        await asyncio.to_thread(self.executor.shutdown)
 
     async def _supervise(self) -> None:
         while True:
@@ -135,7 +139,7 @@ class JobManager:
             if (job.proc is not None or job.watchers) and job.log.poll():
                 job.notify()
             if job.proc is not None:
-                if job.proc.poll() is not None:
+                if job.proc.poll():
                     self._finish(job)
                 elif job.kill_deadline is not None and now >= job.kill_deadline:
                     self._kill(job)
@@ -301,65 +305,34 @@ class JobManager:
         job.attempt_first_event = len(job.log)
         job.folder.result_zip.unlink(missing_ok=True)
         try:
-            log_fh = open(job.folder.worker_log, "ab")
-            log_fh.write(f"--- attempt {r.attempts}, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
-            log_fh.flush()
+            with open(job.folder.worker_log, "ab") as log_fh:
+                log_fh.write(f"--- attempt {r.attempts}, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
         except OSError as exc:
             why = disk_full_message(self.store.root) if is_disk_full(exc) else f"cannot write {job.folder.worker_log.name}: {exc}"
             r.state, r.error, r.finished_at = "failed", f"{why}; {RESUME_HINT}", time.time()
             self._save(r)
             job.notify()
             return
-        package_root = str(Path(__file__).resolve().parents[2])  # so the worker imports this same code
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env[ORPHAN_TIMEOUT_ENV] = str(self.config.orphan_timeout_s)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        # Its own process group: Ctrl-C in the server's terminal reaches the server only (which
-        # then stops the worker properly), and a kill reaches the worker's children too.
-        group = {"start_new_session": True} if os.name != "nt" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         try:
-            job.proc = subprocess.Popen(
-                [sys.executable, "-m", "dynapose4d.server.worker", str(job.dir)],
-                stdin=subprocess.PIPE,
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                cwd=job.dir,
-                env=env,
-                **group,
-            )
+            job.proc = self.executor.launch(job.folder, r.settings)
         except OSError as exc:
             r.state, r.error, r.finished_at = "failed", f"could not start the worker process: {exc}", time.time()
-        finally:
-            log_fh.close()  # the child has its own copy of the descriptor
         self._save(r)
         job.notify()
 
     def _send_stop(self, job: Job) -> None:
-        try:
-            job.proc.stdin.write(b"stop\n")
-            job.proc.stdin.flush()
-        except (OSError, ValueError):
-            pass  # already gone; the exit is picked up by the supervisor
+        job.proc.stop()
 
     def _kill(self, job: Job) -> None:
         job.kill_deadline = None
-        try:
-            if os.name != "nt":
-                os.killpg(job.proc.pid, signal.SIGKILL)
-            else:
-                job.proc.kill()
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
+        job.proc.kill()
 
     def _finish(self, job: Job) -> None:
         """The worker exited: decide the job's state from its last event and exit status."""
         proc, job.proc = job.proc, None
         if proc is None:
             return
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
+        proc.close()
         rc = proc.returncode
         job.log.poll()
         job.record.exit_code = rc
@@ -387,7 +360,7 @@ class JobManager:
         elif disk_low(job.dir):  # the worker could not even write why it failed
             self._set_final(job, "failed", f"{disk_full_message(self.store.root)}; {RESUME_HINT} once there is space")
         else:
-            self._set_final(job, "failed", f"{_exit_description(rc)}; last lines of its log:\n{self._log_tail(job)}")
+            self._set_final(job, "failed", f"{proc.exit_description()}; last lines of its log:\n{self._log_tail(job)}")
         if job.record.state != "done":
             remove_partial_files(job.dir)  # half-written checkpoints of the attempt that just ended
         job.cancel_requested = job.interrupt_on_exit = False
@@ -414,14 +387,3 @@ def read_log_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
-def _exit_description(rc: int | None) -> str:
-    if rc is not None and rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        hint = " (by the user, or by the system when memory ran out)" if name == "SIGKILL" else ""
-        return f"the worker was killed by {name}{hint}"
-    return f"the worker exited with status {rc} without reporting why"

@@ -1,0 +1,204 @@
+"""Executors: where a job's worker program runs. The job manager only talks to this interface.
+
+An :class:`Executor` starts the worker program (``python -m dynapose4d.server.worker JOB_DIR``,
+:mod:`.worker`) for a job folder and returns a :class:`WorkerHandle`; through the handle the
+manager asks the worker to stop, kills it, polls whether it ended, and gets its exit status and
+a description of an exit that the worker itself did not explain. Whatever the executor, the
+worker writes into the job folder (``events.jsonl``, ``snapshots/latest.pt``, ``checkpoints/``,
+``worker.log``), which is where the server reads progress from: the API behaves the same.
+
+- :class:`SubprocessExecutor` (the default, ``--executor local``): a child process of the server
+  on this machine, in its own process group, stopped through its stdin.
+- ``RayExecutor`` (``--executor ray``, :mod:`.ray_executor`): a Ray actor on any node of a
+  cluster that runs the same worker program there; the job folders must be on a filesystem that
+  every node mounts at the same path (docs/cluster.md). Ray is imported only when it is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from ..pipeline.folder import JobFolder
+from .config import ServerConfig
+from .worker import ORPHAN_TIMEOUT_ENV
+
+EXECUTORS = ("local", "ray")
+
+
+class WorkerHandle(Protocol):
+    """One running attempt of a job."""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (on the machine that runs it), once known."""
+
+    def poll(self) -> bool:
+        """Whether the worker has ended (cheap: called every few milliseconds)."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The worker's exit status once it ended (negative: killed by that signal); None while
+        it runs, or when the executor lost it without a status (a Ray node that died)."""
+
+    def stop(self) -> None:
+        """Ask the worker to stop at its next check (it keeps its checkpoint)."""
+
+    def kill(self) -> None:
+        """End the worker now (checkpoints are written atomically, so the last one stays)."""
+
+    def wait(self, timeout: float) -> None:
+        """Block until the worker ended or ``timeout`` seconds passed (call it from a thread)."""
+
+    def close(self) -> None:
+        """Release what the handle holds, after the worker ended."""
+
+    def exit_description(self) -> str:
+        """Why the worker ended, for an exit its events do not explain."""
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Get ready (connect to a cluster); called once when the server starts."""
+
+    def launch(self, folder: JobFolder, settings: dict) -> WorkerHandle:
+        """Start a worker on the job folder; ``settings`` say what it needs (its device).
+        Raises OSError when it cannot be started."""
+
+    def shutdown(self) -> None:
+        """Called once when the server stops, after every worker ended."""
+
+
+def make_executor(config: ServerConfig, say=print) -> Executor:
+    if config.executor == "local":
+        return SubprocessExecutor(config)
+    if config.executor == "ray":
+        from .ray_executor import RayExecutor  # Ray only where it is asked for
+
+        return RayExecutor(config, say=say)
+    raise ValueError(f"unknown executor {config.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+
+
+# -- what every executor starts -----------------------------------------------------------------
+def worker_command(folder: JobFolder) -> list[str]:
+    return [sys.executable, "-m", "dynapose4d.server.worker", str(folder.root)]
+
+
+def worker_env(orphan_timeout_s: float) -> dict[str, str]:
+    package_root = str(Path(__file__).resolve().parents[2])  # so the worker imports this same code
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[ORPHAN_TIMEOUT_ENV] = str(orphan_timeout_s)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_worker(folder: JobFolder, orphan_timeout_s: float, preexec_fn=None) -> subprocess.Popen:
+    """The worker program as a child of this process, its output appended to ``worker.log``;
+    ``preexec_fn`` runs in the child before the program (POSIX)."""
+    # Its own process group: Ctrl-C in the server's terminal reaches the server only (which
+    # then stops the worker properly), and a kill reaches the worker's children too.
+    group = {"start_new_session": True} if os.name != "nt" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    with open(folder.worker_log, "ab") as log_fh:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            worker_command(folder),
+            stdin=subprocess.PIPE,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            cwd=folder.root,
+            env=worker_env(orphan_timeout_s),
+            preexec_fn=preexec_fn,
+            **group,
+        )
+
+
+def send_stop(proc: subprocess.Popen) -> None:
+    try:
+        proc.stdin.write(b"stop\n")
+        proc.stdin.flush()
+    except (OSError, ValueError):
+        pass  # already gone; the exit is picked up by polling
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        if os.name != "nt":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def describe_exit_status(rc: int | None) -> str:
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = " (by the user, or by the system when memory ran out)" if name == "SIGKILL" else ""
+        return f"the worker was killed by {name}{hint}"
+    return f"the worker exited with status {rc} without reporting why"
+
+
+# -- the local executor -------------------------------------------------------------------------
+class LocalWorker:
+    """A worker process started by this server."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> bool:
+        return self.proc.poll() is not None
+
+    def stop(self) -> None:
+        send_stop(self.proc)
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def exit_description(self) -> str:
+        return describe_exit_status(self.proc.returncode)
+
+
+class SubprocessExecutor:
+    """Workers as child processes of the server (one machine; ``max_jobs`` at a time)."""
+
+    name = "local"
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+
+    def start(self) -> None:
+        pass
+
+    def launch(self, folder: JobFolder, settings: dict) -> LocalWorker:
+        return LocalWorker(start_worker(folder, self.config.orphan_timeout_s))
+
+    def shutdown(self) -> None:
+        pass
