@@ -156,6 +156,7 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
             if role == "video" and _is_frames(Path(path)):
                 from .framezip import import_frames
 
+                shutil.rmtree(folder.input(files[role]), ignore_errors=True)  # left by a start that failed
                 count = import_frames(path, folder.input(files[role]))
                 print(f"{count} frames from {path}")
             else:
