@@ -67,12 +67,12 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def _check_name(name: str) -> PurePosixPath:
+def _check_name(name: str, zip_name: str) -> PurePosixPath:
     path = PurePosixPath(name.replace("\\", "/"))
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or path.is_absolute():
-        raise FrameZipError(f"zip member {name!r} has an absolute path; a zip of frames holds relative names only")
+        raise FrameZipError(f"{zip_name}: member {name!r} has an absolute path; a zip of frames holds relative names only")
     if ".." in path.parts:
-        raise FrameZipError(f"zip member {name!r} points outside the archive ('..'); refused")
+        raise FrameZipError(f"{zip_name}: member {name!r} points outside the archive ('..'); refused")
     return path
 
 
@@ -83,20 +83,20 @@ def _plan(zf: zipfile.ZipFile, zip_name: str, limits: FrameZipLimits) -> list[zi
         raise FrameZipError(f"{zip_name} has {len(infos):,} members, more than the limit of {limits.max_members:,} frames", too_large=True)
     images, total, packed = [], 0, 0
     for info in infos:
-        path = _check_name(info.filename)
+        path = _check_name(info.filename, zip_name)
         if _is_symlink(info):
-            raise FrameZipError(f"zip member {info.filename!r} is a symbolic link; a zip of frames may hold image files only")
+            raise FrameZipError(f"{zip_name}: member {info.filename!r} is a symbolic link; a zip of frames may hold image files only")
         if info.is_dir() or _CLUTTER.search(info.filename):
             continue
         if info.flag_bits & 0x1:
-            raise FrameZipError(f"zip member {info.filename!r} is encrypted; zip the frames without a password")
+            raise FrameZipError(f"{zip_name}: member {info.filename!r} is encrypted; zip the frames without a password")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise FrameZipError(
-                f"zip member {info.filename!r} is not an image; a zip of frames may hold only {', '.join(IMAGE_SUFFIXES)} files"
+                f"{zip_name}: member {info.filename!r} is not an image; a zip of frames may hold only {', '.join(IMAGE_SUFFIXES)} files"
             )
         if info.file_size > limits.ratio_exempt_bytes and info.file_size > limits.max_ratio * max(1, info.compress_size):
             raise FrameZipError(
-                f"zip member {info.filename!r} expands {info.file_size / max(1, info.compress_size):,.0f} times "
+                f"{zip_name}: member {info.filename!r} expands {info.file_size / max(1, info.compress_size):,.0f} times "
                 f"(limit {limits.max_ratio:g}); a zip bomb is refused", too_large=True
             )
         total += info.file_size
@@ -120,7 +120,8 @@ def extract_frames_zip(zip_path: str | Path, dest: str | Path, limits: FrameZipL
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise FrameZipError(f"{zip_name} is not a readable zip file ({exc})") from None
+        why = str(exc) if isinstance(exc, zipfile.BadZipFile) else type(exc).__name__  # an OSError names our path
+        raise FrameZipError(f"{zip_name} is not a readable zip file ({why})") from None
     with zf:
         members = _plan(zf, zip_name, limits)
         dest.mkdir(parents=True, exist_ok=False)
@@ -135,11 +136,11 @@ def extract_frames_zip(zip_path: str | Path, dest: str | Path, limits: FrameZipL
                         written += len(chunk)
                         # The directory's sizes are claims: the bytes themselves are counted too.
                         if size > info.file_size or written > limits.max_total_bytes:
-                            raise FrameZipError(f"zip member {info.filename!r} holds more bytes than its header says; refused", too_large=True)
+                            raise FrameZipError(f"{zip_name}: member {info.filename!r} holds more bytes than its header says; refused", too_large=True)
                         out.write(chunk)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
             shutil.rmtree(dest, ignore_errors=True)
-            raise FrameZipError(f"{zip_name} could not be extracted ({exc})") from None
+            raise FrameZipError(f"{zip_name} could not be extracted ({type(exc).__name__}); zip the frames again") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
