@@ -196,34 +196,69 @@ def _small(frames, masks, scale):
     return grays, ms
 
 
-def _step(g0, g1, m0, m1, band: int) -> tuple[np.ndarray, str, int]:
-    """The similarity ``frame t-1 -> frame t`` at work scale, how it was found, and its inliers."""
-    kernel = np.ones((2 * band + 1,) * 2, np.uint8)
-    near = cv2.dilate((m0 | m1).astype(np.uint8), kernel).astype(bool)
-    edge = np.zeros_like(near)
-    edge[band:-band, band:-band] = True  # corners at the frame edge leave the frame first
-    # 1. Background corners.
-    pts = corners(g0, ~near & edge)
-    if len(pts) >= _MIN_BACKGROUND_POINTS:
-        new, ok = track_points(g0, g1, pts)
-        if ok.sum() >= _MIN_BACKGROUND_POINTS:
-            m, n = _fit_similarity(pts[ok], new[ok], 1.0)
-            if m is not None and n >= _MIN_BACKGROUND_POINTS // 2:
-                return m, "background", n
-    # 2. The object's own corners (its dominant rigid motion).
+def _regions(m0: np.ndarray, m1: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """(background, object) regions of a frame to look for corners in, at work scale."""
+    near = cv2.dilate((m0 | m1).astype(np.uint8), np.ones((2 * band + 1,) * 2, np.uint8)).astype(bool)
+    inner = np.zeros_like(near)
+    inner[band:-band, band:-band] = True  # corners at the frame edge leave the frame first
     core = cv2.erode(m0.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    pts = corners(g0, core)
-    if len(pts) >= _MIN_OBJECT_POINTS:
-        new, ok = track_points(g0, g1, pts)
-        if ok.sum() >= _MIN_OBJECT_POINTS:
-            m, n = _fit_similarity(pts[ok], new[ok], 1.0)
-            if m is not None and n >= max(_MIN_OBJECT_POINTS // 2, int(0.4 * ok.sum())):
-                return m, "object", n
-    # 3. The masks.
-    m = _mask_similarity(m0, m1)
-    if m is not None:
-        return m, "mask", 0
-    return np.eye(3), "identity", 0
+    return ~near & inner, core
+
+
+@dataclass
+class _Anchors:
+    """Corners followed from frame to frame: where they are now (``xy``) and where they were in
+    frame 0's view (``xy0``), so each frame's similarity is fitted to frame 0 directly and small
+    per-step errors do not add up."""
+
+    xy: np.ndarray
+    xy0: np.ndarray
+    kind: str  # background | object
+    found: int  # how many were detected
+
+
+def _detect(gray, m0, m1, band, to_frame0: np.ndarray) -> _Anchors | None:
+    background, core = _regions(m0, m1, band)
+    for kind, region, least in (("background", background, _MIN_BACKGROUND_POINTS), ("object", core, _MIN_OBJECT_POINTS)):
+        pts = corners(gray, region)
+        if len(pts) >= least:
+            xy0 = pts.astype(np.float64) @ to_frame0[:2, :2].T + to_frame0[:2, 2]
+            return _Anchors(pts, xy0.astype(np.float32), kind, len(pts))
+    return None
+
+
+def _refine_to_frame0(g0, m0, gt, mt, matrix: np.ndarray, kind: str, band: int, iterations: int = 2) -> np.ndarray:
+    """``matrix`` (frame 0 -> frame t) corrected by tracking frame 0's corners into frame t warped
+    back onto frame 0: the two images then differ by little, where Lucas-Kanade is most accurate
+    (a zoom seen frame to frame biases it; this removes what the chain accumulated)."""
+    from .framing import warp
+
+    size = g0.shape[::-1]
+    for _ in range(iterations):
+        inv = np.linalg.inv(matrix)[:2]
+        back = np.clip(warp(gt.astype(np.float32), inv, size, 0.0) + 0.5, 0, 255).astype(np.uint8)
+        seen = warp(np.ones(gt.shape, np.float32), inv, size, 0.0) > 0.99
+        # What frame t never saw is filled from frame 0: a black ring would pull the coarse
+        # pyramid levels of Lucas-Kanade towards its edge.
+        back = np.where(seen, back, g0)
+        back_mask = warp(mt.astype(np.float32), inv, size, 0.0) > 0.5
+        background, core = _regions(m0, back_mask, band)
+        region = (background if kind == "background" else core & cv2.erode(back_mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)) & seen
+        pts = corners(g0, region)
+        if len(pts) < _least(kind):
+            break
+        new, ok = track_points(g0, back, pts, levels=1)  # what is left is a pixel or two
+        if ok.sum() < _least(kind):
+            break
+        step, n = _fit_similarity(pts[ok], new[ok], 1.0)
+        if step is None or n < max(_least(kind) // 2, int(0.4 * ok.sum())):
+            break
+        matrix = matrix @ step
+    return matrix
+
+
+def _least(kind: str) -> int:
+    return _MIN_BACKGROUND_POINTS if kind == "background" else _MIN_OBJECT_POINTS
 
 
 def estimate_camera_motion(frames, masks=None) -> CameraMotion:
@@ -244,12 +279,34 @@ def estimate_camera_motion(frames, masks=None) -> CameraMotion:
     # Work-scale pixels are full-size pixels times `k` in our convention (cv2.resize keeps centres).
     kx, ky = grays[0].shape[1] / w, grays[0].shape[0] / h
     to_small, to_full = np.diag([kx, ky, 1.0]), np.diag([1 / kx, 1 / ky, 1.0])
-    chained, sources, inliers = [np.eye(3)], ["identity"], [0]
+    small = [np.eye(3)]  # frame 0 -> frame t at work scale
+    sources, inliers = ["identity"], [0]
+    anchors: _Anchors | None = None
     for t in range(1, len(frames)):
-        step, how, n = _step(grays[t - 1], grays[t], ms[t - 1], ms[t], band)
-        chained.append(to_full @ step @ to_small @ chained[-1])
+        g0, g1, m0, m1 = grays[t - 1], grays[t], ms[t - 1], ms[t]
+        # 1. Anchors: renewed when too few are left (background preferred, then the object's own
+        #    corners, whose dominant rigid motion then stands for the camera's).
+        if anchors is None or len(anchors.xy) < max(_least(anchors.kind), anchors.found // 2):
+            anchors = _detect(g0, m0, m1, band, np.linalg.inv(small[-1]))
+        fitted = None
+        if anchors is not None:
+            new, ok = track_points(g0, g1, anchors.xy)
+            anchors = _Anchors(new[ok], anchors.xy0[ok], anchors.kind, anchors.found)
+            if ok.sum() >= _least(anchors.kind):
+                m, n = _fit_similarity(anchors.xy0, anchors.xy, 1.5)
+                if m is not None and n >= max(_least(anchors.kind) // 2, int(0.4 * ok.sum())):
+                    fitted, how = m, anchors.kind
+            if fitted is not None:
+                fitted = _refine_to_frame0(grays[0], ms[0], g1, m1, fitted, how, band)
+        # 2. Else the masks' centroids and areas, chained onto the previous frame.
+        if fitted is None:
+            step = _mask_similarity(m0, m1)
+            fitted, how, n = (small[-1], "identity", 0) if step is None else (step @ small[-1], "mask", 0)
+            anchors = None
+        small.append(fitted)
         sources.append(how)
         inliers.append(n)
+    chained = [to_full @ m @ to_small for m in small]
     return CameraMotion(np.stack(chained), sources, inliers, (w, h))
 
 

@@ -117,7 +117,7 @@ def make_video(
     margin = size // 2  # the scene extends beyond frame 0 so a moving camera sees more of it
     canvas_shape = (h + 2 * margin, w + 2 * margin)
     bg = np.ones(canvas_shape + (3,), np.float32) if background == "white" else textured_background(rng, canvas_shape)
-    texture = 0.15 + 0.7 * _noise(rng, canvas_shape, scales=(3, 8, 24))
+    texture = 0.15 + 0.7 * _noise(rng, canvas_shape, scales=(6, 16, 40))
     texture[..., 0] = 0.55 + 0.4 * texture[..., 0]  # a warm object: distinct from grey clutter on average
     cx, cy = centre[0] * w + margin, centre[1] * h + margin
     rx, ry = 0.2 * size, 0.15 * size
