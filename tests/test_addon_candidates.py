@@ -31,7 +31,7 @@ def waiting_job(tmp_path_factory, tiny_zero123, tiny_svd):
     tmp = tmp_path_factory.mktemp("candidates-server")
     server = start_server(tmp)
     lamp_png(tmp / "lamp.png", make_articulated("lamp", 1500))
-    settings = dict(TINY, zero123=str(tiny_zero123["zero123-xl"]), svd=str(tiny_svd), video_candidates=1, choose_video="ask")
+    settings = dict(TINY, zero123=str(tiny_zero123["zero123-xl"]), svd=str(tiny_svd), video_candidates=2, choose_video="ask")
     reply = server.create_job("generate", settings, {"image": ("lamp.png", (tmp / "lamp.png").read_bytes())})
     assert reply.status == 201, reply.body
     job = server.wait_state(reply.json()["id"], "waiting", "done", "failed", timeout=300)
@@ -58,11 +58,11 @@ def test_the_shelf_loads_previews_and_the_panel_offers_the_pick(waiting_job, tmp
     server, job_id = waiting_job
     client = BackendClient(server.url, server.token)
     shelf = candidates.refresh(client, job_id, str(tmp_path))
-    assert shelf.waiting and shelf.chosen is None and [c.index for c in shelf.items] == [0]
-    item = shelf.items[0]
-    assert item.score is None and "not scored" in item.label()
+    assert shelf.waiting and shelf.chosen is None and [c.index for c in shelf.items] == [0, 1]
+    item = shelf.items[1]
+    assert f"score {item.score['total']:.2f}" in item.label() and item.motion_bucket != shelf.items[0].motion_bucket
     # Blender decoded the strip (3 frames of TINY side by side); icon ids stay 0 in background mode.
-    preview = shelf._previews[f"{job_id}:0"]
+    preview = shelf._previews[f"{job_id}:1"]
     width, height = preview.image_size
     assert height > 0 and width / height == pytest.approx(3.0, rel=0.05)
     assert item.icon_id == preview.icon_id
@@ -101,8 +101,8 @@ def test_show_and_choose_operators_pick_the_video_and_import_the_result(waiting_
     assert bpy.ops.dynapose4d.show_candidates() == {"FINISHED"}
     state = runtime.STATE
     assert state.candidates is not None and tuple(state.candidates._previews[f"{job_id}:0"].image_size) != (0, 0)
-    assert bpy.ops.dynapose4d.choose_candidate(index=0) == {"FINISHED"}
-    assert state.candidates.chosen == 0 and state.candidates.items[0].chosen
+    assert bpy.ops.dynapose4d.choose_candidate(index=1) == {"FINISHED"}
+    assert state.candidates.chosen == 1 and state.candidates.items[1].chosen and not state.candidates.items[0].chosen
     assert server.status(job_id)["state"] in ("queued", "running", "done")
     deadline = time.monotonic() + 300
     reports = []
@@ -114,4 +114,4 @@ def test_show_and_choose_operators_pick_the_video_and_import_the_result(waiting_
     assert state.view.state == "done", (reports, state.view)
     assert state.imported_version is not None and bpy.data.collections, reports
     listed = BackendClient(server.url, server.token).candidates(job_id)
-    assert listed["chosen"] == 0 and listed["chosen_by"] == "user"
+    assert listed["chosen"] == 1 and listed["chosen_by"] == "user"

@@ -119,26 +119,32 @@ def test_generate_waits_for_a_chosen_candidate(job_server, tiny_zero123, tiny_sv
     from tests.test_image_to_4d import TINY, lamp_png
 
     lamp_png(tmp_path / "lamp.png", make_articulated("lamp", 1500))
-    settings = dict(TINY, zero123=str(tiny_zero123["zero123-xl"]), svd=str(tiny_svd), video_candidates=1, choose_video="ask")
+    settings = dict(TINY, zero123=str(tiny_zero123["zero123-xl"]), svd=str(tiny_svd), video_candidates=2, choose_video="ask")
     reply = job_server.create_job("generate", settings, {"image": ("lamp.png", (tmp_path / "lamp.png").read_bytes())})
     assert reply.status == 201, reply.body
     job_id = reply.json()["id"]
     job = job_server.wait_state(job_id, "waiting", "done", "failed", timeout=300)
     assert job["state"] == "waiting", job["error"]
     listed = job_server.get(f"/v1/jobs/{job_id}/candidates").json()
-    assert listed["waiting"] and listed["chosen"] is None and [c["index"] for c in listed["candidates"]] == [0]
+    assert listed["waiting"] and listed["chosen"] is None and [c["index"] for c in listed["candidates"]] == [0, 1]
+    # Scored by the real scorer (videoscore.py), every component reported.
+    for c in listed["candidates"]:
+        assert set(c["score"]) == {"total", "object_motion", "camera_motion", "flicker", "mask_stability", "identity_drift"}
+    assert listed["candidates"][1]["motion_bucket"] != listed["candidates"][0]["motion_bucket"]
     preview = job_server.get(f"/v1/jobs/{job_id}/candidates/0/preview")
     assert preview.status == 200 and preview.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(preview.body)).size[1] == 96
     assert job_server.get(f"/v1/jobs/{job_id}/candidates/3/preview").status == 404
     assert job_server.post(f"/v1/jobs/{job_id}/candidates/3/choose").status == 404
-    chosen = job_server.post(f"/v1/jobs/{job_id}/candidates/0/choose")
+    chosen = job_server.post(f"/v1/jobs/{job_id}/candidates/1/choose")
     assert chosen.status == 200 and chosen.json()["state"] in ("queued", "running")
-    assert job_server.post(f"/v1/jobs/{job_id}/candidates/0/choose").status == 409  # while it runs
+    assert job_server.post(f"/v1/jobs/{job_id}/candidates/0/choose").status == 409  # queued or running: not now
     job = job_server.wait_state(job_id, "done", "failed", timeout=300)
     assert job["state"] == "done", job["error"]
     listed = job_server.get(f"/v1/jobs/{job_id}/candidates").json()
-    assert listed["chosen"] == 0 and listed["chosen_by"] == "user" and not listed["waiting"]
+    assert listed["chosen"] == 1 and listed["chosen_by"] == "user" and not listed["waiting"]
+    video = json.loads((job_server.jobs_dir / job_id / "video" / "video.json").read_text())
+    assert video["meta"]["candidate"] == 1
 
 
 def test_a_job_without_candidates_lists_none(upload_server):
