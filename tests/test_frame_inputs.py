@@ -179,6 +179,7 @@ def test_cli_animates_a_frame_folder_or_zip_at_its_fps(tmp_path, lamp_ply, as_zi
     # Timing: 7 frames at 12 fps last 0.5 s; the 4 frames used are 6 fps, and the sidecar says so.
     video_info = json.loads((job / "video" / "video.json").read_text())
     assert video_info["fps"] == pytest.approx(6.0) and video_info["meta"]["source_fps"] == 12.0
+    assert video_info["duration_s"] == pytest.approx(0.5) and video_info["meta"]["indices"] == [0, 2, 4, 6]
     sidecar = json.loads((job / "sequence" / "sequence.json").read_text())
     assert sidecar["source"]["video_fps"] == pytest.approx(6.0) and sidecar["source"]["video_frames"] == 4
     assert sidecar["source"]["duration_s"] == pytest.approx(0.5)

@@ -131,6 +131,7 @@ class DrivingVideo:
             "height": int(self.frames.shape[1]),
             "width": int(self.frames.shape[2]),
             "fps": self.fps,
+            "duration_s": self.duration,  # first to last frame, at the real fps above
             "source": self.source,
             "meta": self.meta,
         }
