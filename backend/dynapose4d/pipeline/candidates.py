@@ -35,7 +35,7 @@ from .folder import JobFolder
 if TYPE_CHECKING:
     from ..video import DrivingVideo, SVDConfig
 
-__all__ = ["BUCKET_FACTORS", "CandidateSpec", "candidate_specs", "run_candidates", "list_candidates", "choose", "reset_downstream",
+__all__ = ["BUCKET_FACTORS", "CandidatePlan", "CandidateSpec", "candidate_specs", "run_candidates", "list_candidates", "choose", "reset_downstream",
            "CandidateError", "WAITING"]
 
 # Motion-bucket multipliers per candidate: the job's value first, then less and more motion.
@@ -49,6 +49,16 @@ Scorer = Callable[..., object]  # score_video(video, reference_rgb, reference_ma
 
 class CandidateError(ValueError):
     """A candidate that does not exist or cannot be chosen now; the message says which exist."""
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    """What a job asks of its candidates: the SVD settings of candidate 0, how many, and whether
+    the best is used (``auto``) or the job waits for a pick (``ask``)."""
+
+    svd: SVDConfig
+    count: int = 1
+    choose_video: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -76,11 +86,8 @@ def _default_scorer() -> Scorer:
 
 def run_candidates(
     folder: JobFolder,
-    svd: SVDConfig,
-    count: int,
-    choose_video: str,
-    reference_image: np.ndarray,
-    reference_mask: np.ndarray,
+    plan: CandidatePlan,
+    reference: tuple[np.ndarray, np.ndarray],
     emit: EventSink,
     should_stop: Callable[[], bool],
     *,
@@ -88,7 +95,8 @@ def run_candidates(
     score: Scorer | None = None,
 ) -> int | str:
     """Make, score and keep the candidates that are missing; returns the chosen index, or
-    ``"stopped"`` / :data:`WAITING`.
+    ``"stopped"`` / :data:`WAITING`. ``reference``: the input image ``[S, S, 3]`` and its mask
+    ``[S, S]`` in the reference layout.
 
     ``make_source(config)`` builds the video source (``SVDSource``); it is called once, only when
     a candidate is missing, and its ``config`` is swapped per candidate (the weights stay loaded).
@@ -100,6 +108,8 @@ def run_candidates(
     from ..framing import align_video
     from ..video import DrivingVideo
 
+    svd, count = plan.svd, plan.count
+    reference_image, reference_mask = reference
     specs = candidate_specs(svd, count)
     emit(StageEvent("candidates", "started"))
     source = None
@@ -139,7 +149,7 @@ def run_candidates(
     # 3. The choice: the user's when recorded, else the best one (or wait for one).
     choice = read_choice(folder)
     if choice is None:
-        if choose_video == "ask":
+        if plan.choose_video == "ask":
             emit(StageEvent("candidates", "finished", f"{count} candidates; waiting for a choice"))
             return WAITING
         best = best_candidate(list_candidates(folder)[:count])

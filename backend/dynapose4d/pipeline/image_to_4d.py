@@ -36,7 +36,7 @@ from ..render import render
 from ..stages.dynamic import DynamicStage
 from ..userframe import UserFrame
 from ..video import DrivingVideo
-from .candidates import WAITING, chosen_video, run_candidates
+from .candidates import WAITING, CandidatePlan, chosen_video, run_candidates
 from .configs import REFERENCE_SIZE, ImageTo4DConfig, animate_config, generate_config
 from .folder import JobFolder
 from .outputs import write_results
@@ -185,10 +185,9 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
 def _candidates(run: JobRun, cfg: ImageTo4DConfig, reference: ReferenceImage, device, score) -> int | str:
     from ..video import SVDSource
 
-    return run_candidates(
-        run.folder, cfg.svd, cfg.video_candidates, cfg.choose_video, reference.image.numpy(), reference.mask.numpy(),
-        run.emit, run.should_stop, make_source=lambda config: SVDSource(config, device), score=score,
-    )
+    plan = CandidatePlan(cfg.svd, cfg.video_candidates, cfg.choose_video)
+    return run_candidates(run.folder, plan, (reference.image.numpy(), reference.mask.numpy()), run.emit, run.should_stop,
+                          make_source=lambda config: SVDSource(config, device), score=score)
 
 
 def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink) -> DrivingVideo:

@@ -370,7 +370,10 @@ def _check_video(stored: StoredFile, max_pixels: int) -> None:
     cap = cv2.VideoCapture(str(stored.path))
     try:
         if not cap.isOpened():
-            raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) cannot be opened as a video; convert it to MP4 (H.264)")
+            raise UploadError(
+                422, f"input {stored.role!r} ({stored.filename!r}) cannot be opened as a video; convert it to MP4 (H.264), "
+                "or upload its frames (PNG or JPEG) as a .zip with the setting video_fps"
+            )
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if w * h > max_pixels:
             raise UploadError(422, f"input {stored.role!r}: frames of {w}x{h} are above the limit of {max_pixels:,} pixels")
