@@ -84,7 +84,8 @@ def test_generate_keeps_scored_candidates_and_drives_with_the_best(tmp_path, lam
     totals = [c["score"]["total"] for c in listed]
     best = int(np.argmax(totals))
     assert [c["chosen"] for c in listed] == [k == best for k in range(3)]
-    assert cand.read_choice(folder)["by"] == "auto"
+    choice = cand.read_choice(folder)
+    assert choice["by"] == "auto" and choice["totals"] == {str(k): totals[k] for k in range(3)}
     for k in range(3):
         strip = Image.open(folder.candidate_preview(k))
         assert strip.size == (cand.PREVIEW_SIZE * 3, cand.PREVIEW_SIZE)  # 3 frames (TINY), one tile each

@@ -10,7 +10,7 @@ job's settings, so K = 1 is the plain pipeline), scores each with
     video/candidates/<k>/   frames, masks, video.json (a DrivingVideo, framed like the reference)
                       preview.png   a strip of a few frames
                       score.json    seed, motion bucket, scores (written last: the step's marker)
-    video/candidates/choice.json    {"chosen": k, "by": "auto" | "user"}
+    video/candidates/choice.json    {"chosen": k, "by": "auto" | "user", "totals": {k: total score}}
 
 With ``choose_video = "ask"`` the job stops after the candidates with status ``waiting`` until
 :func:`choose` records a pick (the CLI's ``candidates --choose``, the server's POST). Choosing
@@ -243,7 +243,9 @@ def write_preview(video: DrivingVideo, path: Path) -> Path:
 
 
 def _write_choice(folder: JobFolder, index: int, by: str) -> dict:
-    choice = {"chosen": int(index), "by": by, "at": time.time()}
+    """``choice.json``: the pick, who made it, and every candidate's total score beside it."""
+    totals = {str(c["index"]): (c["score"] or {}).get("total") for c in list_candidates(folder)}
+    choice = {"chosen": int(index), "by": by, "at": time.time(), "totals": totals}
     _write_json(folder.candidate_choice, choice)
     return choice
 
