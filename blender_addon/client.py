@@ -181,6 +181,19 @@ class BackendClient:
         """The job's server-sent events from id ``after`` on (keepalives arrive every 15 s)."""
         return EventStream(self, job_id, after, timeout)
 
+    # -- driving-video candidates (generate) ---------------------------------------------------------
+    def candidates(self, job_id: str) -> dict:
+        """``{"candidates": [{index, seed, motion_bucket, score, chosen, ...}], "waiting", "chosen", "chosen_by"}``."""
+        return self.json("GET", f"/jobs/{job_id}/candidates")
+
+    def candidate_preview(self, job_id: str, index: int) -> bytes:
+        """A PNG strip of a few frames of candidate ``index``."""
+        return self.request("GET", f"/jobs/{job_id}/candidates/{int(index)}/preview")[2]
+
+    def choose_candidate(self, job_id: str, index: int) -> dict:
+        """Drive the job with candidate ``index``; it is queued again (its status)."""
+        return self.json("POST", f"/jobs/{job_id}/candidates/{int(index)}/choose")
+
     # -- results -----------------------------------------------------------------------------------
     def frame(self, job_id: str, index: int, sampling: Sampling, version: int | None = None) -> bytes:
         """Frame ``index`` in the wire format (``format.wire.decode_frame`` reads it)."""

@@ -27,7 +27,9 @@ from .client import BackendClient, BackendError, SnapshotReplaced
 from .format.sequence import Sampling, Sequence
 from .jobs import JobRequest
 
-FINAL_STATES = ("done", "failed", "cancelled", "interrupted", "deleted")
+# waiting: the job made its driving-video candidates and waits for the user's pick (its worker
+# has exited; choosing one queues it again).
+FINAL_STATES = ("waiting", "done", "failed", "cancelled", "interrupted", "deleted")
 RECONNECTS = 5
 
 
@@ -47,6 +49,7 @@ class JobView:
     message: str | None = None
     error: str | None = None
     snapshot_version: int | None = None
+    clip_duration_s: float | None = None  # the driving video's length (first to last frame), from the snapshot
     losses: dict = field(default_factory=dict)
 
     @property
@@ -68,6 +71,8 @@ class JobView:
         snapshot = status.get("snapshot") or {}
         if snapshot.get("version") is not None:
             self.snapshot_version = snapshot["version"]
+        if snapshot.get("duration_s") is not None:
+            self.clip_duration_s = float(snapshot["duration_s"])
 
     def apply_event(self, kind: str, data: dict) -> None:
         """One worker event (``docs``: the server's ``/events`` stream)."""
@@ -86,6 +91,8 @@ class JobView:
                 self.message = data["message"]
         elif kind == "snapshot":
             self.snapshot_version = data.get("version", self.snapshot_version)
+            if data.get("duration_s") is not None:
+                self.clip_duration_s = float(data["duration_s"])
         elif kind == "log":
             self.message = data.get("message", self.message)
         elif kind == "worker" and data.get("status") == "failed":
@@ -158,6 +165,7 @@ class JobSession:
         fetch: bool = True,
         poll_s: float = 0.5,
         mesh: dict | None = None,
+        clip_length: bool = False,
     ):
         if (request is None) == (job_id is None):
             raise ValueError("give either a job request or the id of an existing job")
@@ -167,6 +175,7 @@ class JobSession:
         self.job_id = job_id
         self.fetch = fetch
         self.mesh = mesh  # the mesh endpoint's options, or None for the point cloud only
+        self.clip_length = clip_length  # sample the clip's own length instead of sampling.frame_count frames
         self.poll_s = poll_s
         self.queue: queue.Queue = queue.Queue()
         self.view = JobView(id=job_id, kind=request.kind if request else None)
@@ -298,6 +307,13 @@ class JobSession:
                 fetcher.join()
             self.queue.put(Finished(dataclasses.replace(self.view)))
 
+    def sampling_now(self) -> Sampling:
+        """``sampling``, or with ``clip_length`` the driving video's own length at its fps (known
+        from the snapshot once one exists)."""
+        if self.clip_length and self.view.clip_duration_s is not None:
+            return self.sampling.for_clip(self.view.clip_duration_s)
+        return self.sampling
+
     def _notify(self, version: int | None) -> None:
         if version is None:
             return
@@ -319,7 +335,7 @@ class JobSession:
                 try:
                     sequence = client.sequence(
                         self.job_id,
-                        self.sampling,
+                        self.sampling_now(),
                         version,
                         should_stop=lambda: self._stop.is_set() or self._latest != version,
                         on_frame=lambda done, total: self.queue.put(FetchProgress(version, done, total)),

@@ -23,12 +23,15 @@ ESTIMATORS = ("tracker", "static", "poseanything", "cape+tracker")
 KIND_SETTINGS = {
     "demo": ("motion", "iterations", "gaussians", "frames", "seed", "lambda_kml", "lambda_scl", "previews"),
     "generate": ("preset", "static_iterations", "iterations", "frames", "num_keypoints", "estimator", "keypoint_weights",
-                 "seed", "lambda_kml", "lambda_scl", "device", "previews"),
+                 "seed", "lambda_kml", "lambda_scl", "device", "previews", "video_fps", "video_candidates", "choose_video"),
     "animate": ("up_axis", "iterations", "frames", "num_keypoints", "estimator", "keypoint_weights", "seed", "lambda_kml",
-                "lambda_scl", "device", "previews"),
+                "lambda_scl", "device", "previews", "video_fps"),
 }
 # Settings where 0 (or an empty text) means "not set": the preset or the backend default decides.
-ZERO_IS_DEFAULT = {"static_iterations", "iterations", "frames", "gaussians", "keypoint_weights"}
+ZERO_IS_DEFAULT = {"static_iterations", "iterations", "frames", "gaussians", "keypoint_weights", "video_fps", "video_candidates"}
+CHOOSE_VIDEO = ("auto", "ask")  # generate: drive with the best-scored candidate, or wait for the user's pick
+# A folder of frames is sent as a zip of its images (the server extracts it: dynapose4d/framezip.py).
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # kind -> (input role, JobOptions field holding its path, required)
 KIND_INPUTS = {
     "demo": (),
@@ -61,6 +64,9 @@ class JobOptions:
     device: str = "auto"
     up_axis: str = "z"  # the animate PLY's up axis (z: a PLY exported from Blender)
     previews: bool = False  # preview GIFs are for the command line; Blender shows the result itself
+    video_fps: float = 0.0  # frame rate of a frame folder (0: a file's own; the backend assumes 7 for frames)
+    video_candidates: int = 0  # generate: SVD candidates (0: the preset's)
+    choose_video: str = "auto"
     image_path: str = ""
     video_path: str = ""
     ply_path: str = ""
@@ -73,8 +79,10 @@ class JobRequest:
     files: dict[str, str] = field(default_factory=dict)  # input role -> file path
 
 
-def build_request(options: JobOptions) -> JobRequest:
-    """The request for ``options.kind``: its settings (zeros left to the backend) and files."""
+def build_request(options: JobOptions, temp_folder: str | None = None) -> JobRequest:
+    """The request for ``options.kind``: its settings (zeros left to the backend) and files.
+    A video given as a folder of frames is zipped into ``temp_folder`` (default: a new
+    temporary folder) and sent as that zip."""
     kind = options.kind
     if kind not in KIND_SETTINGS:
         raise JobRequestError(f"unknown job kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -93,10 +101,37 @@ def build_request(options: JobOptions) -> JobRequest:
             if required:
                 raise JobRequestError(f"a {kind} job needs {_article(role)} {role} file: choose one in the DynaPose4D panel")
             continue
+        if role == "video" and Path(path).is_dir():
+            files[role] = zip_frames(path, temp_folder)
+            continue
         if not Path(path).is_file():
             raise JobRequestError(f"the {role} file {path} does not exist")
         files[role] = path
+    if settings.get("choose_video", "auto") not in CHOOSE_VIDEO:
+        raise JobRequestError(f"choose_video must be one of {', '.join(CHOOSE_VIDEO)}, got {settings['choose_video']!r}")
     return JobRequest(kind, settings, files)
+
+
+def zip_frames(folder: str, temp_folder: str | None = None) -> str:
+    """Zip the frames (images only, no subfolders, no links) of ``folder``; the zip's path.
+    Stored, not deflated: PNG and JPEG frames are compressed already."""
+    import re
+    import tempfile
+    import zipfile
+
+    frames = sorted(
+        (p for p in Path(folder).iterdir() if p.is_file() and not p.is_symlink() and p.suffix.lower() in FRAME_SUFFIXES),
+        key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)],
+    )
+    if not frames:
+        raise JobRequestError(f"the video folder {folder} holds no frames ({', '.join(FRAME_SUFFIXES)} files)")
+    out_dir = Path(temp_folder or tempfile.mkdtemp(prefix="dynapose4d-frames-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{Path(folder).resolve().name or 'frames'}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
+        for p in frames:
+            zf.write(p, p.name)
+    return str(target)
 
 
 def _article(word: str) -> str:

@@ -26,7 +26,8 @@ def start_watching(context) -> None:
 def follow_job(context, prefs, sampling, **job) -> None:
     """Follow a new job (``request=``) or an existing one (``job_id=``) into this scene."""
     runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
-                                context.scene.name, mesh=properties.mesh_request(context), **job)
+                                context.scene.name, mesh=properties.mesh_request(context),
+                                clip_length=properties.settings(context).length_from_video, **job)
     start_watching(context)
 
 
@@ -123,7 +124,7 @@ class DYNAPOSE4D_OT_generate(bpy.types.Operator):
 
         prefs = preferences.get(context)
         try:
-            request = build_request(properties.job_options(context, prefs, runtime.STATE.temp.name))
+            request = build_request(properties.job_options(context, prefs, runtime.STATE.temp.name), runtime.STATE.temp.name)
             sampling = properties.sampling(context, prefs)
         except (JobRequestError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -152,6 +153,77 @@ class DYNAPOSE4D_OT_import_job(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         follow_job(context, prefs, sampling, job_id=job_id)
+        return {"FINISHED"}
+
+
+def _job_client(context):
+    """A client of the configured backend (blocking; the candidate operators talk briefly)."""
+    return runtime.STATE.backends.client(preferences.backend_settings(preferences.get(context)))
+
+
+class DYNAPOSE4D_OT_show_candidates(bpy.types.Operator):
+    """Show the driving-video candidates of the scene's job (previews and scores)"""
+
+    bl_idname = "dynapose4d.show_candidates"
+    bl_label = "Show Candidates"
+
+    def execute(self, context):
+        from . import candidates
+        from .client import BackendError
+
+        job_id = properties.settings(context).job_id or (runtime.STATE.view.id if runtime.STATE.view else "")
+        if not job_id:
+            self.report({"ERROR"}, "No job: run a Generate job first")
+            return {"CANCELLED"}
+        try:
+            shelf = candidates.refresh(_job_client(context), job_id, runtime.STATE.temp.name)
+        except BackendError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if runtime.STATE.candidates is not None:
+            runtime.STATE.candidates.release()
+        runtime.STATE.candidates = shelf
+        if not shelf.items:
+            self.report({"INFO"}, f"Job {job_id} has no driving-video candidates (a Generate job without a video makes them)")
+        redraw(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_choose_candidate(bpy.types.Operator):
+    """Drive the motion with this video: the job goes on (or re-runs its 4D stage) and is imported as it trains"""
+
+    bl_idname = "dynapose4d.choose_candidate"
+    bl_label = "Use This Video"
+
+    index: IntProperty(name="Candidate", min=0, max=7)
+
+    @classmethod
+    def poll(cls, context):
+        shelf = runtime.STATE.candidates
+        if shelf is None or not shelf.items:
+            cls.poll_message_set("Show the job's candidates first")
+            return False
+        if runtime.STATE.job_running:
+            cls.poll_message_set("The job is running: wait for it, or cancel it first")
+            return False
+        return True
+
+    def execute(self, context):
+        from . import candidates
+        from .client import BackendError
+
+        shelf = runtime.STATE.candidates
+        prefs = preferences.get(context)
+        try:
+            candidates.choose(_job_client(context), shelf.job_id, self.index)
+            sampling = properties.sampling(context, prefs)
+        except (BackendError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        shelf.waiting, shelf.chosen, shelf.chosen_by = False, self.index, "user"
+        for item in shelf.items:
+            item.chosen = item.index == self.index
+        follow_job(context, prefs, sampling, job_id=shelf.job_id)
         return {"FINISHED"}
 
 
@@ -338,6 +410,8 @@ CLASSES = (
     DYNAPOSE4D_OT_generate,
     DYNAPOSE4D_OT_import_job,
     DYNAPOSE4D_OT_cancel,
+    DYNAPOSE4D_OT_show_candidates,
+    DYNAPOSE4D_OT_choose_candidate,
     DYNAPOSE4D_OT_export_gltf,
     DYNAPOSE4D_OT_retarget,
     DYNAPOSE4D_OT_retarget_pair,

@@ -26,6 +26,10 @@ TIME_MODE_ITEMS = (
     ("loop", "Loop", "Start the clip again"),
     ("pingpong", "Ping-pong", "Play the clip backwards, then forwards again"),
 )
+CHOOSE_VIDEO_ITEMS = (
+    ("auto", "Automatic", "Drive the motion with the best-scored candidate video"),
+    ("ask", "Let Me Pick", "Wait after the candidate videos until one is picked in the panel"),
+)
 UP_AXIS_ITEMS = (("z", "Z up", "A PLY exported from Blender"), ("y", "Y up", "A PLY from 3DGS tools"))
 
 
@@ -54,7 +58,13 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
     image: PointerProperty(name="Image", type=bpy.types.Image, description="The still image to animate")
     image_path: StringProperty(name="Image File", subtype="FILE_PATH", description="Used when no image data-block is chosen")
     video_path: StringProperty(name="Video", subtype="FILE_PATH",
-                               description="Driving video (Animate; optional for Generate, instead of a generated one)")
+                               description="Driving video: a video file or a folder of frames, sent as a zip "
+                                           "(Animate; optional for Generate, instead of a generated one)")
+    video_fps: FloatProperty(name="Video FPS", default=0.0, min=0.0, max=1000.0,
+                             description="Frame rate of a folder of frames (0: a video file's own; 7 for frames)")
+    video_candidates: IntProperty(name="Video Candidates", default=0, min=0, max=8,
+                                  description="Driving videos generated and scored; the best drives the motion (0: the preset's)")
+    choose_video: EnumProperty(name="Choose Video", items=CHOOSE_VIDEO_ITEMS, default="auto")
     ply_path: StringProperty(name="Gaussians PLY", subtype="FILE_PATH", description="3D Gaussians to animate (3DGS PLY layout)")
     ply_up_axis: EnumProperty(name="PLY Up Axis", items=UP_AXIS_ITEMS, default="z")
     # settings
@@ -75,6 +85,9 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
     # import
     duration: FloatProperty(name="Duration", default=2.0, min=0.04, max=600.0, unit="TIME_ABSOLUTE",
                             description="Length of the imported animation, sampled at the scene's frame rate")
+    length_from_video: BoolProperty(name="Length of the Video", default=False,
+                                    description="Import the driving video's own length (its real duration) at the scene's frame "
+                                                "rate; off: the Duration below")
     time_mode: EnumProperty(name="After the Clip", items=TIME_MODE_ITEMS, default="clamp")
     set_frame_range: BoolProperty(name="Set Frame Range", default=True, description="Make the scene's frame range cover the animation")
     output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="POINTS",
@@ -152,6 +165,9 @@ def job_options(context, prefs, temp_folder: str):
         image_path=image_path,
         video_path=bpy.path.abspath(s.video_path) if s.video_path else "",
         ply_path=bpy.path.abspath(s.ply_path) if s.ply_path else "",
+        video_fps=s.video_fps,
+        video_candidates=s.video_candidates,
+        choose_video=s.choose_video,
     )
 
 

@@ -58,6 +58,7 @@ class Runtime:
         self.builder: EnvironmentBuilder | None = None
         self.env_progress: BuildProgress | None = None
         self.watching = False
+        self.candidates = None  # the followed job's driving-video candidates (candidates.CandidateShelf)
         self.temp = tempfile.TemporaryDirectory(prefix="dynapose4d-")
 
     # -- backend --------------------------------------------------------------------------------
@@ -83,12 +84,14 @@ class Runtime:
 
     # -- jobs -----------------------------------------------------------------------------------
     def start_session(self, settings: BackendSettings, sampling, import_options, scene_name: str, *, request=None, job_id=None,
-                      mesh: dict | None = None) -> JobSession:
+                      mesh: dict | None = None, clip_length: bool = False) -> JobSession:
         """Follow a new job (``request``) or an existing one (``job_id``) into ``scene_name``;
-        ``mesh``: also fetch each snapshot's skinned mesh with these options."""
+        ``mesh``: also fetch each snapshot's skinned mesh with these options; ``clip_length``:
+        import the driving video's own length (at the sampling's fps) instead of its frame count."""
         if self.session is not None and self.session.alive:
             self.session.close()
-        self.session = JobSession(lambda: self.backends.client(settings), sampling, request=request, job_id=job_id, mesh=mesh).start()
+        self.session = JobSession(lambda: self.backends.client(settings), sampling, request=request, job_id=job_id, mesh=mesh,
+                                  clip_length=clip_length).start()
         self.view = self.session.view
         self.fetch = None
         self.error = None
@@ -157,6 +160,8 @@ class Runtime:
                 reports.append(("ERROR", f"DynaPose4D job {view.id} failed: {self.error}"))
             elif view is not None and view.state == "done":
                 reports.append(("INFO", f"DynaPose4D job {view.id} is done"))
+            elif view is not None and view.state == "waiting":
+                reports.append(("INFO", f"DynaPose4D job {view.id}: its driving videos are ready; pick one in the panel"))
             self.fetch = None
         return reports
 
@@ -187,6 +192,9 @@ class Runtime:
             self.session.close()
         if self.builder is not None:
             self.builder.cancel()
+        if self.candidates is not None:
+            self.candidates.release()
+            self.candidates = None
         self.backends.stop()
 
 

@@ -45,10 +45,16 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
                 col.prop(s, "image_path")
             col.prop(s, "preset")
             col.prop(s, "video_path", text="Video (optional)")
+            if s.video_path:
+                col.prop(s, "video_fps")
+            else:
+                col.prop(s, "video_candidates")
+                col.prop(s, "choose_video")
         elif s.kind == "animate":
             col.prop(s, "ply_path")
             col.prop(s, "ply_up_axis")
             col.prop(s, "video_path")
+            col.prop(s, "video_fps")
         else:
             col.prop(s, "motion")
         # 3. Run, cancel, progress, errors.
@@ -70,6 +76,11 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
                 if state.last_update_s is not None:
                     info += f" ({state.last_update_s:.2f} s to build)"
                 layout.label(text=info, icon="OUTLINER_COLLECTION")
+        waiting = view is not None and view.state == "waiting"
+        if s.kind == "generate" and (waiting or state.candidates is not None):
+            from . import candidates
+
+            candidates.draw(layout, state.candidates, waiting)
         if state.error:
             box = layout.box()
             box.alert = True
@@ -109,9 +120,15 @@ class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
         layout.use_property_split = True
         s = properties.settings(context)
         col = layout.column()
-        col.prop(s, "duration")
+        col.prop(s, "length_from_video")
         fps = properties.scene_fps(context.scene)
-        col.label(text=f"{max(1, round(s.duration * fps))} frames at the scene's {fps:g} fps")
+        clip = runtime.STATE.view.clip_duration_s if runtime.STATE.view is not None else None
+        if s.length_from_video:
+            text = f"the video's {clip:.2f} s at the scene's {fps:g} fps" if clip is not None else "the video's length, once known"
+        else:
+            col.prop(s, "duration")
+            text = f"{max(1, round(s.duration * fps))} frames at the scene's {fps:g} fps"
+        col.label(text=text)
         col.prop(s, "time_mode")
         col.prop(s, "set_frame_range")
         col.prop(s, "radius_scale")

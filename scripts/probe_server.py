@@ -168,6 +168,33 @@ def corpus():
     im("video of 0 frames", {**image, "video": ("v.mp4", video_ok[:48])})
     im("wrong suffix", {"image": ("a.exe", png())})
 
+    def zf(name, members):
+        """A zip of frames as an animate job's video (framezip.py's refusals)."""
+        import stat
+        import zipfile
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for member, data in members.items():
+                if data is None:  # a symbolic link
+                    info = zipfile.ZipInfo(member)
+                    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                    z.writestr(info, b"/etc/passwd")
+                else:
+                    z.writestr(member, data)
+        vertex = np.zeros(17, "<f4")
+        vertex[13] = 1.0  # rot_0: a unit quaternion, so the PLY itself is valid
+        files = {"ply": ("s.ply", ply(1, body=vertex.tobytes())), "video": ("frames.zip", buf.getvalue())}
+        cases.append(("frame zips", name, ("job", "animate", {}, files)))
+
+    zf("path traversal", {"../../escape.png": png()})
+    zf("absolute path", {"/tmp/escape.png": png()})
+    zf("symbolic link", {"a.png": png(), "b.png": None})
+    zf("zip bomb (3 MiB of zeros)", {"flat.bmp": b"\0" * (3 << 20)})
+    zf("2001 members", {f"{i}.png": b"" for i in range(2001)})
+    zf("an executable among the frames", {"a.png": png(), "run.sh": b"#!/bin/sh\n"})
+    zf("junk named .png", {"a.png": os.urandom(3000)})
+
     boundary = "XyZ"
     ctype = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 

@@ -59,7 +59,7 @@ def test_animate_runs_and_resumes(tmp_path):
     again = run(*args)
     assert again.returncode == 0 and "resuming the animate job" in again.stdout
     bad = run("animate", str(tmp_path / "lamp.ply"), "--video", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "job2"))
-    assert bad.returncode == 1 and "missing.mp4 is not a file" in bad.stderr
+    assert bad.returncode == 1 and "missing.mp4 is not a video file, a folder of frames or a .zip of frames" in bad.stderr
     del torch
 
 

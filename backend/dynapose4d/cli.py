@@ -2,6 +2,7 @@
 
     demo      the built-in job: no downloaded weights, nothing outside the repository
     generate  image -> 4D Gaussians (needs the Zero-1-to-3 and Stable Video Diffusion weights)
+    candidates  a generate job's driving-video candidates: list them, or continue from one
     animate   an existing 3DGS PLY + a video -> 4D Gaussians (no weights needed)
     models    list, check or download the model weights
     selftest  check the renderer and the installed models on a built-in sample
@@ -125,6 +126,7 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
     import shutil
 
     from .pipeline import SETTINGS, JobFolder, run_job, write_job
+    from .pipeline.folder import FRAMES_INPUT
     from .pipeline.progress import ConsoleProgress
 
     folder = JobFolder(args.output)
@@ -135,9 +137,13 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
         if path is None:
             continue
         src = Path(path)
-        if not src.is_file():
-            raise ValueError(f"the {role} {src} is not a file")
-        files[role] = src.name
+        if role == "video" and _is_frames(src):
+            files[role] = FRAMES_INPUT  # a folder of frames, or a zip of them: a frame folder in inputs/
+        elif not src.is_file():
+            what = "a video file, a folder of frames or a .zip of frames" if role == "video" else "a file"
+            raise ValueError(f"the {role} {src} is not {what}")
+        else:
+            files[role] = src.name
     if folder.job_file.exists() and not args.restart:
         spec = json.loads(folder.job_file.read_text())
         print(f"resuming the {spec['kind']} job in {out} (use --restart to start over)")
@@ -146,7 +152,15 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
             shutil.rmtree(out)
         folder.inputs.mkdir(parents=True, exist_ok=True)
         for role, path in inputs.items():
-            if path is not None:
+            if path is None:
+                continue
+            if role == "video" and _is_frames(Path(path)):
+                from .framezip import import_frames
+
+                shutil.rmtree(folder.input(files[role]), ignore_errors=True)  # left by a start that failed
+                count = import_frames(path, folder.input(files[role]))
+                print(f"{count} frames from {path}")
+            else:
                 shutil.copyfile(path, folder.input(files[role]))
         write_job(out, kind, settings, files)
     summary = run_job(out, ConsoleProgress())
@@ -154,8 +168,17 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
     if summary.get("status") == "finished":
         print(f"results in {out}: model.pt, sequence/ (PLY per frame + sequence.json), previews")
         return 0
+    if summary.get("status") == "waiting":
+        print(f"the driving-video candidates are ready; choose one: dynapose4d candidates {out} --choose K")
+        return 0
     print(f"stopped during the {summary.get('stage', '?')} stage; run the same command again to resume")
     return 3
+
+
+def _is_frames(src: Path) -> bool:
+    from .formats import FRAME_ARCHIVE_SUFFIXES
+
+    return src.is_dir() or (src.is_file() and src.suffix.lower() in FRAME_ARCHIVE_SUFFIXES)
 
 
 def cmd_generate(args) -> int:
@@ -164,6 +187,37 @@ def cmd_generate(args) -> int:
 
 def cmd_animate(args) -> int:
     return _run_job_command(args, "animate", {"ply": args.ply, "video": args.video, "keypoints": args.keypoints})
+
+
+def cmd_candidates(args) -> int:
+    """List a generate job's driving-video candidates; with --choose, drive with one and run on."""
+    from .pipeline import JobFolder, run_job
+    from .pipeline import candidates
+    from .pipeline.progress import ConsoleProgress
+
+    folder = JobFolder(args.job_dir)
+    if args.choose is not None:
+        candidates.choose(folder, args.choose)
+        print(f"candidate {args.choose} chosen; running the job on from it")
+        summary = run_job(folder.root, ConsoleProgress())
+        print("RESULT " + json.dumps(summary))
+        return 0 if summary.get("status") == "finished" else 3
+    listed = candidates.list_candidates(folder)
+    if not listed:
+        raise ValueError(f"{folder.root} has no video candidates (a generate job without --video makes them)")
+    for c in listed:
+        score = c.get("score")
+        parts = ", ".join(f"{k} {v:.3g}" for k, v in score.items() if k != "total") if score else "not scored"
+        total = f"score {score['total']:.3f}" if score else "score -"
+        mark = "  <- chosen" if c["chosen"] else ""
+        print(f"candidate {c['index']}: seed {c['seed']}, motion bucket {c['motion_bucket']}, {total} ({parts}){mark}")
+        print(f"    preview: {folder.candidate_preview(c['index'])}")
+    choice = candidates.read_choice(folder)
+    if choice is None:
+        print(f"waiting for a choice: dynapose4d candidates {folder.root} --choose K")
+    else:
+        print(f"candidate {choice['chosen']} drives the motion (chosen by {choice['by']}); another: --choose K")
+    return 0
 
 
 def cmd_selftest(args) -> int:
@@ -310,20 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="image -> 4D Gaussians (Zero-1-to-3 + Stable Video Diffusion + DynaPose4D)")
     gen.add_argument("image", help="the input image (PNG with alpha works best)")
     gen.add_argument("-o", "--output", default="out/generate", help="job folder (run again to resume)")
-    gen.add_argument("--video", help="drive with this video instead of generating one")
+    gen.add_argument("--video", help="drive with this video (a file, a folder of frames or a .zip of frames) instead of generating one")
     gen.add_argument("--keypoints", help="support keypoints JSON (pixels of the input image)")
     gen.add_argument("--restart", action="store_true", help="discard an existing job folder")
     _add_setting_flags(gen, "generate")
+    gen.add_argument("--fps", dest="video_fps", type=float, default=None, help="frame rate of a --video folder or zip (same as --video-fps)")
     gen.set_defaults(func=cmd_generate)
 
     anim = sub.add_parser("animate", help="an existing 3DGS PLY + a video -> 4D Gaussians")
     anim.add_argument("ply", help="a 3DGS PLY file")
-    anim.add_argument("--video", required=True, help="the driving video")
+    anim.add_argument("--video", required=True, help="the driving video: a file, a folder of frames, or a .zip of frames (see --fps)")
     anim.add_argument("-o", "--output", default="out/animate", help="job folder (run again to resume)")
     anim.add_argument("--keypoints", help="support keypoints JSON (pixels of the PLY's reference-view render, 256x256)")
     anim.add_argument("--restart", action="store_true", help="discard an existing job folder")
     _add_setting_flags(anim, "animate")
+    anim.add_argument("--fps", dest="video_fps", type=float, default=None, help="frame rate of a --video folder or zip (same as --video-fps)")
     anim.set_defaults(func=cmd_animate)
+
+    cands = sub.add_parser("candidates", help="list a generate job's driving-video candidates, or continue from a chosen one")
+    cands.add_argument("job_dir", help="the generate job's folder (its -o)")
+    cands.add_argument("--choose", type=int, default=None, metavar="K", help="drive the dynamic stage with candidate K and run on")
+    cands.set_defaults(func=cmd_candidates)
 
     test = sub.add_parser("selftest", help="check the renderer and the installed models on a built-in sample")
     test.add_argument("--zero123", default="zero123-xl", help="Zero-1-to-3 model name, hub id or folder")

@@ -142,8 +142,9 @@ def centroid_offset(a: np.ndarray, b: np.ndarray) -> float:
     return float(math.dist(sa["centroid"], sb["centroid"]))
 
 
-def warp(image: np.ndarray, matrix: np.ndarray, size: int, border: float | tuple) -> np.ndarray:
-    """``image`` mapped by ``matrix`` (our pixel convention) onto a ``size`` x ``size`` canvas.
+def warp(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, int], border: float | tuple) -> np.ndarray:
+    """``image`` mapped by ``matrix`` (our pixel convention) onto a ``size`` x ``size`` canvas
+    (or ``(width, height)``).
 
     A shrinking map is done as an area-filtered resize first (no aliasing), then the remaining
     near-unit similarity by bilinear warping.
@@ -160,7 +161,8 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, border: float | tuple
     # Our x = OpenCV x + 0.5 on both sides: b_cv = b + A @ (0.5, 0.5) - 0.5.
     cv = m.copy()
     cv[:, 2] = m[:, 2] + m[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    return cv2.warpAffine(img, cv, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    out_size = (size, size) if isinstance(size, int) else tuple(size)
+    return cv2.warpAffine(img, cv, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from .devices import resolve_device
-from .formats import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .images import DEFAULT_FILL, ImageLoadError, Segmenter, load_image
 from .pixels import PixelError, as_mask, as_rgb, border_pixels, border_strip, clean_mask, foreground_mask, masks_on_white, to_uint8
 
@@ -131,6 +131,7 @@ class DrivingVideo:
             "height": int(self.frames.shape[1]),
             "width": int(self.frames.shape[2]),
             "fps": self.fps,
+            "duration_s": self.duration,  # first to last frame, at the real fps above
             "source": self.source,
             "meta": self.meta,
         }
@@ -244,8 +245,9 @@ def read_frames(
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoError(
-            f"{path} could not be opened as a video (OpenCV/FFmpeg); convert it to MP4 (H.264) or export its frames "
-            "to a folder of PNGs and pass the folder"
+            f"{path} could not be opened as a video by OpenCV's FFmpeg (it reads {', '.join(VIDEO_SUFFIXES)} files "
+            "with common codecs); convert it to MP4 (H.264), or export its frames as PNG or JPEG files and pass "
+            "the folder (or a .zip of it) with its frame rate (--fps)"
         )
     try:
         file_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0

@@ -58,6 +58,12 @@ class Sampling:
         once, so 2 s at 24 fps are 48 frames: 0, 1/24, ..., 47/24 s)."""
         return cls(fps=float(fps), frame_count=max(1, min(MAX_FRAME_COUNT, round(duration_s * fps))), **kwargs)
 
+    def for_clip(self, clip_duration_s: float) -> "Sampling":
+        """These settings over a clip's own length: frames at ``fps`` from its first pose to its
+        last, both included (the backend's default frame count: 0.5 s at 24 fps are 13 frames)."""
+        count = int(math.floor(max(0.0, clip_duration_s) * self.fps + 1e-6)) + 1
+        return Sampling(self.fps, max(2, min(MAX_FRAME_COUNT, count)), self.mode, self.dtype)
+
     def query(self) -> dict:
         return {"fps": repr(float(self.fps)), "frame_count": self.frame_count, "mode": self.mode}
 

@@ -10,7 +10,7 @@ The sidecar ``sequence.json``::
      "camera": {"c2w": 4x4 OpenGL camera-to-world, "fovy_deg": 49.1, "width": 256, "height": 256},
      "keypoints": {"names": [...], "edges": [[i, j], ...], "valid": [...],
                    "positions": [[[x, y, z] per keypoint] per frame]},         # in "coordinates"
-     "source": {"video_fps": 7.0, "video_frames": 14, ...}}
+     "source": {"video_fps": 7.0, "video_frames": 14, "duration_s": 1.857}}
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def write_sequence(out_dir: str | os.PathLike, model: Dynamic4D, fps: float, fra
             "valid": model.keypoints.anchors.valid.tolist(),
             "positions": [[[round(float(v), 6) for v in p] for p in frame] for frame in keypoints],
         },
-        "source": {"video_fps": model.video_fps, "video_frames": model.num_frames},
+        # The driving video's real timing (after resampling to the T frames fitted).
+        "source": {"video_fps": model.video_fps, "video_frames": model.num_frames, "duration_s": round(model.duration_s, 6)},
     }
     path = out / "sequence.json"
     path.write_text(json.dumps(sidecar, indent=1))

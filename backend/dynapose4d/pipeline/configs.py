@@ -60,6 +60,10 @@ class ImageTo4DConfig:
         multiview_keypoints: generate with a CAPE estimator: refine the anchors' depths from CAPE
             on Zero-1-to-3 views of the reference image (the paper's multi-view keypoints).
         registration: animate only: how the PLY is brought into the backend frame.
+        video_fps: a user video's frame rate (None: a file's own; 7 for a frame folder).
+        video_candidates, choose_video: generate with SVD: how many driving videos to generate
+            and score, and whether the best is used (``auto``) or the job waits for a choice
+            (``ask``); see candidates.py.
     """
 
     device: str
@@ -75,6 +79,9 @@ class ImageTo4DConfig:
     novel_view_sds: bool = False
     multiview_keypoints: bool = False
     registration: PlyRegistration | None = None
+    video_fps: float | None = None
+    video_candidates: int = 1
+    choose_video: str = "auto"
 
     def dynamic_for(self, num_frames: int, *, novel_view_sds: bool) -> DynamicConfig:
         """The dynamic stage's config for a video of ``num_frames`` frames."""
@@ -95,6 +102,7 @@ def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
         keypoints=KeypointsConfig(count=settings["num_keypoints"], estimator=settings["estimator"], weights=settings["keypoint_weights"]),
         dynamic=dynamic_config(settings, base),
         video_frames=video_frames,
+        video_fps=settings["video_fps"] or None,
     )
 
 
@@ -132,6 +140,8 @@ def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
         svd=svd,
         novel_view_sds=settings["dynamic_sds"],
         multiview_keypoints=settings["multiview_keypoints"],
+        video_candidates=settings["video_candidates"] or preset.video_candidates,
+        choose_video=settings["choose_video"],
     )
 
 

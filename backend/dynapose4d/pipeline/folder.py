@@ -3,12 +3,15 @@
 ::
 
     <job>/job.json              kind, settings, inputs (write_job)
-          inputs/<file>         the job's input files
+          inputs/<file>         the job's input files; a video given as frames (a folder or a
+                                zip) is the folder inputs/video_frames/ (FRAMES_INPUT)
           reference/            generate: the input image in the reference layout
           static.ply            generate: the static Gaussians
           registration.json     animate: how the PLY was brought into the backend frame
           framing.json          how the video was framed onto the reference view, and what is left
           video/                the driving video (frames, masks, video.json)
+          video/candidates/<k>/ generate with SVD: candidate k (a driving video, preview.png,
+                                score.json); video/candidates/choice.json: which drives (candidates.py)
           keypoints/            support.json (support keypoints), track.npz (their tracks),
                                 views.npz (generate with CAPE: keypoints in Zero-1-to-3 views)
           checkpoints/<stage>.pt   resume points of the static and dynamic stages
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+FRAMES_INPUT = "video_frames"  # inputs/ name of a video given as frames (never the user's name)
 
 
 def _at(*parts: str) -> property:
@@ -52,6 +57,19 @@ class JobFolder:
     registration = _at("registration.json")
     framing = _at("framing.json")
     video = _at("video")
+    video_file = _at("video", "video.json")
+    candidates = _at("video", "candidates")
+    candidate_choice = _at("video", "candidates", "choice.json")
+
+    def candidate(self, index: int) -> Path:
+        return self.candidates / str(int(index))
+
+    def candidate_score(self, index: int) -> Path:
+        return self.candidate(index) / "score.json"
+
+    def candidate_preview(self, index: int) -> Path:
+        return self.candidate(index) / "preview.png"
+
     keypoints = _at("keypoints")
     support_keypoints = _at("keypoints", "support.json")
     track = _at("keypoints", "track.npz")

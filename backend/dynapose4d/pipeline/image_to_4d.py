@@ -36,6 +36,7 @@ from ..render import render
 from ..stages.dynamic import DynamicStage
 from ..userframe import UserFrame
 from ..video import DrivingVideo
+from .candidates import WAITING, CandidatePlan, chosen_video, run_candidates
 from .configs import REFERENCE_SIZE, ImageTo4DConfig, animate_config, generate_config
 from .folder import JobFolder
 from .outputs import write_results
@@ -83,7 +84,8 @@ class Scene:
     zero123: object | None = None  # the loaded Zero-1-to-3 guidance (generate), for multi-view keypoints
 
 
-def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
+def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop, score=None) -> dict:
+    """``score``: the candidates' scorer (default :func:`dynapose4d.videoscore.score_video`)."""
     run = JobRun(folder, emit, should_stop)
     cfg = generate_config(settings, user_video="video" in inputs)
     device = resolve_device(cfg.device)
@@ -109,17 +111,23 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
     if static is None:
         return {"status": "stopped", "stage": "static"}
 
-    # 3. The driving video: the user's, or generated from the reference image, framed like the
-    # reference layout (framing.py); the static model's reference render is checked against it.
-    def make_video() -> DrivingVideo:
-        from ..video import FileVideoSource, SVDSource
+    # 3. The driving video: the user's, or the chosen one of K generated candidates (candidates.py),
+    # framed like the reference layout (framing.py); the static model's reference render is
+    # checked against it.
+    chosen = None
+    if "video" not in inputs and not folder.video_file.exists():
+        chosen = _candidates(run, cfg, reference, device, score)
+        if chosen in ("stopped", WAITING):
+            return {"status": chosen, "stage": "candidates"}
 
-        if "video" in inputs:
-            video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
-        else:
-            video_source = SVDSource(cfg.svd, device)  # loads the model: only when the video is missing
+    def make_video() -> DrivingVideo:
+        from ..video import FileVideoSource
+
+        if chosen is not None:
+            return chosen_video(folder, chosen)
+        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE)
         video = video_source.generate(reference.image, reference.mask)
-        if "framing" not in video.meta:  # SVD regenerates frame 0: bring it onto the reference too
+        if "framing" not in video.meta:
             video, _ = align_video(video, reference.image, reference.mask)
         return video
 
@@ -162,7 +170,7 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
 
     # 2. The user's video, framed like the support render (framing.py).
     def make_video() -> DrivingVideo:
-        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
+        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE)
         return video_source.generate(support_image, support_mask)
 
     video = _video(folder, make_video, emit)
@@ -172,6 +180,14 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
     # results go back to the PLY's own frame (userframe.py).
     scene = Scene(static.to(device), camera, video, support_image.numpy(), support_mask.numpy(), None, user_frame, warnings)
     return _animate_scene(run, cfg, scene, inputs, None)
+
+
+def _candidates(run: JobRun, cfg: ImageTo4DConfig, reference: ReferenceImage, device, score) -> int | str:
+    from ..video import SVDSource
+
+    plan = CandidatePlan(cfg.svd, cfg.video_candidates, cfg.choose_video)
+    return run_candidates(run.folder, plan, (reference.image.numpy(), reference.mask.numpy()), run.emit, run.should_stop,
+                          make_source=lambda config: SVDSource(config, device), score=score)
 
 
 def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink) -> DrivingVideo:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..events import EventSink, ignore
+from ..formats import FRAME_ARCHIVE_SUFFIXES
 from .folder import JobFolder
 from .settings import INPUTS, JobError, validate_settings
 
@@ -35,11 +36,24 @@ def _check_inputs(folder: JobFolder, kind: str, inputs: dict[str, str]) -> None:
         if required and role not in inputs:
             raise JobError(f"a {kind} job needs an {role!r} input")
     for role, name in inputs.items():
+        if role == "video" and Path(name).name == name and folder.input(name).is_dir():
+            _check_frame_folder(folder.input(name), role)
+            continue
         if Path(name).name != name or not folder.input(name).is_file():
             raise JobError(f"input {role!r}: {name!r} is not a file in the job's inputs/ folder")
         suffixes = roles[role][1]
         if Path(name).suffix.lower() not in suffixes:
             raise JobError(f"input {role!r}: {name!r} should be one of {', '.join(suffixes)}")
+        if Path(name).suffix.lower() in FRAME_ARCHIVE_SUFFIXES:
+            raise JobError(f"input {role!r}: the zip {name!r} must be extracted into a frame folder first (framezip.import_frames)")
+
+
+def _check_frame_folder(path: Path, role: str) -> None:
+    """A video given as a folder of frames (a user's folder, or an extracted zip)."""
+    from ..framezip import frame_files
+
+    if not frame_files(path):
+        raise JobError(f"input {role!r}: the folder {path.name!r} holds no image files; a video folder holds its frames")
 
 
 def run_job(job_dir: str | Path, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:

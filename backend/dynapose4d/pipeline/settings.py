@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..formats import IMAGE_SUFFIXES, KEYPOINTS_SUFFIXES, PLY_SUFFIXES, VIDEO_SUFFIXES
+from ..formats import FRAME_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, KEYPOINTS_SUFFIXES, PLY_SUFFIXES, VIDEO_SUFFIXES
 
 
 class JobError(ValueError):
@@ -75,6 +75,8 @@ _PROGRESS = (
     Setting("snapshot_every", int, 50, 1, 100_000, help="steps between live snapshots"),
     Setting("checkpoint_every", int, 50, 1, 100_000, help="steps between checkpoints (resume points)"),
 )
+_VIDEO_FPS = Setting("video_fps", float, 0.0, 0.0, 1000.0,
+                     help="frame rate of a user's video: needed for a frame folder or zip (0: a file's own rate; 7 for frames)")
 _RUN = (
     Setting("previews", bool, True, help="render preview GIFs at the end"),
     Setting("device", str, "auto", choices=("auto", "cpu", "cuda"), help="where to run"),
@@ -95,12 +97,16 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("static_iterations", int, 0, 0, 100_000, help="static-stage steps (0: from the preset)"),
         Setting("iterations", int, 0, 0, 100_000, help="dynamic-stage steps (0: from the preset)"),
         Setting("frames", int, 0, 0, 64, help="driving-video frames (0: the video model's, or 14 for a video)"),
+        _VIDEO_FPS,
         Setting("zero123", str, "zero123-xl", help="Zero-1-to-3 model: registered name, hub id or folder"),
         Setting("svd", str, "", help="video model: registered name, hub id or folder ('': from the preset)"),
         Setting("svd_steps", int, 25, 1, 200, help="video denoising steps"),
         Setting("svd_size", int, 512, 64, 1024, help="video generation size in pixels (DG4D: 512)"),
         Setting("motion_bucket", int, 127, 1, 255, help="SVD's motion amount (higher: more motion)"),
         Setting("dynamic_sds", bool, True, help="novel-view SDS in the dynamic stage (DG4D)"),
+        Setting("video_candidates", int, 0, 0, 8, help="SVD driving videos generated and scored, the best one used (0: from the preset)"),
+        Setting("choose_video", str, "auto", choices=("auto", "ask"),
+                help="auto: drive with the best-scored candidate; ask: wait after the candidates until one is chosen"),
         Setting("multiview_keypoints", bool, True, help="refine keypoint depths with CAPE on Zero-1-to-3 views (CAPE estimators, with dynamic_sds)"),
     )
     + _KEYPOINTS
@@ -112,17 +118,20 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("reference_azimuth", float, 0.0, -360.0, 360.0, help="the PLY's view matching the video (degrees)"),
         Setting("iterations", int, 500, 1, 100_000, help="dynamic-stage steps"),
         Setting("frames", int, 14, 2, 64, help="frames sampled from the video"),
+        _VIDEO_FPS,
     )
     + _KEYPOINTS
     + _LOSSES
     + _RUN,
 }
 
-# Input files per job kind: role -> (required, accepted suffixes).
+# Input files per job kind: role -> (required, accepted suffixes). A video may also be a folder
+# of frames (the CLI), which a zip of frames becomes on arrival (framezip.py).
+_VIDEO_INPUT = VIDEO_SUFFIXES + FRAME_ARCHIVE_SUFFIXES
 INPUTS: dict[str, dict[str, tuple[bool, tuple[str, ...]]]] = {
     "demo": {},
-    "generate": {"image": (True, IMAGE_SUFFIXES), "video": (False, VIDEO_SUFFIXES), "keypoints": (False, KEYPOINTS_SUFFIXES)},
-    "animate": {"ply": (True, PLY_SUFFIXES), "video": (True, VIDEO_SUFFIXES), "keypoints": (False, KEYPOINTS_SUFFIXES)},
+    "generate": {"image": (True, IMAGE_SUFFIXES), "video": (False, _VIDEO_INPUT), "keypoints": (False, KEYPOINTS_SUFFIXES)},
+    "animate": {"ply": (True, PLY_SUFFIXES), "video": (True, _VIDEO_INPUT), "keypoints": (False, KEYPOINTS_SUFFIXES)},
 }
 
 
@@ -150,11 +159,13 @@ class Preset:
     novel_views: int
     frames_per_step: int  # 0 = all frames every step
     low_vram: bool = False
+    video_candidates: int = 1  # SVD driving videos generated, scored and chosen from
 
 
 PRESETS = {
-    "fast": Preset(300, 300, "svd", 1, 0),
-    "standard": Preset(500, 500, "svd", 1, 0),  # the paper's settings
-    "high": Preset(800, 800, "svd-xt", 2, 0),
-    "low-vram": Preset(500, 500, "svd", 1, 4, low_vram=True),
+    # Candidates: DG4D's authors pick among seeds by hand; each costs one SVD run (~1 min on a GPU).
+    "fast": Preset(300, 300, "svd", 1, 0, video_candidates=1),
+    "standard": Preset(500, 500, "svd", 1, 0, video_candidates=3),  # the paper's settings (+ candidates)
+    "high": Preset(800, 800, "svd-xt", 2, 0, video_candidates=4),
+    "low-vram": Preset(500, 500, "svd", 1, 4, low_vram=True, video_candidates=2),
 }

@@ -3,7 +3,7 @@ the device probe.
 
 Every route needs the bearer token and a loopback Host header (:mod:`.auth`). Errors are JSON
 ``{"detail": "..."}`` (:mod:`.errors`): 400 malformed request, 401 token, 403 Host, 404 no such
-job / no snapshot yet, 408 request body too slow, 409 wrong state for the action, 413 too large,
+job / no snapshot yet / no such video candidate, 408 request body too slow, 409 wrong state for the action, 413 too large,
 415 wrong file type, 422 invalid settings, inputs or parameters, 507 not enough disk space; an
 unexpected failure is 500 with a request id that the server log shows beside the traceback.
 """
@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response, Streami
 
 from .. import __version__
 from ..pipeline import INPUTS, SETTINGS, JobError
+from ..pipeline import candidates as video_candidates
 from .auth import AccessGuard
 from .config import ServerConfig
 from .errors import RequestIds, install_error_handlers
@@ -30,7 +31,7 @@ from .jobs import Job, JobConflict, JobManager, read_log_tail
 from .mesh import MESH_MEDIA_TYPE, SkinnedMeshes
 from .probe import DeviceProbe
 from .results import NoResults, result_zip
-from .schemas import Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
+from .schemas import CandidateList, Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
 from .slowclients import BodyTimeout
 from .store import FINAL_STATES, JobStore, UnknownJob
 from .uploads import file_limit, receive_job
@@ -145,6 +146,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
             NoResults: 409,
             BadFrameRequest: 422,
             JobError: 422,
+            video_candidates.CandidateError: 404,
         },
         config.jobs_dir,
     )
@@ -346,6 +348,44 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         async with job.result_lock:
             path = await asyncio.to_thread(result_zip, job.dir)
         return FileResponse(path, media_type="application/zip", filename=f"dynapose4d-{job_id}.zip")
+
+    # -- driving-video candidates (generate; pipeline/candidates.py) -----------------------------
+    @router.get("/jobs/{job_id}/candidates", response_model=CandidateList, responses=_errors(404))
+    async def list_candidates(job_id: str) -> dict:
+        """The job's driving-video candidates with their scores, which one drives the motion, and
+        whether the job waits for a choice (state ``waiting``, setting ``choose_video=ask``)."""
+        job = manager.get(job_id)
+        listed = await asyncio.to_thread(video_candidates.list_candidates, job.folder)
+        choice = await asyncio.to_thread(video_candidates.read_choice, job.folder)
+        return {
+            "candidates": [{k: c.get(k) for k in ("index", "seed", "motion_bucket", "chosen", "num_frames", "fps", "source", "score")}
+                           for c in listed],
+            "waiting": job.record.state == "waiting",
+            "chosen": choice["chosen"] if choice else None,
+            "chosen_by": choice["by"] if choice else None,
+        }
+
+    @router.get(
+        "/jobs/{job_id}/candidates/{index}/preview",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/png": {}}, "description": "a strip of frames of the candidate"},
+                   **_errors(404, 422, json_route=False)},
+    )
+    async def candidate_preview(job_id: str, index: int = PathParam(..., ge=0, le=len(video_candidates.BUCKET_FACTORS) - 1)):
+        """A PNG strip of a few frames of candidate ``index``."""
+        job = manager.get(job_id)
+        path = job.folder.candidate_preview(index)
+        if not job.folder.candidate_score(index).exists():
+            raise video_candidates.CandidateError(f"job {job_id} has no video candidate {index} (yet)")
+        return FileResponse(path, media_type="image/png")
+
+    @router.post("/jobs/{job_id}/candidates/{index}/choose", response_model=JobStatus, responses=_errors(404, 409, 422))
+    async def choose_candidate(job_id: str, index: int = PathParam(..., ge=0, le=len(video_candidates.BUCKET_FACTORS) - 1)) -> dict:
+        """Drive the motion with candidate ``index`` and queue the job: a waiting job goes on, a
+        stopped or finished one re-runs its dynamic stage from that video (409 while it runs)."""
+        job = manager.get(job_id)
+        await manager.choose_candidate(job, index)
+        return manager.status(job)
 
     app.include_router(router)
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..framezip import FrameZipLimits
+
 MIB = 1024 * 1024
 
 
@@ -27,6 +29,7 @@ class UploadLimits:
     # a bigger image only costs decode time and memory (issue 13: 7000x7000 took 2-4 s, 1 GB).
     max_image_pixels: int = 25_000_000
     max_file_checks: int = 2  # uploads whose files are decoded and checked at the same time
+    frame_zip: FrameZipLimits = field(default_factory=FrameZipLimits)  # a zip of frames: members, bytes, ratio
 
 
 @dataclass

@@ -5,7 +5,8 @@ being written or watched, notices workers that exited, kills workers that did no
 and starts queued jobs while fewer than ``max_jobs`` run (one GPU job at a time by default).
 Everything that changes a job happens on the event loop, so no locks are needed.
 
-States: queued -> running -> done | failed | cancelled | interrupted. A failed, cancelled or
+States: queued -> running -> done | failed | cancelled | interrupted, or waiting (a generate job
+with ``choose_video=ask`` after its video candidates) -> queued once a candidate is chosen. A failed, cancelled or
 interrupted job can be resumed (queued again); its pipeline continues from its last checkpoint.
 On start-up, jobs recorded as running were interrupted by a server crash and are marked so;
 interrupted jobs are queued again (``ServerConfig.auto_resume``, on by default), in the order
@@ -275,6 +276,20 @@ class JobManager:
         job.notify()
         self._start_queued()
 
+    async def choose_candidate(self, job: Job, index: int) -> None:
+        """Drive a generate job with its video candidate ``index`` and queue it: a waiting job goes
+        on; a stopped or finished one re-runs its dynamic stage from that video."""
+        from ..pipeline.candidates import choose
+
+        state = job.record.state
+        if state in ("queued", "running"):
+            raise JobConflict(f"job {job.record.id} is {state}; choose a video once it waits for a choice or has stopped")
+        await asyncio.to_thread(choose, job.folder, index)
+        job.record.state, job.record.error, job.record.finished_at = "queued", None, None
+        self._save(job.record)
+        job.notify()
+        self._start_queued()
+
     async def delete(self, job: Job) -> None:
         # Marked first: event streams of this job say "deleted", not the "cancelled" of the stop.
         job.deleted = True
@@ -347,6 +362,8 @@ class JobManager:
         status = last.get("status") if last else None
         if status == "finished" and rc == 0:
             self._set_final(job, "done", None)
+        elif status == "waiting" and rc == 0:
+            self._set_final(job, "waiting", None)
         elif job.cancel_requested:
             self._set_final(job, "cancelled", None)
         elif job.interrupt_on_exit:

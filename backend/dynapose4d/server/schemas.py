@@ -28,7 +28,7 @@ class SnapshotInfo:
 class JobStatus:
     id: str
     kind: str
-    state: str  # queued, running, done, failed, cancelled, interrupted
+    state: str  # queued, running, waiting, done, failed, cancelled, interrupted
     created_at: float
     settings: dict[str, Any]
     inputs: dict[str, Any]
@@ -51,6 +51,26 @@ class JobStatus:
     snapshot: SnapshotInfo | None = None
     message: str | None = None
     worker_pid: int | None = None
+
+
+@dataclass
+class CandidateInfo:
+    index: int
+    seed: int
+    motion_bucket: int
+    chosen: bool
+    num_frames: int
+    fps: float
+    source: str = ""
+    score: dict[str, float] | None = None  # total (higher is better) and its components; None: not scored
+
+
+@dataclass
+class CandidateList:
+    candidates: list[CandidateInfo]
+    waiting: bool  # the job waits for a choice (POST .../candidates/{index}/choose)
+    chosen: int | None = None
+    chosen_by: str | None = None  # auto (the best score) or user
 
 
 @dataclass

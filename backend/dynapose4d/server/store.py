@@ -36,8 +36,10 @@ from ..pipeline.folder import JobFolder
 
 INCOMING = ".incoming"
 
-STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-FINAL_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
+# waiting: a generate job with choose_video=ask made its video candidates and waits for a choice
+# (POST .../candidates/{k}/choose queues it again); its worker has exited.
+STATES = ("queued", "running", "waiting", "done", "failed", "cancelled", "interrupted")
+FINAL_STATES = frozenset({"waiting", "done", "failed", "cancelled", "interrupted"})
 RESUMABLE_STATES = frozenset({"failed", "cancelled", "interrupted"})
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")

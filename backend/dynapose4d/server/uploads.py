@@ -90,13 +90,16 @@ async def receive_job(request, staging: Path, limits: UploadLimits, file_checks:
 
 
 def suffix_class(suffix: str) -> str:
-    """``image``, ``video``, ``json``, ``ply`` or ``other``: decides the size limit and the check."""
-    from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    """``image``, ``video``, ``frames`` (a zip), ``json``, ``ply`` or ``other``: decides the size
+    limit and the check."""
+    from ..formats import FRAME_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
+    if suffix in FRAME_ARCHIVE_SUFFIXES:
+        return "frames"
     if suffix in (".json", ".ply"):
         return suffix[1:]
     return "other"
@@ -106,6 +109,7 @@ def file_limit(suffix: str, limits: UploadLimits) -> int:
     per_class = {
         "image": limits.image_bytes,
         "video": limits.video_bytes,
+        "frames": limits.video_bytes,
         "json": limits.json_bytes,
         "ply": limits.ply_bytes,
     }.get(suffix_class(suffix), limits.max_request_bytes)
@@ -311,6 +315,8 @@ def check_files(files: dict[str, StoredFile], limits: UploadLimits) -> None:
             image_size = image_size or size
         elif cls == "video":
             _check_video(stored, limits.max_image_pixels)
+        elif cls == "frames":
+            _extract_frames(stored, limits)
         elif cls == "ply":
             _check_ply(stored)
     for stored in files.values():
@@ -364,7 +370,10 @@ def _check_video(stored: StoredFile, max_pixels: int) -> None:
     cap = cv2.VideoCapture(str(stored.path))
     try:
         if not cap.isOpened():
-            raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) cannot be opened as a video; convert it to MP4 (H.264)")
+            raise UploadError(
+                422, f"input {stored.role!r} ({stored.filename!r}) cannot be opened as a video; convert it to MP4 (H.264), "
+                "or upload its frames (PNG or JPEG) as a .zip with the setting video_fps"
+            )
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if w * h > max_pixels:
             raise UploadError(422, f"input {stored.role!r}: frames of {w}x{h} are above the limit of {max_pixels:,} pixels")
@@ -373,6 +382,41 @@ def _check_video(stored: StoredFile, max_pixels: int) -> None:
             raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) has no decodable frames")
     finally:
         cap.release()
+
+
+def _extract_frames(stored: StoredFile, limits: UploadLimits) -> None:
+    """A zip of frames becomes the job's frame folder (framezip.py refuses links, paths out of
+    the folder, non-images and bombs); each frame's header is checked against the pixel limit
+    and the first frame is decoded. ``stored.path`` is the folder afterwards."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..framezip import FrameZipError, extract_frames_zip, frame_files
+    from ..pipeline.folder import FRAMES_INPUT
+
+    name = f"input {stored.role!r} ({stored.filename!r})"
+    folder = stored.path.with_name(FRAMES_INPUT)
+    try:
+        extract_frames_zip(stored.path, folder, limits.frame_zip, name=name)
+    except FrameZipError as exc:
+        raise UploadError(413 if exc.too_large else 422, str(exc)) from None
+    stored.path.unlink()
+    stored.path = folder
+    sizes = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        for i, path in enumerate(frame_files(folder)):
+            try:
+                with Image.open(path) as img:
+                    w, h = img.size
+                    if w * h > limits.max_image_pixels:
+                        raise UploadError(422, f"{name}: frame {i} is {w}x{h}, above the limit of {limits.max_image_pixels:,} pixels")
+                    if i == 0:
+                        img.load()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                raise UploadError(422, f"{name}: frame {i} is not a readable image ({type(exc).__name__}); re-export the frames") from None
+            sizes.add((w, h))
+    if len(sizes) > 1:
+        raise UploadError(422, f"{name}: the frames differ in size ({', '.join(f'{w}x{h}' for w, h in sorted(sizes)[:4])}); export them at one size")
 
 
 def _check_ply(stored: StoredFile) -> None:

@@ -12,7 +12,7 @@ Protocol with the server:
 - ``events.jsonl``: one JSON object a line, appended and flushed per event, each with
   ``type`` and ``time`` (Unix seconds when written):
 
-  - ``{"type": "worker", "status": "started"|"finished"|"stopped"|"failed", "pid", ...}``
+  - ``{"type": "worker", "status": "started"|"finished"|"waiting"|"stopped"|"failed", "pid", ...}``
     (``error`` on failure, ``summary`` on success)
   - ``{"type": "stage", "stage", "status", "message"}``
   - ``{"type": "progress", "stage", "iteration", "total", "losses", "elapsed_s", "eta_s"}``
@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         if summary.get("status") == "stopped":
             writer.write({"type": "worker", "status": "stopped", "reason": stop.reason})
             return EXIT_STOPPED
+        if summary.get("status") == "waiting":  # video candidates made; the job goes on once one is chosen
+            writer.write({"type": "worker", "status": "waiting", "summary": summary})
+            return EXIT_FINISHED
         writer.write({"type": "worker", "status": "finished", "summary": summary})
         return EXIT_FINISHED
     except _StopNow:
