@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .pixels import as_mask, as_rgb, foreground_mask, luma_u8
+from .masks import foreground_mask
+from .pixels import as_mask, as_rgb, luma_u8
 from .stabilise import CameraMotion, corners, estimate_camera_motion, track_points
 
 __all__ = ["VideoScore", "score_video", "rank_videos", "WORK_SIDE", "OBJECT_MOTION_ENOUGH", "WEIGHTS"]

@@ -115,7 +115,8 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
         from ..video import FileVideoSource, SVDSource
 
         if "video" in inputs:
-            video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
+            video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE,
+                                           **cfg.front_end.file_source_options(device.type))
         else:
             video_source = SVDSource(cfg.svd, device)  # loads the model: only when the video is missing
         video = video_source.generate(reference.image, reference.mask)
@@ -162,7 +163,8 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
 
     # 2. The user's video, framed like the support render (framing.py).
     def make_video() -> DrivingVideo:
-        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE)
+        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, size=REFERENCE_SIZE,
+                                       **cfg.front_end.file_source_options(device.type))
         return video_source.generate(support_image, support_mask)
 
     video = _video(folder, make_video, emit)
