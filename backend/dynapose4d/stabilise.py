@@ -335,6 +335,9 @@ def stabilise_video(frames, masks, *, remove: bool) -> tuple[np.ndarray, np.ndar
     masks = np.stack([as_mask(m, frames.shape[1:3], f"mask {i}") for i, m in enumerate(masks)])
     motion = estimate_camera_motion(frames, masks)
     if remove and motion.num_frames > 1:
+        binary = bool(np.isin(masks, (0.0, 1.0)).all())
         frames, masks = stabilise_clip(frames, masks, motion)
+        if binary:  # binary masks stay binary (resampling would blur their edges)
+            masks = (masks > 0.5).astype(np.float32)
         motion.removed = True
     return frames, masks, motion.to_dict()
