@@ -336,3 +336,25 @@ def test_benchmark_dev_keypoints_return_to_the_ground_truth_after_stabilisation(
     assert np.linalg.norm(filmed - truth, axis=-1).max() > 20  # the injected motion was large
     frames, _ = stabilise_clip(clip.frames, np.stack(masks), motion)
     assert frames.shape == clip.frames.shape
+
+
+def test_the_frame_showing_the_input_view_is_found(tmp_path):
+    """A user video whose first frame is not the input view: the support registers best onto the
+    frame that shows it (the registration the keypoints and masks use)."""
+    from dynapose4d.framing import best_matching_frame
+
+    clip = make_video(size=160, num_frames=8, background="textured", arm_swing_deg=120.0, object_shift=(30.0, 0.0), seed=2)
+    k = 5
+    m = clip.masks[k][..., None]
+    support = clip.frames[k] * m + (1 - m), clip.masks[k]
+    match = best_matching_frame(list(clip.frames), list(clip.masks), *support)
+    assert match["frame"] == k and len(match["iou"]) == 8
+    assert match["iou"][k] > 0.97 > match["iou"][0] + 0.1
+    # through the source: frame 0 disagrees, and the sidecar says where the input view is
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, (f, mask) in enumerate(zip(clip.frames, clip.masks)):
+        Image.fromarray((np.concatenate([f, mask[..., None]], -1) * 255 + 0.5).astype(np.uint8), "RGBA").save(folder / f"{i}.png")
+    video = FileVideoSource(folder, num_frames=8, fps=8.0, size=160).generate(*support)
+    assert video.meta["framing"]["iou"] < 0.8
+    assert video.meta["support_match"]["frame"] == k and video.meta["support_match"]["time_s"] == pytest.approx(k / 8.0)

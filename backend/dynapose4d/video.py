@@ -565,8 +565,16 @@ class FileVideoSource(VideoSource):
         if mask is not None:
             from .framing import align_to_support
 
+            filmed_masks = masks
             frames, masks, framing = align_to_support(rgbs, masks, image, mask)
             info["framing"] = framing.to_dict()
+            if not framing.agrees:  # is the input view elsewhere in the clip? (recorded for the user)
+                from .framing import best_matching_frame
+
+                match = best_matching_frame(rgbs, filmed_masks, image, mask)
+                if match["frame"] is not None and match["frame"] > 0:
+                    match["time_s"] = round(self.start_s + match["frame"] * (1.0 / fps), 3)
+                info["support_match"] = match
         else:
             frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
