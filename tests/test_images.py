@@ -14,7 +14,7 @@ from dynapose4d.images import (
     prepare_reference,
     recentre,
 )
-from dynapose4d.pixels import clean_mask
+from dynapose4d.masks import clean_mask
 
 
 def _scene(h=300, w=400, bg=(200, 200, 200)):

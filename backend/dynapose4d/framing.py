@@ -283,3 +283,22 @@ def record_framing(path, video, emit, checks: dict | None = None) -> list[str]:
     for w in warnings:
         emit(LogEvent(w, level="warning"))
     return warnings
+
+
+def best_matching_frame(rgbs, masks, support_image, support_mask) -> dict:
+    """Which frame of a clip shows the support's view, for a user video whose first frame is not
+    the input view: the framing rule above (mask guesses refined by the SIFT + RANSAC registration
+    the keypoints and the masks use) fitted to every frame; the frame whose aligned mask overlaps
+    the support's best wins.
+
+    Returns ``{"frame": index or None (no frame has an object), "iou": [per frame]}``.
+    """
+    ious = []
+    for rgb, m in zip(rgbs, masks):
+        rgb, m = as_rgb(rgb), _as_mask(m)
+        try:
+            ious.append(round(fit_framing(rgb * m[..., None] + (1 - m[..., None]), m, support_image, support_mask).iou, 4))
+        except FramingError:
+            ious.append(0.0)
+    best = int(np.argmax(ious)) if max(ious, default=0.0) > 0 else None
+    return {"frame": best, "iou": ious}

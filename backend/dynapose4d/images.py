@@ -20,14 +20,14 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .pixels import PixelError, as_mask, as_rgb, foreground_mask, to_uint8
+from .masks import Segmenter, foreground_mask
+from .pixels import PixelError, as_mask, as_rgb, to_uint8
 
 __all__ = [
     "ImageLoadError",
@@ -49,8 +49,6 @@ MAX_PIXELS = 50_000_000
 DEFAULT_FILL = 0.85
 DEFAULT_SIZE = 256
 
-Segmenter = Callable[[np.ndarray], np.ndarray]
-"""``(H, W, 3) uint8 RGB -> (H, W)`` foreground mask (bool, uint8 0/255, or float in [0, 1])."""
 
 
 class ImageLoadError(ValueError):
@@ -173,7 +171,7 @@ def load_on_white(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def estimate_foreground(rgb: np.ndarray) -> np.ndarray:
-    """The mask of an image without alpha or a given mask (:func:`dynapose4d.pixels.foreground_mask`);
+    """The mask of an image without alpha or a given mask (:func:`dynapose4d.masks.foreground_mask`);
     ImageLoadError when nothing stands out from the background."""
     mask = foreground_mask(rgb)
     if mask.sum() < 16:

@@ -33,7 +33,7 @@ import numpy as np
 from .cameras import pixels_from_opencv, pixels_to_opencv
 from .pixels import as_mask, as_rgb, luma_u8
 
-__all__ = ["CameraMotion", "estimate_camera_motion", "stabilise_clip", "similarity_params", "track_points", "SOURCES"]
+__all__ = ["CameraMotion", "estimate_camera_motion", "stabilise_clip", "stabilise_video", "similarity_params", "track_points", "SOURCES"]
 
 SOURCES = ("background", "object", "mask", "identity")
 WORK_SIDE = 256  # estimation runs on frames at most this wide (the matrices are for full-size frames)
@@ -325,3 +325,19 @@ def stabilise_clip(frames, masks, motion: CameraMotion, *, background=(1.0, 1.0,
         out_f.append(warp(f, inv, motion.size, tuple(float(c) for c in background)))
         out_m.append(warp(m, inv, motion.size, 0.0))
     return np.clip(np.stack(out_f), 0, 1).astype(np.float32), np.clip(np.stack(out_m), 0, 1).astype(np.float32)
+
+
+def stabilise_video(frames, masks, *, remove: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A clip's camera motion measured and, with ``remove``, taken out: ``(frames [T, H, W, 3],
+    masks [T, H, W], record)``; ``record`` is :meth:`CameraMotion.to_dict` (the video sidecar keeps
+    the removed transforms, so a result can be put back into the camera's original motion)."""
+    frames = np.stack([as_rgb(f, f"frame {i}") for i, f in enumerate(frames)])
+    masks = np.stack([as_mask(m, frames.shape[1:3], f"mask {i}") for i, m in enumerate(masks)])
+    motion = estimate_camera_motion(frames, masks)
+    if remove and motion.num_frames > 1:
+        binary = bool(np.isin(masks, (0.0, 1.0)).all())
+        frames, masks = stabilise_clip(frames, masks, motion)
+        if binary:  # binary masks stay binary (resampling would blur their edges)
+            masks = (masks > 0.5).astype(np.float32)
+        motion.removed = True
+    return frames, masks, motion.to_dict()

@@ -13,7 +13,8 @@ have. Two sources exist:
   object onto the support's when a support is given (:mod:`dynapose4d.framing`), else a crop
   that scales frame 0's object box to ``fill`` of the frame.
 
-A fuller front end (stabilisation, several scored SVD candidates) is another VideoSource.
+Both sources measure the camera's pan, zoom and roll (:mod:`dynapose4d.stabilise`) and record it in
+the sidecar; SVD's is removed by default, a user video's when asked. Masks: :mod:`dynapose4d.masks`.
 Registering frame 0 to the input image is the keypoints module's job, not this one's.
 
 Conventions (DESIGN.md §4): frames ``[T, H, W, 3]`` float32 in [0, 1], masks ``[T, H, W]`` in
@@ -36,8 +37,10 @@ from PIL import Image
 
 from .devices import resolve_device
 from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .images import DEFAULT_FILL, ImageLoadError, Segmenter, load_image
-from .pixels import PixelError, as_mask, as_rgb, border_pixels, border_strip, clean_mask, foreground_mask, masks_on_white, to_uint8
+from .images import DEFAULT_FILL, ImageLoadError, load_image
+from .masks import MaskError, Segmenter, grabcut_sequence, masks_on_white, segment_frames
+from .pixels import PixelError, as_mask, as_rgb, to_uint8
+from .stabilise import stabilise_video
 
 __all__ = [
     "DrivingVideo",
@@ -315,7 +318,9 @@ class SVDConfig:
         decode_chunk_size: frames decoded at once by the VAE (lower = less memory).
         cpu_offload: keep each model on the CPU until it runs (needs the accelerate package).
         fp16: half precision; None = on CUDA only.
-        mask_threshold: :func:`dynapose4d.pixels.masks_on_white` threshold.
+        mask_threshold: :func:`dynapose4d.masks.masks_on_white` threshold.
+        stabilise: remove the camera's pan, zoom and roll (:mod:`dynapose4d.stabilise`; SVD
+            often moves the camera instead of the object); it is measured and recorded either way.
     """
 
     model: str = "svd"
@@ -334,6 +339,7 @@ class SVDConfig:
     fp16: bool | None = None
     mask_threshold: float = 0.1
     cache_dir: str | None = None
+    stabilise: bool = True
 
 
 class SVDSource(VideoSource):
@@ -466,13 +472,16 @@ class SVDSource(VideoSource):
         frames = np.clip(np.asarray(out.frames[0], dtype=np.float32), 0.0, 1.0)  # [T, H, W, 3]
         # 3. Masks (SVD keeps the white background).
         masks = masks_on_white(frames, threshold=cfg.mask_threshold)
+        # 4. The camera's motion, measured and (by default) removed.
+        frames, masks, stabilisation = stabilise_video(frames, masks, remove=cfg.stabilise)
         name = self.resolved.spec.name if self.resolved.spec else str(self.resolved.path)
         video = DrivingVideo(
             torch.from_numpy(frames),
             torch.from_numpy(masks),
             float(cfg.fps),
             f"SVD {name}, seed {cfg.seed}, motion bucket {cfg.motion_bucket_id}",
-            {"generator": "svd", "model": name, "model_path": str(self.resolved.path), "num_frames": num_frames, **_plain(cfg)},
+            {"generator": "svd", "model": name, "model_path": str(self.resolved.path), "num_frames": num_frames,
+             **_plain(cfg), "stabilisation": stabilisation},
         )
         return video.resized(cfg.output_size) if cfg.output_size else video
 
@@ -492,7 +501,10 @@ class FileVideoSource(VideoSource):
         size, fill: without a support, output frames are ``size`` x ``size`` and the object's box
             in frame 0 is scaled to ``fill`` of the frame; with a support (``generate``'s image and
             mask), the clip is framed like the support instead (:mod:`dynapose4d.framing`).
-        segmenter: per-frame segmentation callable (``uint8 [H, W, 3] -> [H, W]``) instead of GrabCut.
+        segmenter: per-frame segmentation callable (``uint8 [H, W, 3] -> [H, W]``, e.g.
+            :class:`dynapose4d.masks.OnnxSegmenter`) instead of GrabCut.
+        stabilise: remove the camera's pan, zoom and roll (measured on the background where
+            there is one; :mod:`dynapose4d.stabilise`) before framing; it is recorded either way.
         grabcut_iterations: GrabCut iterations per frame.
         max_side: masks are computed at most this many pixels wide, then upsampled.
     """
@@ -510,6 +522,7 @@ class FileVideoSource(VideoSource):
         segmenter: Segmenter | None = None,
         grabcut_iterations: int = 3,
         max_side: int = 384,
+        stabilise: bool = False,
     ):
         self.path = Path(path)
         self.num_frames = num_frames
@@ -519,6 +532,7 @@ class FileVideoSource(VideoSource):
         self.segmenter = segmenter
         self.grabcut_iterations = grabcut_iterations
         self.max_side = max_side
+        self.stabilise = stabilise
 
     def generate(self, image=None, mask=None) -> DrivingVideo:
         """Read, mask, composite on white and crop the clip. ``image``/``mask``: the support
@@ -530,30 +544,43 @@ class FileVideoSource(VideoSource):
         # 2. Masks: alpha, segmenter, or seeded GrabCut propagated frame to frame.
         if all(a is not None for a in alphas):
             masks, how = [a.astype(np.float32) for a in alphas], "alpha"
-        elif self.segmenter is not None:
-            masks, how = [_segment(self.segmenter, f) for f in rgbs], "segmenter"
         else:
             support = None
             if image is not None and mask is not None:
                 s_img = _image(image, "the support image")[..., :3]
                 support = (s_img, _mask(mask, s_img.shape[:2], "the support mask"))
-            masks, how = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side), "grabcut"
-        # 3. Composite on white and frame every frame like frame 0: onto the support when there
+            try:
+                if self.segmenter is not None:
+                    masks, how = segment_frames(self.segmenter, rgbs), "segmenter"
+                else:
+                    masks = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side)
+                    how = "grabcut"
+            except MaskError as exc:
+                raise VideoError(str(exc)) from None
+        # 3. The camera's motion, measured on the frames as filmed (background included), and
+        # removed if asked.
+        rgbs, masks, info["stabilisation"] = stabilise_video(rgbs, masks, remove=self.stabilise)
+        rgbs, masks = list(rgbs), list(masks)
+        # 4. Composite on white and frame every frame like frame 0: onto the support when there
         # is one (framing.py: the support is the source of truth), else by the fill rule.
         info.update({"masks": how, "path": str(self.path), "size": self.size, "fill": self.fill})
         if mask is not None:
             from .framing import align_to_support
 
+            filmed_masks = masks
             frames, masks, framing = align_to_support(rgbs, masks, image, mask)
             info["framing"] = framing.to_dict()
+            if not framing.agrees:  # is the input view elsewhere in the clip? (recorded for the user)
+                from .framing import best_matching_frame
+
+                match = best_matching_frame(rgbs, filmed_masks, image, mask)
+                if match["frame"] is not None and match["frame"] > 0:
+                    match["time_s"] = round(self.start_s + match["frame"] * (1.0 / fps), 3)
+                info["support_match"] = match
         else:
             frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
         return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info)
-
-
-def _segment(segmenter: Segmenter, rgb: np.ndarray) -> np.ndarray:
-    return _mask(segmenter(to_uint8(rgb)), rgb.shape[:2], "the segmenter's mask")
 
 
 def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
@@ -580,86 +607,3 @@ def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill:
         frames.append(cv2.warpAffine(comp, shift, (size, size), borderValue=(1.0, 1.0, 1.0), **warp))
         out_masks.append(cv2.warpAffine(m, shift, (size, size), borderValue=0.0, **warp))
     return np.clip(np.stack(frames), 0, 1).astype(np.float32), np.clip(np.stack(out_masks), 0, 1).astype(np.float32)
-
-
-def _colour_prior(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], bins: int = 16) -> np.ndarray:
-    """P(foreground | colour) for ``frame`` pixels: the support's foreground colour histogram
-    against the frame border's (background) histogram."""
-    s_img, s_mask = support
-    fg = s_img[s_mask > 0.5].reshape(-1, 3)
-    h, w = frame.shape[:2]
-    bg = border_pixels(frame, max(2, round(0.03 * min(h, w))))
-
-    def hist(px):
-        q = np.clip((px * bins).astype(np.int64), 0, bins - 1)
-        flat = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-        return (np.bincount(flat, minlength=bins**3) + 1.0) / (len(px) + bins**3)
-
-    p_fg, p_bg = hist(fg), hist(bg)
-    q = np.clip((frame.reshape(-1, 3) * bins).astype(np.int64), 0, bins - 1)
-    flat = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-    return (p_fg[flat] / (p_fg[flat] + p_bg[flat])).reshape(h, w)
-
-
-def _grabcut(img: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
-    seeds = labels.copy()
-    has_fg = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
-    has_bg = np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
-    if iterations > 0 and has_fg and has_bg:
-        try:
-            cv2.grabCut(to_uint8(img)[..., ::-1].copy(), labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
-        except cv2.error:  # degenerate colour statistics (e.g. two flat colours): the seeds are the mask
-            labels = seeds
-    return clean_mask(np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)))
-
-
-def grabcut_sequence(
-    frames: list[np.ndarray],
-    support: tuple[np.ndarray, np.ndarray] | None = None,
-    *,
-    iterations: int = 3,
-    max_side: int = 384,
-    band_fraction: float = 0.04,
-) -> list[np.ndarray]:
-    """Foreground masks of a clip: frame 0 seeded by the support's colours (or the border
-    colour), each later frame seeded by the previous mask (the mask = probable foreground, a band
-    around it = probable background, the rest = background), refined by GrabCut."""
-    h, w = frames[0].shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames]
-    sh, sw = small[0].shape[:2]
-    # 1. Frame 0.
-    border_seed = foreground_mask(small[0], grabcut_iterations=0)
-    if support is not None:
-        # Pixels with the support's colours, plus what stands out from the border and is connected
-        # to them (parts hidden in the support view), but not separate things of other colours.
-        prior = _colour_prior(small[0], support)
-        confident = clean_mask(prior > 0.6, close_px=0) > 0.5
-        candidates = (confident | ((prior > 0.4) & (border_seed > 0.5))).astype(np.uint8)
-        _, labels = cv2.connectedComponents(candidates, connectivity=8)
-        keep = np.unique(labels[confident])
-        seed = clean_mask(np.isin(labels, keep[keep > 0]))
-    else:
-        seed = border_seed
-    if seed.sum() < 16:
-        raise VideoError("could not find the object in the first video frame; give an RGBA frame folder or a segmenter")
-    labels = np.where(seed > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    edge = border_strip((sh, sw), max(2, round(0.02 * min(sh, sw))))
-    labels[edge & (seed < 0.5)] = cv2.GC_BGD
-    masks = [_grabcut(small[0], labels, iterations)]
-    # 2. Later frames, each seeded by the previous mask.
-    band = max(2, round(band_fraction * max(sh, sw)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
-    for img in small[1:]:
-        prev = (masks[-1] > 0.5).astype(np.uint8)
-        # No hard foreground: where the object was may be background now that it has moved.
-        near = cv2.dilate(prev, kernel, iterations=2).astype(bool)
-        labels = np.full((sh, sw), cv2.GC_BGD, np.uint8)
-        labels[near] = cv2.GC_PR_BGD
-        labels[prev.astype(bool)] = cv2.GC_PR_FGD
-        m = _grabcut(img, labels, iterations)
-        masks.append(m if m.sum() >= 16 else masks[-1])
-    if scale < 1:
-        masks = [(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32) for m in masks]
-    return masks

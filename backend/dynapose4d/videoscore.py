@@ -20,8 +20,10 @@ weight-free, on frames at most :data:`WORK_SIDE` pixels wide) and combines them 
 - ``identity_drift`` (less is better): the Hellinger distance (0..1) of the object's colour
   histogram to the input image's, half from frame 0 and half from the mean over later frames.
 
-``total = min(object_motion / OBJECT_MOTION_ENOUGH, 1) - WEIGHTS . (camera, flicker, 1 - mask
-stability, identity)``: a still video and a pure pan score below a video whose object moves.
+``total = min(object_motion / OBJECT_MOTION_ENOUGH, 1) - WEIGHTS . (c * camera, flicker, 1 - mask
+stability, identity)``, where ``c`` is 1 for camera motion measured on background and 1/2 for
+camera motion inferred from the object alone (a video on white: a travelling object's motion
+looks like a pan there): a still video and a pure pan score below a video whose object moves.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .pixels import as_mask, as_rgb, foreground_mask, luma_u8
+from .masks import foreground_mask
+from .pixels import as_mask, as_rgb, luma_u8
 from .stabilise import CameraMotion, corners, estimate_camera_motion, track_points
 
 __all__ = ["VideoScore", "score_video", "rank_videos", "WORK_SIDE", "OBJECT_MOTION_ENOUGH", "WEIGHTS"]
@@ -182,9 +185,12 @@ def score_video(video, reference_rgb: np.ndarray, reference_mask: np.ndarray | N
     ref_hist = _colour_hist(ref, ref_mask)
     drifts = [_hellinger(ref_hist, _colour_hist(f, m)) for f, m in zip(frames, masks)]
     identity = 0.5 * drifts[0] + 0.5 * (float(np.mean(drifts[1:])) if len(drifts) > 1 else drifts[0])
+    # Without background the camera's motion is inferred from the object's dominant rigid motion,
+    # which a travelling or swaying object also has: such evidence counts half.
+    certainty = float(np.mean([1.0 if s == "background" else 0.5 for s in motion.sources[1:]])) if len(frames) > 1 else 1.0
     total = (
         min(obj / OBJECT_MOTION_ENOUGH, 1.0)
-        - WEIGHTS["camera_motion"] * camera
+        - WEIGHTS["camera_motion"] * certainty * camera
         - WEIGHTS["flicker"] * flicker
         - WEIGHTS["mask_instability"] * (1.0 - stability)
         - WEIGHTS["identity_drift"] * identity

@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 from ..cameras import pixels_from_opencv, pixels_to_opencv
-from ..pixels import luma_u8, masks_on_white
+from ..masks import masks_on_white
+from ..pixels import luma_u8
 from .base import KeypointError, KeypointEstimator, Support, TrackResult, as_frames, as_rgb_float
 from .register import Features, Registration, anchor_keypoints, detect_features, register
 from .support import WHITE_THRESHOLD, trackability

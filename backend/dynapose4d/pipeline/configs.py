@@ -31,6 +31,27 @@ class KeypointsConfig:
     weights: str = ""  # a converted PoseAnything folder ('': the default location)
 
 
+@dataclass(frozen=True)
+class VideoFrontEnd:
+    """What is done to a driving video before the dynamic stage: stabilisation (``auto``: for
+    generated videos only) and a user's ONNX segmentation model for a user video's masks."""
+
+    stabilise: str = "auto"
+    segmentation_model: str = ""
+
+    def removes_camera(self, *, user_video: bool) -> bool:
+        return self.stabilise == "on" or (self.stabilise == "auto" and not user_video)
+
+    def file_source_options(self, device: str = "cpu") -> dict:
+        """Keyword arguments of :class:`dynapose4d.video.FileVideoSource` (loads the model)."""
+        segmenter = None
+        if self.segmentation_model:
+            from ..masks import OnnxSegmenter
+
+            segmenter = OnnxSegmenter(self.segmentation_model, device=device)
+        return {"stabilise": self.removes_camera(user_video=True), "segmenter": segmenter}
+
+
 def dynamic_config(settings: dict, base: DynamicConfig) -> DynamicConfig:
     """``base`` with the settings every job kind declares: iterations (0 keeps ``base``'s),
     the Pose Alignment Loss weights, the seed and the snapshot/checkpoint intervals."""
@@ -64,6 +85,7 @@ class ImageTo4DConfig:
         video_candidates, choose_video: generate with SVD: how many driving videos to generate
             and score, and whether the best is used (``auto``) or the job waits for a choice
             (``ask``); see candidates.py.
+        front_end: stabilisation and segmentation of the driving video.
     """
 
     device: str
@@ -82,6 +104,7 @@ class ImageTo4DConfig:
     video_fps: float | None = None
     video_candidates: int = 1
     choose_video: str = "auto"
+    front_end: VideoFrontEnd = VideoFrontEnd()
 
     def dynamic_for(self, num_frames: int, *, novel_view_sds: bool) -> DynamicConfig:
         """The dynamic stage's config for a video of ``num_frames`` frames."""
@@ -103,6 +126,7 @@ def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
         dynamic=dynamic_config(settings, base),
         video_frames=video_frames,
         video_fps=settings["video_fps"] or None,
+        front_end=VideoFrontEnd(stabilise=settings["stabilise"], segmentation_model=settings["segmentation_model"]),
     )
 
 
@@ -132,6 +156,7 @@ def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
             output_size=REFERENCE_SIZE,
             num_frames=settings["frames"] or None,
             decode_chunk_size=2 if preset.low_vram else SVDConfig.decode_chunk_size,
+            stabilise=VideoFrontEnd(stabilise=settings["stabilise"]).removes_camera(user_video=False),
         )
     return ImageTo4DConfig(
         **_common(settings, preset, video_frames=settings["frames"] or 14),

@@ -125,7 +125,8 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
 
         if chosen is not None:
             return chosen_video(folder, chosen)
-        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE)
+        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE,
+                                       **cfg.front_end.file_source_options(device.type))
         video = video_source.generate(reference.image, reference.mask)
         if "framing" not in video.meta:
             video, _ = align_video(video, reference.image, reference.mask)
@@ -170,7 +171,8 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
 
     # 2. The user's video, framed like the support render (framing.py).
     def make_video() -> DrivingVideo:
-        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE)
+        video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE,
+                                       **cfg.front_end.file_source_options(device.type))
         return video_source.generate(support_image, support_mask)
 
     video = _video(folder, make_video, emit)

@@ -71,6 +71,11 @@ _KEYPOINTS = (
             help="keypoint estimator"),
     Setting("keypoint_weights", str, "", help="converted PoseAnything weights folder ('': the default location)"),
 )
+_VIDEO = (
+    Setting("stabilise", str, "auto", choices=("auto", "on", "off"),
+            help="remove the driving video's camera pan/zoom/roll (auto: for generated videos, not for yours)"),
+    Setting("segmentation_model", str, "", help="an ONNX segmentation model for your video's masks ('': GrabCut)"),
+)
 _PROGRESS = (
     Setting("snapshot_every", int, 50, 1, 100_000, help="steps between live snapshots"),
     Setting("checkpoint_every", int, 50, 1, 100_000, help="steps between checkpoints (resume points)"),
@@ -110,6 +115,7 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("multiview_keypoints", bool, True, help="refine keypoint depths with CAPE on Zero-1-to-3 views (CAPE estimators, with dynamic_sds)"),
     )
     + _KEYPOINTS
+    + _VIDEO
     + _LOSSES
     + _RUN,
     "animate": (
@@ -121,6 +127,7 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
         _VIDEO_FPS,
     )
     + _KEYPOINTS
+    + _VIDEO
     + _LOSSES
     + _RUN,
 }

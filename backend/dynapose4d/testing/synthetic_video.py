@@ -89,6 +89,39 @@ def textured_background(rng, shape) -> np.ndarray:
     return np.clip(bg, 0, 1).astype(np.float32)
 
 
+def _film(scene: np.ndarray, alpha: np.ndarray, camera: np.ndarray, margin: int, size: tuple[int, int]):
+    """Frame t of a scene canvas (frame-0 pixels offset by ``margin``) seen by ``camera``."""
+    to_canvas = np.array([[1.0, 0, margin], [0, 1.0, margin], [0, 0, 1.0]])
+    view = camera @ np.linalg.inv(to_canvas)  # canvas -> frame t
+    frame = np.clip(warp(scene, view[:2], size, (1.0, 1.0, 1.0)), 0, 1).astype(np.float32)
+    return frame, (warp(alpha.astype(np.float32), view[:2], size, 0.0) > 0.5).astype(np.float32)
+
+
+def paste_and_film(rgba: np.ndarray, *, pan=(0.0, 0.0), zoom: float = 1.0, roll_deg: float = 0.0, seed: int = 0,
+                   name: str = "") -> SyntheticVideo:
+    """A rendered clip ``rgba [T, H, W, 4]`` (e.g. ``../shared/benchmark-dev/<scene>/input``) pasted
+    onto a textured background and filmed by a camera that pans, zooms and rolls (known)."""
+    rgba = np.asarray(rgba, np.float32)
+    t, h, w = rgba.shape[:3]
+    margin = max(h, w) // 2
+    rng = np.random.default_rng(seed)
+    bg = textured_background(rng, (h + 2 * margin, w + 2 * margin))
+    camera = camera_path(t, (w, h), pan=pan, zoom=zoom, roll_deg=roll_deg)
+    frames, masks = [], []
+    for i in range(t):
+        alpha = np.zeros(bg.shape[:2], np.float32)
+        alpha[margin:margin + h, margin:margin + w] = rgba[i, ..., 3]
+        colour = bg.copy()
+        colour[margin:margin + h, margin:margin + w] = rgba[i, ..., :3]
+        scene = bg * (1 - alpha[..., None]) + colour * alpha[..., None]
+        frame, mask = _film(scene, alpha, camera[i], margin, (w, h))
+        frames.append(frame)
+        masks.append(mask)
+    a0 = rgba[0, ..., 3:]
+    reference = rgba[0, ..., :3] * a0 + (1 - a0)
+    return SyntheticVideo(np.stack(frames), np.stack(masks), camera, reference, (a0[..., 0] > 0.5).astype(np.float32), name)
+
+
 def make_video(
     *,
     num_frames: int = 14,
@@ -124,7 +157,6 @@ def make_video(
     joint = (cx + 0.6 * rx, cy - 0.5 * ry)
     arm_len, arm_w = 0.3 * size, 0.07 * size
     camera = camera_path(num_frames, (w, h), pan=pan, zoom=zoom, roll_deg=roll_deg)
-    to_canvas = np.array([[1.0, 0, margin], [0, 1.0, margin], [0, 0, 1.0]])
     frames, masks = [], []
     for i, t in enumerate(np.linspace(0.0, 1.0, num_frames)):
         shift = np.asarray(object_shift, np.float64) * t
@@ -145,10 +177,10 @@ def make_video(
         obj = np.maximum(body, arm).astype(np.float32)
         colour = np.where(arm[..., None] > 0, tex_arm, tex_body)
         scene = bg * (1 - obj[..., None]) + colour * obj[..., None]
-        view = camera[i] @ np.linalg.inv(to_canvas)  # canvas -> frame t
-        frames.append(warp(scene, view[:2], (w, h), (1.0, 1.0, 1.0)))
-        masks.append((warp(obj, view[:2], (w, h), 0.0) > 0.5).astype(np.float32))
-    frames, masks = np.clip(np.stack(frames), 0, 1).astype(np.float32), np.stack(masks)
+        frame, mask = _film(scene, obj, camera[i], margin, (w, h))
+        frames.append(frame)
+        masks.append(mask)
+    frames, masks = np.stack(frames), np.stack(masks)
     m0 = masks[0][..., None]
     reference = frames[0] * m0 + (1 - m0)
     return SyntheticVideo(frames, masks, camera, reference.astype(np.float32), masks[0].copy(), name)
