@@ -24,6 +24,7 @@ from dynapose4d.io.sequence import read_sequence
 from dynapose4d.dynamic4d import Dynamic4D
 from dynapose4d.pipeline import run_job, write_job
 from dynapose4d.render import render
+from dynapose4d.video import VideoSource
 from dynapose4d.pipeline.static_sources import PlyRegistration, reference_camera, register_gaussians
 
 pytest_plugins = ["tests.conftest_models"]
@@ -138,7 +139,7 @@ def shifted_zoomed(image: np.ndarray, mask: np.ndarray, zoom: float, shift, fram
 # item 2: generate: the reference layout, the static render and the driving video agree
 
 
-class ShiftedZoomedSVD:
+class ShiftedZoomedSVD(VideoSource):
     """A stand-in for SVDSource: the input image, zoomed out and moved (as SVD may regenerate it)."""
 
     zoom, shift = 0.75, (14.0, -9.0)

@@ -300,6 +300,9 @@ class VideoSource(abc.ABC):
     def generate(self, image: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None) -> DrivingVideo:
         ...
 
+    def unload(self) -> None:
+        """Free what the source holds once its videos are made (a model; nothing by default)."""
+
 
 @dataclass
 class SVDConfig:
