@@ -2,6 +2,7 @@
 subprocesses), hostile zips refused by name, the frame rate of folders, and the timing that
 reaches the sequence sidecar (real fps and duration of the resampled clip)."""
 
+import io
 import json
 import stat
 import zipfile
@@ -66,13 +67,20 @@ def test_zip_frames_extract_in_natural_order(tmp_path):
     assert np.array_equal(got, frames[10])  # shot10, not shot1's neighbour in a plain sort
 
 
-def _zip(path: Path, members: dict) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+def zip_bytes(members: dict) -> bytes:
+    """A zip of ``{name: bytes}``; a ``ZipInfo`` value is written as that entry (e.g. a link)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             if isinstance(data, zipfile.ZipInfo):
                 zf.writestr(data, b"target.png")
             else:
                 zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _zip(path: Path, members: dict) -> Path:
+    path.write_bytes(zip_bytes(members))
     return path
 
 

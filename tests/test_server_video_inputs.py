@@ -12,20 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_frame_inputs import write_frames
+from tests.test_frame_inputs import write_frames, zip_bytes
 
 pytest_plugins = ["tests.server_fixtures", "tests.conftest_models"]
 
-
-def _zip_bytes(members: dict) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            if isinstance(data, zipfile.ZipInfo):
-                zf.writestr(data, b"elsewhere.png")
-            else:
-                zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def _png(seed=0, size=64) -> bytes:
@@ -91,7 +81,7 @@ HOSTILE = [
 @pytest.mark.parametrize("members, status, message", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
 def test_hostile_zips_are_refused_by_name(upload_server, lamp_ply_bytes, members, status, message):
     before = upload_server.get("/v1/jobs").json()["jobs"]
-    data = b"PK\x03\x04 garbage" if members is None else _zip_bytes(members)
+    data = b"PK\x03\x04 garbage" if members is None else zip_bytes(members)
     reply = upload_server.create_job("animate", {}, {"ply": ("lamp.ply", lamp_ply_bytes), "video": ("frames.zip", data)})
     assert reply.status == status, reply.body[:300]
     assert message in reply.detail and "'frames.zip'" in reply.detail, reply.detail
