@@ -75,11 +75,13 @@ class ImageTo4DConfig:
     novel_view_sds: bool = False
     multiview_keypoints: bool = False
     registration: PlyRegistration | None = None
+    frames_per_step: int = 0  # the job's setting; 0: the preset's for the device
 
-    def dynamic_for(self, num_frames: int, *, novel_view_sds: bool) -> DynamicConfig:
-        """The dynamic stage's config for a video of ``num_frames`` frames."""
+    def dynamic_for(self, num_frames: int, *, novel_view_sds: bool, device_type: str = "cuda") -> DynamicConfig:
+        """The dynamic stage's config for a video of ``num_frames`` frames on ``device_type``."""
         return replace(
             self.dynamic,
+            frames_per_step=self.frames_per_step or self.preset.frames_per_step_on(device_type),
             lambda_sds=1.0 if novel_view_sds else 0.0,
             deform=DeformConfig(hexplane=HexPlaneConfig(time_res=num_frames)),
         )
@@ -95,6 +97,7 @@ def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
         keypoints=KeypointsConfig(count=settings["num_keypoints"], estimator=settings["estimator"], weights=settings["keypoint_weights"]),
         dynamic=dynamic_config(settings, base),
         video_frames=video_frames,
+        frames_per_step=settings["frames_per_step"],
     )
 
 
