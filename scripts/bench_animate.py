@@ -9,7 +9,8 @@ the result), twice:
   iterations. It takes a quarter of an hour on 2 idle cores, so ``--before-iterations N`` runs N
   of them and extrapolates the time to 500 from the measured seconds per iteration; the table
   marks such a row, and its quality is that of N iterations, not of 500.
-- **after**: the default as shipped (on a CPU: 4 frames per step, every frame visited in turn).
+- **after**: the default as shipped (on a CPU: 4 frames per step, every frame visited in turn,
+  OpenMP threads that wait passively).
 
 Both get the scene's true support keypoints (frame 0 of ``keypoints3d.json``, projected into
 the registered PLY's reference render and given with ``--keypoints``), so the 3D keypoint error
@@ -23,7 +24,7 @@ where a step's time goes (deformation, projection, rasteriser, losses; forward a
 optimiser).
 
     python scripts/bench_animate.py [--before-iterations 500] [--iterations 500] [--frames 32]
-        [--profile-steps 4] [--out out/bench_animate]
+        [--profile-steps 4] [--skip before,after,profile] [--out out/bench_animate] [--reuse]
 
 Without ``../shared/benchmark-dev`` there is no Cycles ground truth: it says so and stops. The
 last line is ``RESULT {json}`` with ``seconds``, ``seconds_before``, ``speedup``,
@@ -42,12 +43,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+import dynapose4d  # noqa: E402,F401  (first: it chooses OpenMP's waiting before torch loads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import bench_animate_e2e as e2e  # noqa: E402
 from dynapose4d.cameras import Cameras  # noqa: E402
@@ -85,10 +87,9 @@ def support_keypoints_file(scene_dir: Path, path: Path) -> None:
 
 
 def run_cli(scene_dir: Path, video: Path, keypoints: Path, job: Path, iterations: int, frames: int,
-            frames_per_step: int | None, log: Path) -> dict:
-    """One ``animate`` through the CLI; wall seconds and the dynamic stage's own seconds (from
-    the progress lines' elapsed time)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+            frames_per_step: int | None, env: dict, log: Path) -> float:
+    """One ``animate`` through the CLI; its wall seconds."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), **env)
     cmd = [sys.executable, "-m", "dynapose4d", "animate", str(scene_dir / "static_gt.ply"), "--video", str(video),
            "--keypoints", str(keypoints), "--up-axis", "z", "--frames", str(frames), "--iterations", str(iterations),
            "--no-previews", "-o", str(job), "--restart"]
@@ -100,11 +101,16 @@ def run_cli(scene_dir: Path, video: Path, keypoints: Path, job: Path, iterations
     seconds = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"the CLI failed (exit {rc}); see {log}")
+    return seconds
+
+
+def stage_rate(log: Path) -> dict:
+    """The dynamic stage's seconds and seconds per iteration, from the progress lines."""
     # (step, elapsed) of each progress line: the rate between the first and the last leaves out
     # the first step's one-off costs (kernels loading, buffers growing).
     marks = [(int(i), _seconds(e)) for i, e in re.findall(r"\[dynamic\] (\d+)/\d+ .*elapsed (\S+)", log.read_text())]
     (i0, e0), (i1, e1) = marks[0], marks[-1]
-    return {"seconds": seconds, "dynamic_seconds": e1, "s_per_iteration": (e1 - e0) / (i1 - i0) if i1 > i0 else e1 / i1}
+    return {"dynamic_seconds": e1, "s_per_iteration": (e1 - e0) / (i1 - i0) if i1 > i0 else e1 / i1}
 
 
 def _seconds(text: str) -> float:
@@ -152,6 +158,7 @@ def main() -> int:
     ap.add_argument("--profile-steps", type=int, default=4)
     ap.add_argument("--skip", default="", help="comma list of runs to skip: before, after, profile")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_animate")
+    ap.add_argument("--reuse", action="store_true", help="score finished runs in --out again instead of rerunning them")
     args = ap.parse_args()
     scene_dir = e2e.DEV_DIR / SCENE
     if not scene_dir.is_dir():
@@ -168,9 +175,11 @@ def main() -> int:
     print(f"scene {SCENE}: {meta['samples']} Gaussians, {args.frames} of {meta['frames']} frames at {meta['res']}^2; "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
+    # The old default: every frame each step, and GNU OpenMP's own spin-then-sleep waiting
+    # (GOMP_SPINCOUNT at libgomp's default keeps dynapose4d from choosing passive waiting).
     runs = {
-        "before": dict(iterations=args.before_iterations, frames_per_step=EVERY_FRAME),
-        "after": dict(iterations=args.iterations, frames_per_step=None),
+        "before": dict(iterations=args.before_iterations, frames_per_step=EVERY_FRAME, env={"GOMP_SPINCOUNT": "300000"}),
+        "after": dict(iterations=args.iterations, frames_per_step=None, env={}),
     }
     rows = {}
     for name, run in runs.items():
@@ -179,8 +188,13 @@ def main() -> int:
         job = args.out / name
         print(f"running {name}: {run['iterations']} iterations, frames per step "
               f"{'every frame' if run['frames_per_step'] == EVERY_FRAME else 'default'}", flush=True)
-        row = run_cli(scene_dir, video, keypoints, job, run["iterations"], args.frames, run["frames_per_step"], args.out / f"{name}.log")
-        row["iterations"] = run["iterations"]
+        log, seconds_file = args.out / f"{name}.log", args.out / f"{name}.seconds"
+        if args.reuse and seconds_file.exists() and (job / "sequence" / "sequence.json").exists():
+            seconds = float(seconds_file.read_text())  # a finished run at these settings
+        else:
+            seconds = run_cli(scene_dir, video, keypoints, job, run["iterations"], args.frames, run["frames_per_step"], run["env"], log)
+            seconds_file.write_text(f"{seconds:.1f}")
+        row = {"seconds": seconds, **stage_rate(log), "iterations": run["iterations"]}
         row["extrapolated"] = run["iterations"] < DEFAULT_ITERATIONS
         # Fewer iterations than 500: the missing ones at the measured rate, the rest as measured.
         row["seconds_500"] = row["seconds"] + row["s_per_iteration"] * max(0, DEFAULT_ITERATIONS - run["iterations"])

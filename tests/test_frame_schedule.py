@@ -96,3 +96,22 @@ def test_profile_splits_a_real_step_into_its_phases(inputs):
     # The wrappers are gone afterwards: a plain step runs and nothing is left patched.
     assert "frames_and_handles" not in vars(stage.deformation) and "losses" not in vars(stage)
     stage.train_step()
+
+
+def _wait_policy(env_extra: dict) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import dynapose4d, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **env_extra}, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_openmp_threads_wait_passively_unless_the_user_chose():
+    """Spinning OpenMP threads cost a step 20x on shared cores: the package sets passive waiting
+    before torch loads, and leaves a user's own choice alone."""
+    assert _wait_policy({}) == "PASSIVE"
+    assert _wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert _wait_policy({"GOMP_SPINCOUNT": "300000"}) == "None"
