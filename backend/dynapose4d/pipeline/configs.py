@@ -105,11 +105,13 @@ class ImageTo4DConfig:
     video_candidates: int = 1
     choose_video: str = "auto"
     front_end: VideoFrontEnd = VideoFrontEnd()
+    frames_per_step: int = 0  # the job's setting; 0: the preset's for the device
 
-    def dynamic_for(self, num_frames: int, *, novel_view_sds: bool) -> DynamicConfig:
-        """The dynamic stage's config for a video of ``num_frames`` frames."""
+    def dynamic_for(self, num_frames: int, *, novel_view_sds: bool, device_type: str = "cuda") -> DynamicConfig:
+        """The dynamic stage's config for a video of ``num_frames`` frames on ``device_type``."""
         return replace(
             self.dynamic,
+            frames_per_step=self.frames_per_step or self.preset.frames_per_step_on(device_type),
             lambda_sds=1.0 if novel_view_sds else 0.0,
             deform=DeformConfig(hexplane=HexPlaneConfig(time_res=num_frames)),
         )
@@ -127,6 +129,7 @@ def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
         video_frames=video_frames,
         video_fps=settings["video_fps"] or None,
         front_end=VideoFrontEnd(stabilise=settings["stabilise"], segmentation_model=settings["segmentation_model"]),
+        frames_per_step=settings["frames_per_step"],
     )
 
 

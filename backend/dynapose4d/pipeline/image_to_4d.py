@@ -281,7 +281,7 @@ def _keypoint_views(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, support: Su
 
 def _dynamic(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, keypoints: tuple[SupportKeypoints, TrackResult], guidance,
              views: list | None = None) -> Dynamic4D | None:
-    config = cfg.dynamic_for(scene.video.num_frames, novel_view_sds=guidance is not None)
+    config = cfg.dynamic_for(scene.video.num_frames, novel_view_sds=guidance is not None, device_type=scene.static.means.device.type)
     info = {"user_frame": scene.user_frame.to_dict()} if scene.user_frame is not None else None
     stage = DynamicStage(config, scene.static, scene.video, *keypoints, scene.camera, guidance, info=info, anchor_views=views)
     checkpoint = run.folder.checkpoint("dynamic")

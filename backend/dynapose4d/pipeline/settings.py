@@ -83,6 +83,9 @@ _PROGRESS = (
 _VIDEO_FPS = Setting("video_fps", float, 0.0, 0.0, 1000.0,
                      help="frame rate of a user's video: needed for a frame folder or zip (0: a file's own rate; 7 for frames)")
 _RUN = (
+    Setting("frames_per_step", int, 0, 0, 64,
+            help="frames rendered per dynamic-stage step (0: the preset's for the device: every frame on CUDA, 4 on a CPU; "
+                 "at least the frame count: every frame)"),
     Setting("previews", bool, True, help="render preview GIFs at the end"),
     Setting("device", str, "auto", choices=("auto", "cpu", "cuda"), help="where to run"),
 ) + _PROGRESS
@@ -164,15 +167,22 @@ class Preset:
     dynamic_iterations: int
     svd: str  # registry name: 14 frames (svd) or 25 (svd-xt)
     novel_views: int
-    frames_per_step: int  # 0 = all frames every step
+    frames_per_step: int  # on CUDA; 0 = all frames every step
     low_vram: bool = False
     video_candidates: int = 1  # SVD driving videos generated, scored and chosen from
+    # On a CPU the render of a frame costs far more than the rest of a step, so a step renders a
+    # few frames, every frame visited in turn (DynamicStage.sample_frames). Measured on the crane
+    # of benchmark-dev with 2 cores (README, "Speed"): 4 frames per step instead of all 32.
+    cpu_frames_per_step: int = 4
+
+    def frames_per_step_on(self, device_type: str) -> int:
+        return self.frames_per_step if device_type == "cuda" else self.cpu_frames_per_step
 
 
 PRESETS = {
     # Candidates: DG4D's authors pick among seeds by hand; each costs one SVD run (~1 min on a GPU).
     "fast": Preset(300, 300, "svd", 1, 0, video_candidates=1),
-    "standard": Preset(500, 500, "svd", 1, 0, video_candidates=3),  # the paper's settings (+ candidates)
+    "standard": Preset(500, 500, "svd", 1, 0, video_candidates=3),  # the paper's settings on CUDA (+ candidates)
     "high": Preset(800, 800, "svd-xt", 2, 0, video_candidates=4),
     "low-vram": Preset(500, 500, "svd", 1, 4, low_vram=True, video_candidates=2),
 }

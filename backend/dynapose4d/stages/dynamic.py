@@ -50,7 +50,7 @@ MAX_MEAN_SCALE_CHANGE = 0.1  # a mean-motion scale off 1 by more than this is re
 @dataclass
 class DynamicConfig:
     iterations: int = 500
-    frames_per_step: int = 0  # 0: every frame each step (DG4D); fewer is faster on a CPU
+    frames_per_step: int = 0  # 0: every frame each step (DG4D); fewer is faster on a CPU (sample_frames)
     resolution: int = 256  # reference-view render size; frames are resized to it
     # Loss weights (lambda_<x> weights loss_<x>). rgb and mask ramp from 0 as DG4D's do.
     lambda_rgb: float = 10000.0
@@ -182,7 +182,8 @@ class DynamicStage:
         sigma = dist[:, 1:].mean().clamp_min(1e-6)
         self.arap_weights = torch.exp(-(dist[:, 1:] ** 2) / (2 * sigma**2))
 
-        # 4. Optimiser with per-group learning rates; its own generator for frame sampling.
+        # 4. Optimiser with per-group learning rates. (The frame schedule needs no generator; this
+        # one stays in checkpoints for guidance and older checkpoints.)
         groups = [{"name": name, "params": params, "lr": _learning_rate(config, name)} for name, params in self.deformation.parameter_groups().items()]
         if config.train_static:
             groups += [{"name": k, "params": [p], "lr": config.lr_static[k]} for k, p in self.static_params.items()]
@@ -203,10 +204,40 @@ class DynamicStage:
         return frame_ids.to(self.static_params["means"].dtype) / (self.num_frames - 1)
 
     def sample_frames(self) -> Tensor:
-        k = self.config.frames_per_step
-        if k <= 0 or k >= self.num_frames:
-            return torch.arange(self.num_frames)
-        return torch.randperm(self.num_frames, generator=self.generator)[:k].sort().values
+        """This step's frame indices, sorted: every frame, or ``frames_per_step`` of them.
+
+        A subset is read off a stream of shuffled passes over all T frames, k per step, so every
+        frame is visited equally often (a pure random pick leaves some frames unseen for long
+        stretches). The stream is a function of the seed and the step alone, so a resumed run
+        picks the same frames without extra checkpoint state.
+        """
+        k, T = self.config.frames_per_step, self.num_frames
+        if k <= 0 or k >= T:
+            return torch.arange(T)
+        picked: list[int] = []
+        pos = self.step * k
+        while len(picked) < k:
+            epoch, offset = divmod(pos, T)
+            take = self._pass_order(epoch)[offset : offset + k - len(picked)]
+            picked += take
+            pos += len(take)
+        return torch.tensor(sorted(picked))
+
+    def _pass_order(self, epoch: int) -> list[int]:
+        """The frames of pass ``epoch`` of the schedule in visiting order. A step that straddles
+        two passes must not draw a frame twice, so the frames the previous pass contributes to
+        that step go to the back of this one."""
+        cache = self.__dict__.setdefault("_pass_orders", {})
+        T, k = self.num_frames, self.config.frames_per_step
+        for e in range(max((e for e in cache if e <= epoch), default=-1) + 1, epoch + 1):  # in order: e needs e - 1
+            g = torch.Generator().manual_seed((self.config.seed << 24) + e)
+            order = torch.randperm(T, generator=g).tolist()
+            if e > 0:
+                boundary = (e * T) // k * k  # stream position of the straddling step
+                tail = set(cache[e - 1][boundary - (e - 1) * T :])
+                order = [f for f in order if f not in tail] + [f for f in order if f in tail]
+            cache[e] = order
+        return cache[epoch]
 
     def losses(self, frame_ids: Tensor) -> dict[str, Tensor]:
         """The unweighted loss terms for one batch of frames (``loss_<name>``)."""
