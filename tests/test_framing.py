@@ -27,6 +27,8 @@ from dynapose4d.render import render
 from dynapose4d.video import VideoSource
 from dynapose4d.pipeline.static_sources import PlyRegistration, reference_camera, register_gaussians
 
+from tests.test_image_to_4d import lamp, lamp_png  # noqa: E402,F401 (lamp is a fixture)
+
 pytest_plugins = ["tests.conftest_models"]
 
 USER_SCALE = 1.7  # the PLY's units per backend unit: its extent is far from the registered 0.5
@@ -36,11 +38,6 @@ USER_OFFSET = torch.tensor([0.8, -0.3, 1.2])  # off-centre (in the +Y-up version
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def lamp():
-    return make_articulated("lamp", 1500)
 
 
 def iou(a, b):
@@ -155,13 +152,6 @@ class ShiftedZoomedSVD(VideoSource):
         img = img * msk[..., None] + (1 - msk[..., None])
         frames, masks = shifted_zoomed(img, msk, self.zoom, self.shift, frames=3)
         return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), 7.0, "stand-in", {"generator": "stand-in"})
-
-
-def lamp_png(path: Path, lamp, size=160):
-    with torch.no_grad():
-        out = render(lamp.static, Cameras.orbit(0.0, 0.0, 2.0, width=size), 1.0)
-    rgba = np.concatenate([out.rgb.numpy(), out.alpha.numpy()[..., None]], -1)
-    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(path)
 
 
 TINY = {"static_iterations": 3, "iterations": 2, "frames": 3, "previews": False, "svd_steps": 2, "svd_size": 64}
