@@ -138,7 +138,11 @@ def render(
             flat.means, flat.quats, flat.scales, flat.opacities, flat.sh_coeffs, viewmats, Ks, W, H, eps2d, near
         )
     else:
-        proj = project_gaussians(flat.means, flat.quats, flat.scales, flat.opacities, viewmats, Ks, W, H, eps2d, near)
+        if name == "numba" and not (viewmats.requires_grad or Ks.requires_grad):
+            from .numba_projection import project_gaussians_numba as project_fn
+        else:  # the PyTorch projection: any device, and gradients to the cameras too
+            project_fn = project_gaussians
+        proj = project_fn(flat.means, flat.quats, flat.scales, flat.opacities, viewmats, Ks, W, H, eps2d, near)
         colors = _colors(flat, cameras, B, C)
         if name == "numba":
             from .numba_raster import rasterize_numba as rasterize_fn
