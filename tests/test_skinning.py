@@ -1,5 +1,6 @@
-"""The fused no-autograd skinning kernel, saved deformations rebuilt without resampling, and the
-server's frames sampled ahead for a client walking a sequence."""
+"""The fused skinning kernels (forward and backward) against the PyTorch path, saved
+deformations rebuilt without resampling, and the server's frames sampled ahead for a client
+walking a sequence."""
 
 import numpy as np
 import pytest
@@ -25,28 +26,67 @@ def _moving_deformation(dtype, n=600, controls=48, knn=4):
     return static, model
 
 
+def _skin_inputs(model, static, t):
+    """The arguments ``blend`` gives the skinning function, as fresh leaves."""
+    captured = {}
+    real = skinning_numba.skin
+
+    def capture(*args):
+        captured["args"] = args
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(skinning_numba, "skin", capture)
+        model(static, t)
+    return [a.detach().clone().requires_grad_(a.is_floating_point()) for a in captured["args"]]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("knn", [1, 4])
-def test_fused_skinning_equals_the_autograd_path(dtype, knn):
+def test_fused_skinning_equals_the_pytorch_path_with_gradients(dtype, knn):
     static, model = _moving_deformation(dtype, knn=knn)
     t = torch.tensor([0.0, 0.35, 1.0], dtype=dtype)
-    reference = model(static, t)  # gradients on: the PyTorch path
-    assert reference.means.requires_grad
-    with torch.no_grad():
-        assert skinning_numba.can_skin(model.skin_logits, static.means)
-        fused = model(static, t)
-    assert not fused.means.requires_grad
-    assert (reference.means.detach() - static.means).abs().max() > 0.05  # the motion is not trivial
+    args = _skin_inputs(model, static, t)
+    gen = torch.Generator().manual_seed(3)
+    results = []
+    for fn in (deformations.skin_torch, skinning_numba.skin):
+        leaves = [a.detach().clone().requires_grad_(a.requires_grad) for a in args]
+        outs = fn(*leaves)
+        weights = [torch.randn(o.shape, generator=gen.manual_seed(3 + i), dtype=dtype) for i, o in enumerate(outs)]
+        loss = sum((o * w).sum() for o, w in zip(outs, weights))
+        grads = torch.autograd.grad(loss, [a for a in leaves if a.requires_grad])
+        results.append(([o.detach() for o in outs], grads))
+    (ref_out, ref_grads), (out, grads) = results
+    assert (ref_out[0] - static.means).abs().max() > 0.05  # the motion is not trivial
     tol = {"atol": 2e-5, "rtol": 0} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 0}
-    for name in ("means", "quats", "log_scales", "handles", "handle_rot", "handle_shift"):
-        torch.testing.assert_close(getattr(fused, name), getattr(reference, name).detach(), **tol, msg=name)
+    for name, a, b in zip(("means", "quats", "log_scales"), out, ref_out):
+        torch.testing.assert_close(a, b, **tol, msg=name)
+    names = ("maps", "logits", "rest means", "rest quats", "rest log-scales")
+    for name, a, b in zip(names, grads, ref_grads):
+        scale = b.abs().max().item()
+        gtol = {"atol": 1e-4 * scale, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-10 * scale, "rtol": 1e-9}
+        torch.testing.assert_close(a, b, **gtol, msg=name)
 
 
-def test_fused_skinning_is_not_used_when_gradients_are_wanted():
+def test_the_deformation_uses_the_fused_skinning_on_the_cpu_and_trains_through_it():
     static, model = _moving_deformation(torch.float32)
-    out = model(static, torch.tensor([0.5]))
+    calls = []
+    real = skinning_numba.skin
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(skinning_numba, "skin", lambda *a: calls.append(1) or real(*a))
+        out = model(static, torch.tensor([0.5]))
+    assert calls
     out.means.sum().backward()
     assert model.skin_logits.grad is not None and model.skin_logits.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.net.head_shift.parameters())
+
+
+def test_skinning_gradcheck():
+    static, model = _moving_deformation(torch.float64, n=20, controls=6, knn=3)
+    args = _skin_inputs(model, static, torch.tensor([0.3, 0.9], dtype=torch.float64))
+    knn = args[1]
+    fn = lambda maps, logits, means, quats, log_scales: skinning_numba.skin(maps, knn, logits, means, quats, log_scales)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, [args[0], args[2], args[3], args[4], args[5]], eps=1e-6, atol=1e-6)
 
 
 def test_a_saved_deformation_is_rebuilt_from_its_state_without_sampling(monkeypatch):

@@ -119,6 +119,25 @@ def axis_angle_to_quat(v: Tensor) -> Tensor:
     return torch.cat([torch.cos(half), v * k], -1)
 
 
+def skin_torch(maps: Tensor, knn: Tensor, logits: Tensor, means: Tensor, quats: Tensor, log_scales: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Linear blend skinning in PyTorch (any device): :func:`skinning_numba.skin`'s contract.
+
+    Everything blended is linear in the weights: one gather of the controls' 19 numbers
+    (index_select, whose backward is an index_add; fancy indexing's is a much slower
+    accumulating index_put on the CPU) and one weighted sum.
+    """
+    f = maps.shape[0]
+    n, k = knn.shape
+    w = torch.softmax(logits, -1)  # [N, K]
+    gathered = maps.index_select(1, knn.reshape(-1)).reshape(f, n, k, skinning_numba.MAP_COLUMNS)
+    blended = torch.einsum("nk,fnkc->fnc", w, gathered)  # [F, N, 19]
+    R_blend, offset_blend, q_blend, dscale_blend = blended.split((9, 3, 4, 3), -1)
+    # A broadcast multiply-add, not a batched 3x3 matmul (slow for tiny matrices on the CPU).
+    moved = (R_blend.reshape(f, n, 3, 3) * means[None, :, None, :]).sum(-1) + offset_blend
+    q_blend = torch.nn.functional.normalize(q_blend, dim=-1)
+    return moved, quat_multiply(q_blend, quats.unsqueeze(0).expand(f, -1, -1)), log_scales[None] + dscale_blend
+
+
 def _mlp(in_dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
 
@@ -253,26 +272,14 @@ class ControlDeformation(_FieldDeformation):
         """Dense Gaussians from control motion by linear blend skinning."""
         q, R, shift, dscale = motion.handle_quat, motion.handle_rot, motion.handle_shift, motion.handle_scale
         f, m = q.shape[:2]
-        n, k = self.knn.shape
         # x -> R_j (x - c_j) + c_j + s_j is affine, so blend the K affine maps first and apply
         # one: same result as blending the moved points, with one 3x3 product per Gaussian.
         offset = self.controls[None] + shift - (R @ self.controls[None, :, :, None])[..., 0]  # [F, M, 3]
         per_handle = torch.cat([R.reshape(f, m, 9), offset, q, dscale], -1)  # [F, M, 19]: skinning_numba.MAP_COLUMNS
-        if skinning_numba.can_skin(self.skin_logits, R, static.means):  # no gradient wanted: one fused CPU loop
-            means, quats, log_scales = skinning_numba.skin(per_handle, self.knn, self.skin_logits, static.means, static.quats, static.log_scales)
-            return Deformed(means, quats, log_scales, motion.handles, R, shift)
-        # Everything blended is linear in the weights: one gather of the handles' 19 numbers
-        # (index_select, whose backward is an index_add; fancy indexing's is a much slower
-        # accumulating index_put on the CPU) and one weighted sum.
-        w = torch.softmax(self.skin_logits, -1)  # [N, K]
-        gathered = per_handle.index_select(1, self.knn.reshape(-1)).reshape(f, n, k, 19)
-        blended = torch.einsum("nk,fnkc->fnc", w, gathered)  # [F, N, 19]
-        R_blend, offset_blend, q_blend, dscale_blend = blended.split((9, 3, 4, 3), -1)
-        # A broadcast multiply-add, not a batched 3x3 matmul (slow for tiny matrices on the CPU).
-        means = (R_blend.reshape(f, n, 3, 3) * static.means[None, :, None, :]).sum(-1) + offset_blend
-        q_blend = torch.nn.functional.normalize(q_blend, dim=-1)
-        quats = quat_multiply(q_blend, static.quats.unsqueeze(0).expand(f, -1, -1))
-        log_scales = static.log_scales[None] + dscale_blend
+        # On the CPU one fused loop per Gaussian (and an analytic backward); elsewhere PyTorch.
+        fused = skinning_numba.can_skin(per_handle, self.skin_logits, static.means, static.quats, static.log_scales)
+        skin = skinning_numba.skin if fused else skin_torch
+        means, quats, log_scales = skin(per_handle, self.knn, self.skin_logits, static.means, static.quats, static.log_scales)
         return Deformed(means, quats, log_scales, motion.handles, R, shift)
 
     def forward(self, static: Gaussians, t: Tensor) -> Deformed:
