@@ -65,26 +65,39 @@ class HexPlane(nn.Module):
         """Features ``[F, M, C * n_res]`` at every point ``xyz [M, 3]`` at every time ``t [F]``.
 
         Same values as ``forward`` on the expanded grid, but the three spatial planes are sampled
-        once per point rather than once per (point, time).
+        once per point rather than once per (point, time). When the points need no gradient, a
+        time plane's samples at all (point, time) pairs are two matrix products with the
+        interpolation weights (points along its space axis, times along its time axis): the
+        same bilinear values as ``grid_sample``, and on the CPU several times faster forward
+        and backward than sampling F x M scattered points.
         """
         m, f = xyz.shape[0], t.shape[0]
         space = (xyz / self.config.bound).clamp(-1.0, 1.0)
         time = (t * 2.0 - 1.0).clamp(-1.0, 1.0)
-        grid = torch.cat([space.unsqueeze(0).expand(f, m, 3), time[:, None, None].expand(f, m, 1)], -1)
+        separable = not xyz.requires_grad and not t.requires_grad
+        if separable:
+            time_weights = _linear_weights(time, self.config.time_res)  # [F, T]
+        else:
+            grid = torch.cat([space.unsqueeze(0).expand(f, m, 3), time[:, None, None].expand(f, m, 1)], -1)
         feats = []
-        for r in range(len(self.config.spatial_res)):
+        for r, res in enumerate(self.config.spatial_res):
             spatial, temporal = None, None
+            space_weights = [_linear_weights(space[:, axis], res) for axis in range(3)] if separable else None  # [M, R]
             for p, (a, b) in enumerate(_PAIRS):
                 plane = self.grids[r * 6 + p]
                 if b < 3:
                     coords = space[:, [a, b]].reshape(1, m, 1, 2)
                     sample = F.grid_sample(plane, coords, mode="bilinear", padding_mode="border", align_corners=True)[0, :, :, 0].T
                     spatial = sample if spatial is None else spatial * sample  # [M, C]
+                    continue
+                if separable:  # plane [1, C, T, R]: rows are times, columns positions along axis a
+                    along_space = plane[0] @ space_weights[a].T  # [C, T, M]
+                    sample = torch.einsum("ft,ctm->fmc", time_weights, along_space)
                 else:
                     coords = grid[..., [a, b]].reshape(1, f * m, 1, 2)
                     sample = F.grid_sample(plane, coords, mode="bilinear", padding_mode="border", align_corners=True)[0, :, :, 0].T
                     sample = sample.reshape(f, m, -1)
-                    temporal = sample if temporal is None else temporal * sample  # [F, M, C]
+                temporal = sample if temporal is None else temporal * sample  # [F, M, C]
             feats.append(spatial[None] * temporal)
         return torch.cat(feats, -1)
 
@@ -99,3 +112,17 @@ class HexPlane(nn.Module):
                 else:
                     total = total + ((g[..., 1:, :] - g[..., :-1, :]) ** 2).mean() + ((g[..., 1:] - g[..., :-1]) ** 2).mean()
         return total
+
+
+def _linear_weights(coords: Tensor, size: int) -> Tensor:
+    """Linear interpolation weights ``[P, size]`` of coordinates ``[P]`` in [-1, 1] over ``size``
+    samples spanning it (``grid_sample``'s ``align_corners=True``): two non-zeros per row."""
+    pos = (coords.detach() + 1.0) * 0.5 * (size - 1)
+    lower = pos.floor().clamp(0, max(size - 2, 0))
+    frac = (pos - lower).clamp(0.0, 1.0) if size > 1 else torch.zeros_like(pos)
+    weights = torch.zeros(coords.shape[0], size, dtype=coords.dtype, device=coords.device)
+    index = lower.long()[:, None]
+    weights.scatter_(1, index, (1.0 - frac)[:, None])
+    if size > 1:
+        weights.scatter_add_(1, index + 1, frac[:, None])
+    return weights
