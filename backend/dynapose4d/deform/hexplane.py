@@ -91,8 +91,9 @@ class HexPlane(nn.Module):
                     spatial = sample if spatial is None else spatial * sample  # [M, C]
                     continue
                 if separable:  # plane [1, C, T, R]: rows are times, columns positions along axis a
-                    along_space = plane[0] @ space_weights[a].T  # [C, T, M]
-                    sample = torch.einsum("ft,ctm->fmc", time_weights, along_space)
+                    c, rows, cols = plane.shape[1:]
+                    at_times = (time_weights @ plane[0].transpose(0, 1).reshape(rows, c * cols)).reshape(f, c, cols)
+                    sample = space_weights[a] @ at_times.transpose(1, 2)  # [F, M, C]
                 else:
                     coords = grid[..., [a, b]].reshape(1, f * m, 1, 2)
                     sample = F.grid_sample(plane, coords, mode="bilinear", padding_mode="border", align_corners=True)[0, :, :, 0].T

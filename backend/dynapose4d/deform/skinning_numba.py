@@ -1,21 +1,23 @@
-"""Linear blend skinning without autograd, fused into one numba loop: the CPU path behind
-:meth:`ControlDeformation.blend` when no gradient is needed (frames for the add-on, exports,
-evaluation renders).
+"""Linear blend skinning fused into numba loops, with an analytic backward pass: the CPU path
+behind :meth:`ControlDeformation.blend` (training steps, frames for the add-on, exports).
 
-The PyTorch path gathers the K control transforms of every Gaussian into ``[F, N, K, ...]``
-tensors and reduces them, about ten passes over memory per frame; at 100k Gaussians that is
-40-60 ms a frame on one core, the bulk of serving a frame. Here each Gaussian reads its K
-controls' maps from a table small enough for the cache (M x 14 floats a frame) and writes its
+The PyTorch path (``deformations.skin_torch``) gathers the K control transforms of every
+Gaussian into ``[F, N, K, ...]`` tensors and reduces them, about ten passes over memory per
+frame and as many again backward; at 100k Gaussians that is 40-60 ms a frame on one core, and
+at 30k Gaussians and 4 frames a third of a training step. Here each Gaussian reads its K
+controls' maps from a table small enough for the cache (M x 19 floats a frame) and writes its
 result once.
 
 Same arithmetic as the PyTorch path, in float64 accumulators: the blended affine map applied
 to the rest position (equal to blending the moved points, the map being affine), the blended
 quaternion normalised then composed with the Gaussian's own rotation, log-scales shifted by
-the blended log-scale change.
+the blended log-scale change. The backward pass runs per Gaussian (its blend's gradient, its
+skin logits and rest pose), then per control (the sum over the Gaussians that use it), so no
+two threads write the same row and the result does not depend on the thread count.
 
-The kernel is cached on disk (``cache=True``); the first call on a machine compiles it.
+The kernels are cached on disk (``cache=True``); the first call on a machine compiles them
+(about 5 s on 2 cores).
 """
-
 from __future__ import annotations
 
 import numpy as np
@@ -80,11 +82,11 @@ def _skin(maps, knn, logits, means, quats, log_scales, out_means, out_quats, out
 def _skin_backward_gaussians(maps, knn, logits, means, quats, g_means, g_quats, g_log_scales,
                              g_blend, weights, g_logits, g_rest_means, g_rest_quats, scratch):
     """Backward, step 1 (parallel over Gaussians, each owning its rows): the gradient of each
-    Gaussian's blended 19 numbers ``g_blend [N, F, 19]`` (Gaussian-major: step 2 reads a
-    Gaussian's frames together), its softmax weights ``weights [N, K]``
-    (for step 2), and the gradients of its skin logits and rest pose. Log-scales pass theirs
-    through unchanged (the caller sums ``g_log_scales`` over frames). ``scratch [N, 13]``: room
-    for each Gaussian's blended rotation and quaternion (no allocation in the loop)."""
+    Gaussian's blended 19 numbers ``g_blend [N, F, 19]`` (Gaussian-major: step 2 reads one
+    Gaussian's frames together), its softmax weights ``weights [N, K]`` (for step 2), and the
+    gradients of its skin logits and rest pose. Log-scales pass theirs through unchanged (the
+    caller sums ``g_log_scales`` over frames). ``scratch [N, 13]``: room for each Gaussian's
+    blended rotation and quaternion, so the loop allocates nothing."""
     n_frames = maps.shape[0]
     n, k = knn.shape
     for i in prange(n):
