@@ -48,14 +48,62 @@ def _rotation(q0, q1, q2, q3):
 
 
 @njit(cache=True, nogil=True)
-def _limits(fx, fy, cx, cy, width, height):
-    """Bounds of x/z and y/z the Jacobian is evaluated within: (x+, x-, y+, y-)."""
+def _to_camera(v, mx, my, mz):
+    """The centre in camera space (the world-to-camera matrix ``v`` applied)."""
     return (
-        (width - cx) / fx + CLIP_MARGIN * (0.5 * width / fx),
-        cx / fx + CLIP_MARGIN * (0.5 * width / fx),
-        (height - cy) / fy + CLIP_MARGIN * (0.5 * height / fy),
-        cy / fy + CLIP_MARGIN * (0.5 * height / fy),
+        v[0, 0] * mx + v[0, 1] * my + v[0, 2] * mz + v[0, 3],
+        v[1, 0] * mx + v[1, 1] * my + v[1, 2] * mz + v[1, 3],
+        v[2, 0] * mx + v[2, 1] * my + v[2, 2] * mz + v[2, 3],
     )
+
+
+@njit(cache=True, nogil=True)
+def _jacobian(x, y, z, fx, fy, cx, cy, width, height, near):
+    """The projection's Jacobian at the centre clamped to the field of view plus 30%:
+    ``(valid, zs, txc, tyc, x_free, y_free, j00, j02, j11, j12)``. ``zs`` is the depth used
+    (1 behind the near plane), ``txc, tyc`` the clamped x/z and y/z, ``*_free`` whether they
+    were inside the bounds, ``j..`` the non-zero entries of the two rows."""
+    valid = z >= near
+    zs = z if valid else 1.0
+    lxp = (width - cx) / fx + CLIP_MARGIN * (0.5 * width / fx)
+    lxn = cx / fx + CLIP_MARGIN * (0.5 * width / fx)
+    lyp = (height - cy) / fy + CLIP_MARGIN * (0.5 * height / fy)
+    lyn = cy / fy + CLIP_MARGIN * (0.5 * height / fy)
+    rxz, ryz = x / zs, y / zs
+    txc, tyc = min(max(rxz, -lxn), lxp), min(max(ryz, -lyn), lyp)
+    inv = 1.0 / zs
+    return (valid, zs, txc, tyc, -lxn < rxz < lxp, -lyn < ryz < lyp,
+            fx * inv, -fx * txc * inv, fy * inv, -fy * tyc * inv)
+
+
+@njit(cache=True, nogil=True)
+def _column(v, p, col, j00, j02, j11, j12):
+    """Column ``col`` of M = R_view P, and its images u = J_0 M, w = J_1 M."""
+    m0 = v[0, 0] * p[col] + v[0, 1] * p[3 + col] + v[0, 2] * p[6 + col]
+    m1 = v[1, 0] * p[col] + v[1, 1] * p[3 + col] + v[1, 2] * p[6 + col]
+    m2 = v[2, 0] * p[col] + v[2, 1] * p[3 + col] + v[2, 2] * p[6 + col]
+    return m0, m1, m2, j00 * m0 + j02 * m2, j11 * m1 + j12 * m2
+
+
+@njit(cache=True, nogil=True)
+def _covariance(v, p, j00, j02, j11, j12, eps2d):
+    """The screen-space covariance (a, b, c) = J M M^T J^T + eps2d I."""
+    cov_a, cov_b, cov_c = eps2d, 0.0, eps2d
+    for col in range(3):
+        _, _, _, u, w = _column(v, p, col, j00, j02, j11, j12)
+        cov_a += u * u
+        cov_b += u * w
+        cov_c += w * w
+    return cov_a, cov_b, cov_c
+
+
+@njit(cache=True, nogil=True)
+def _factor(quats, scales, b, i):
+    """P = R_q S (row-major 9-tuple), the normalised quaternion and the norm, and the scales."""
+    r, qn, norm = _rotation(quats[b, i, 0], quats[b, i, 1], quats[b, i, 2], quats[b, i, 3])
+    s = (scales[b, i, 0], scales[b, i, 1], scales[b, i, 2])
+    p = (r[0] * s[0], r[1] * s[1], r[2] * s[2], r[3] * s[0], r[4] * s[1], r[5] * s[2], r[6] * s[0], r[7] * s[1], r[8] * s[2])
+    return p, r, qn, norm, s
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -65,39 +113,16 @@ def _forward(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d
     n_cam = viewmats.shape[1]
     for row in prange(n_scene * n):
         b, i = row // n, row % n
-        r, _, _ = _rotation(quats[b, i, 0], quats[b, i, 1], quats[b, i, 2], quats[b, i, 3])
-        s0, s1, s2 = scales[b, i, 0], scales[b, i, 1], scales[b, i, 2]
-        # P = R_q S, the covariance factor in world space (columns scaled).
-        p = (r[0] * s0, r[1] * s1, r[2] * s2, r[3] * s0, r[4] * s1, r[5] * s2, r[6] * s0, r[7] * s1, r[8] * s2)
+        p, _, _, _, _ = _factor(quats, scales, b, i)  # the covariance factor in world space
         mx, my, mz = means[b, i, 0], means[b, i, 1], means[b, i, 2]
         op = opacities[b, i]
         extend = min(math.sqrt(2.0 * math.log(max(op, ALPHA_MIN) / ALPHA_MIN)), MAX_EXTEND)
         for c in range(n_cam):
             v = viewmats[b, c]
-            x = v[0, 0] * mx + v[0, 1] * my + v[0, 2] * mz + v[0, 3]
-            y = v[1, 0] * mx + v[1, 1] * my + v[1, 2] * mz + v[1, 3]
-            z = v[2, 0] * mx + v[2, 1] * my + v[2, 2] * mz + v[2, 3]
+            x, y, z = _to_camera(v, mx, my, mz)
             fx, fy, cx, cy = Ks[b, c, 0, 0], Ks[b, c, 1, 1], Ks[b, c, 0, 2], Ks[b, c, 1, 2]
-            valid = z >= near
-            zs = z if valid else 1.0
-            lxp, lxn, lyp, lyn = _limits(fx, fy, cx, cy, width, height)
-            tx = zs * min(max(x / zs, -lxn), lxp)
-            ty = zs * min(max(y / zs, -lyn), lyp)
-            j00, j02 = fx / zs, -fx * tx / (zs * zs)
-            j11, j12 = fy / zs, -fy * ty / (zs * zs)
-            cov_a = eps2d
-            cov_b = 0.0
-            cov_c = eps2d
-            for col in range(3):
-                # M = R_view P; u = J_0 M, w = J_1 M, one column at a time.
-                m0 = v[0, 0] * p[col] + v[0, 1] * p[3 + col] + v[0, 2] * p[6 + col]
-                m1 = v[1, 0] * p[col] + v[1, 1] * p[3 + col] + v[1, 2] * p[6 + col]
-                m2 = v[2, 0] * p[col] + v[2, 1] * p[3 + col] + v[2, 2] * p[6 + col]
-                u = j00 * m0 + j02 * m2
-                w = j11 * m1 + j12 * m2
-                cov_a += u * u
-                cov_b += u * w
-                cov_c += w * w
+            valid, zs, _, _, _, _, j00, j02, j11, j12 = _jacobian(x, y, z, fx, fy, cx, cy, width, height, near)
+            cov_a, cov_b, cov_c = _covariance(v, p, j00, j02, j11, j12, eps2d)
             det = max(cov_a * cov_c - cov_b * cov_b, DET_MIN)
             u2x, u2y = fx * x / zs + cx, fy * y / zs + cy
             out_means2d[b, c, i, 0] = u2x
@@ -123,38 +148,17 @@ def _backward(means, quats, scales, viewmats, Ks, width, height, eps2d, near,
     n_cam = viewmats.shape[1]
     for row in prange(n_scene * n):
         b, i = row // n, row % n
-        r, qn, norm = _rotation(quats[b, i, 0], quats[b, i, 1], quats[b, i, 2], quats[b, i, 3])
-        s = (scales[b, i, 0], scales[b, i, 1], scales[b, i, 2])
-        p = (r[0] * s[0], r[1] * s[1], r[2] * s[2], r[3] * s[0], r[4] * s[1], r[5] * s[2], r[6] * s[0], r[7] * s[1], r[8] * s[2])
+        p, r, qn, norm, s = _factor(quats, scales, b, i)
         mx, my, mz = means[b, i, 0], means[b, i, 1], means[b, i, 2]
         dmx = dmy = dmz = 0.0
         dp = dp_rows[row]
         for c in range(n_cam):
             v = viewmats[b, c]
-            x = v[0, 0] * mx + v[0, 1] * my + v[0, 2] * mz + v[0, 3]
-            y = v[1, 0] * mx + v[1, 1] * my + v[1, 2] * mz + v[1, 3]
-            z = v[2, 0] * mx + v[2, 1] * my + v[2, 2] * mz + v[2, 3]
+            x, y, z = _to_camera(v, mx, my, mz)
             fx, fy, cx, cy = Ks[b, c, 0, 0], Ks[b, c, 1, 1], Ks[b, c, 0, 2], Ks[b, c, 1, 2]
-            valid = z >= near
-            zs = z if valid else 1.0
-            lxp, lxn, lyp, lyn = _limits(fx, fy, cx, cy, width, height)
-            rxz, ryz = x / zs, y / zs
-            x_free, y_free = -lxn < rxz < lxp, -lyn < ryz < lyp
-            txc, tyc = min(max(rxz, -lxn), lxp), min(max(ryz, -lyn), lyp)
+            valid, zs, txc, tyc, x_free, y_free, j00, j02, j11, j12 = _jacobian(x, y, z, fx, fy, cx, cy, width, height, near)
             tx, ty = zs * txc, zs * tyc
-            j00, j02 = fx / zs, -fx * tx / (zs * zs)
-            j11, j12 = fy / zs, -fy * ty / (zs * zs)
-            # The forward again, for the covariance (M's columns are recomputed below, cheaper
-            # than keeping them).
-            cov_a, cov_b, cov_c = eps2d, 0.0, eps2d
-            for col in range(3):
-                m0 = v[0, 0] * p[col] + v[0, 1] * p[3 + col] + v[0, 2] * p[6 + col]
-                m1 = v[1, 0] * p[col] + v[1, 1] * p[3 + col] + v[1, 2] * p[6 + col]
-                m2 = v[2, 0] * p[col] + v[2, 1] * p[3 + col] + v[2, 2] * p[6 + col]
-                u, w = j00 * m0 + j02 * m2, j11 * m1 + j12 * m2
-                cov_a += u * u
-                cov_b += u * w
-                cov_c += w * w
+            cov_a, cov_b, cov_c = _covariance(v, p, j00, j02, j11, j12, eps2d)
             det_raw = cov_a * cov_c - cov_b * cov_b
             det = max(det_raw, DET_MIN)
             # conic = (c, -b, a) / det.
@@ -165,10 +169,7 @@ def _backward(means, quats, scales, viewmats, Ks, width, height, eps2d, near,
             g_c = g0 / det + g_det * cov_a
             dj00 = dj02 = dj11 = dj12 = 0.0
             for col in range(3):
-                m0 = v[0, 0] * p[col] + v[0, 1] * p[3 + col] + v[0, 2] * p[6 + col]
-                m1 = v[1, 0] * p[col] + v[1, 1] * p[3 + col] + v[1, 2] * p[6 + col]
-                m2 = v[2, 0] * p[col] + v[2, 1] * p[3 + col] + v[2, 2] * p[6 + col]
-                u, w = j00 * m0 + j02 * m2, j11 * m1 + j12 * m2
+                m0, m1, m2, u, w = _column(v, p, col, j00, j02, j11, j12)
                 du = 2.0 * g_a * u + g_b * w
                 dw = g_b * u + 2.0 * g_c * w
                 dj00 += du * m0
