@@ -11,9 +11,9 @@ result once.
 Same arithmetic as the PyTorch path, in float64 accumulators: the blended affine map applied
 to the rest position (equal to blending the moved points, the map being affine), the blended
 quaternion normalised then composed with the Gaussian's own rotation, log-scales shifted by
-the blended log-scale change. The backward pass runs per Gaussian (its blend's gradient, its
-skin logits and rest pose), then per control (the sum over the Gaussians that use it), so no
-two threads write the same row and the result does not depend on the thread count.
+the blended log-scale change. The backward pass walks the Gaussians again (in fixed chunks,
+each with its own table of control gradients), so no two threads write the same row and the
+result does not depend on the thread count.
 
 The kernels are cached on disk (``cache=True``); the first call on a machine compiles them
 (about 5 s on 2 cores).
@@ -31,20 +31,26 @@ MAP_COLUMNS = 19
 
 
 @njit(cache=True, nogil=True)
+def _softmax(logits, out):
+    """Softmax of one row of skin logits into ``out`` (the PyTorch path's weights)."""
+    top = logits[0]
+    for a in range(1, logits.shape[0]):
+        top = max(top, logits[a])
+    total = 0.0
+    for a in range(logits.shape[0]):
+        out[a] = np.exp(logits[a] - top)
+        total += out[a]
+    for a in range(logits.shape[0]):
+        out[a] /= total
+
+
+@njit(cache=True, nogil=True)
 def _skin(maps, knn, logits, means, quats, log_scales, out_means, out_quats, out_log_scales):
     n_frames = maps.shape[0]
     n, k = knn.shape
     w = np.empty(k)
     for i in range(n):
-        top = logits[i, 0]
-        for a in range(1, k):
-            top = max(top, logits[i, a])
-        total = 0.0
-        for a in range(k):
-            w[a] = np.exp(logits[i, a] - top)
-            total += w[a]
-        for a in range(k):  # softmax weights, as the PyTorch path's
-            w[a] /= total
+        _softmax(logits[i], w)
         x0, x1, x2 = means[i, 0], means[i, 1], means[i, 2]
         bw, bx, by, bz = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
         for f in range(n_frames):  # frames inside: the weights are computed once per Gaussian
@@ -78,120 +84,89 @@ def _skin(maps, knn, logits, means, quats, log_scales, out_means, out_quats, out
             out_log_scales[f, i, 2] = log_scales[i, 2] + s2
 
 
+# The backward pass sums each control's gradient over the Gaussians that use it. Gaussians
+# are split into a fixed number of chunks (a function of the problem size, not of the thread
+# count), each summing into its own [F, M, 19] table; the tables are added in order at the end.
+# So no two threads write one row and the result does not depend on the threads, without a
+# per-Gaussian [N, F, 19] intermediate (146 MB at 30k Gaussians and 32 frames).
+MAX_CHUNKS = 16
+CHUNK_TABLES_BYTES = 64 * 2**20  # all chunks' tables together stay under this
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def _skin_backward_gaussians(maps, knn, logits, means, quats, g_means, g_quats, g_log_scales,
-                             g_blend, weights, g_logits, g_rest_means, g_rest_quats, scratch):
-    """Backward, step 1 (parallel over Gaussians, each owning its rows): the gradient of each
-    Gaussian's blended 19 numbers ``g_blend [N, F, 19]`` (Gaussian-major: step 2 reads one
-    Gaussian's frames together), its softmax weights ``weights [N, K]`` (for step 2), and the
-    gradients of its skin logits and rest pose. Log-scales pass theirs through unchanged (the
-    caller sums ``g_log_scales`` over frames). ``scratch [N, 13]``: room for each Gaussian's
-    blended rotation and quaternion, so the loop allocates nothing."""
+def _skin_backward(maps, knn, logits, means, quats, g_means, g_quats, g_log_scales,
+                   g_chunk_maps, g_logits, g_rest_means, g_rest_quats):
+    """Gradients of the blend w.r.t. the per-control maps (``g_chunk_maps [chunks, F, M, 19]``,
+    zeros, one table per chunk of Gaussians), the skin logits and the rest pose. Log-scales
+    pass theirs through unchanged (the caller sums ``g_log_scales`` over frames)."""
     n_frames = maps.shape[0]
     n, k = knn.shape
-    for i in prange(n):
-        top = logits[i, 0]
-        for a in range(1, k):
-            top = max(top, logits[i, a])
-        total = 0.0
-        for a in range(k):
-            weights[i, a] = np.exp(logits[i, a] - top)
-            total += weights[i, a]
-        for a in range(k):
-            weights[i, a] /= total
-        x0, x1, x2 = means[i, 0], means[i, 1], means[i, 2]
-        pw, px, py, pz = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
-        gx0 = gx1 = gx2 = 0.0
-        gpw = gpx = gpy = gpz = 0.0
-        for a in range(k):
-            g_logits[i, a] = 0.0  # holds dL/dw until the softmax's backward below
-        for f in range(n_frames):
-            # The blend again (only what the backward needs: the rotation and the quaternion).
-            b = scratch[i]
-            b[:] = 0.0
-            for a in range(k):
-                r = maps[f, knn[i, a]]
-                wa = weights[i, a]
-                for c in range(9):
-                    b[c] += wa * r[c]
-                for c in range(4):
-                    b[9 + c] += wa * r[12 + c]
-            gm0, gm1, gm2 = g_means[f, i, 0], g_means[f, i, 1], g_means[f, i, 2]
-            gb = g_blend[i, f]
-            # means = R_blend x + offset_blend
-            gb[0], gb[1], gb[2] = gm0 * x0, gm0 * x1, gm0 * x2
-            gb[3], gb[4], gb[5] = gm1 * x0, gm1 * x1, gm1 * x2
-            gb[6], gb[7], gb[8] = gm2 * x0, gm2 * x1, gm2 * x2
-            gb[9], gb[10], gb[11] = gm0, gm1, gm2
-            gx0 += b[0] * gm0 + b[3] * gm1 + b[6] * gm2
-            gx1 += b[1] * gm0 + b[4] * gm1 + b[7] * gm2
-            gx2 += b[2] * gm0 + b[5] * gm1 + b[8] * gm2
-            # quats = normalise(q_blend) * rest quaternion (Hamilton product).
-            norm_raw = np.sqrt(b[9] * b[9] + b[10] * b[10] + b[11] * b[11] + b[12] * b[12])
-            norm = max(norm_raw, 1e-12)
-            aw, ax, ay, az = b[9] / norm, b[10] / norm, b[11] / norm, b[12] / norm
-            gow, gox, goy, goz = g_quats[f, i, 0], g_quats[f, i, 1], g_quats[f, i, 2], g_quats[f, i, 3]
-            gaw = gow * pw + gox * px + goy * py + goz * pz
-            gax = -gow * px + gox * pw - goy * pz + goz * py
-            gay = -gow * py + gox * pz + goy * pw - goz * px
-            gaz = -gow * pz - gox * py + goy * px + goz * pw
-            gpw += gow * aw + gox * ax + goy * ay + goz * az
-            gpx += -gow * ax + gox * aw + goy * az - goz * ay
-            gpy += -gow * ay - gox * az + goy * aw + goz * ax
-            gpz += -gow * az + gox * ay - goy * ax + goz * aw
-            # Through the normalisation (F.normalize: x / max(|x|, eps)).
-            dot = (aw * gaw + ax * gax + ay * gay + az * gaz) if norm_raw > 1e-12 else 0.0
-            gb[12], gb[13], gb[14], gb[15] = (gaw - aw * dot) / norm, (gax - ax * dot) / norm, (gay - ay * dot) / norm, (gaz - az * dot) / norm
-            gb[16], gb[17], gb[18] = g_log_scales[f, i, 0], g_log_scales[f, i, 1], g_log_scales[f, i, 2]
-            for a in range(k):
-                r = maps[f, knn[i, a]]
-                acc = 0.0
-                for c in range(MAP_COLUMNS):
-                    acc += gb[c] * r[c]
-                g_logits[i, a] += acc
-        # Softmax: dL/dlogit_a = w_a (dL/dw_a - sum_b w_b dL/dw_b).
-        mean = 0.0
-        for a in range(k):
-            mean += weights[i, a] * g_logits[i, a]
-        for a in range(k):
-            g_logits[i, a] = weights[i, a] * (g_logits[i, a] - mean)
-        g_rest_means[i, 0], g_rest_means[i, 1], g_rest_means[i, 2] = gx0, gx1, gx2
-        g_rest_quats[i, 0], g_rest_quats[i, 1], g_rest_quats[i, 2], g_rest_quats[i, 3] = gpw, gpx, gpy, gpz
-
-
-@njit(cache=True, nogil=True)
-def _users_by_control(knn, m):
-    """The (Gaussian, slot) entries ``i * K + a`` of ``knn [N, K]`` grouped by control, in
-    increasing order (a counting sort): ``(start [M + 1], entries [N * K])``."""
-    flat = knn.reshape(-1)
-    start = np.zeros(m + 1, np.int64)
-    for e in range(flat.shape[0]):
-        start[flat[e] + 1] += 1
-    for j in range(m):
-        start[j + 1] += start[j]
-    fill = start[:-1].copy()
-    entries = np.empty(flat.shape[0], np.int64)
-    for e in range(flat.shape[0]):
-        entries[fill[flat[e]]] = e
-        fill[flat[e]] += 1
-    return start, entries
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _skin_backward_controls(knn, weights, g_blend, g_maps):
-    """Backward, step 2 (parallel over controls): ``g_maps [F, M, 19]``, each control summing
-    the weighted ``g_blend`` of the Gaussians that use it in a fixed order, so no two threads
-    write one row."""
-    n_frames, m = g_maps.shape[0], g_maps.shape[1]
-    k = knn.shape[1]
-    start, entries = _users_by_control(knn, m)
-    for j in prange(m):
-        for e in range(start[j], start[j + 1]):
-            i, a = entries[e] // k, entries[e] % k
-            wa = weights[i, a]
+    n_chunks = g_chunk_maps.shape[0]
+    for chunk in prange(n_chunks):
+        table = g_chunk_maps[chunk]
+        w = np.empty(k)
+        g_w = np.empty(k)
+        b = np.empty(13)  # the blended rotation (9) and quaternion (4)
+        gb = np.empty(MAP_COLUMNS)  # dL/d(the blended 19 numbers)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            _softmax(logits[i], w)
+            g_w[:] = 0.0
+            x0, x1, x2 = means[i, 0], means[i, 1], means[i, 2]
+            pw, px, py, pz = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
+            gx0 = gx1 = gx2 = 0.0
+            gpw = gpx = gpy = gpz = 0.0
             for f in range(n_frames):
-                for c in range(MAP_COLUMNS):
-                    g_maps[f, j, c] += wa * g_blend[i, f, c]
+                # The blend again (only what the backward needs: the rotation and the quaternion).
+                b[:] = 0.0
+                for a in range(k):
+                    r = maps[f, knn[i, a]]
+                    for c in range(9):
+                        b[c] += w[a] * r[c]
+                    for c in range(4):
+                        b[9 + c] += w[a] * r[12 + c]
+                # means = R_blend x + offset_blend
+                gm0, gm1, gm2 = g_means[f, i, 0], g_means[f, i, 1], g_means[f, i, 2]
+                gb[0], gb[1], gb[2] = gm0 * x0, gm0 * x1, gm0 * x2
+                gb[3], gb[4], gb[5] = gm1 * x0, gm1 * x1, gm1 * x2
+                gb[6], gb[7], gb[8] = gm2 * x0, gm2 * x1, gm2 * x2
+                gb[9], gb[10], gb[11] = gm0, gm1, gm2
+                gx0 += b[0] * gm0 + b[3] * gm1 + b[6] * gm2
+                gx1 += b[1] * gm0 + b[4] * gm1 + b[7] * gm2
+                gx2 += b[2] * gm0 + b[5] * gm1 + b[8] * gm2
+                # quats = normalise(q_blend) * rest quaternion (Hamilton product).
+                norm_raw = np.sqrt(b[9] * b[9] + b[10] * b[10] + b[11] * b[11] + b[12] * b[12])
+                norm = max(norm_raw, 1e-12)
+                aw, ax, ay, az = b[9] / norm, b[10] / norm, b[11] / norm, b[12] / norm
+                gow, gox, goy, goz = g_quats[f, i, 0], g_quats[f, i, 1], g_quats[f, i, 2], g_quats[f, i, 3]
+                gaw = gow * pw + gox * px + goy * py + goz * pz
+                gax = -gow * px + gox * pw - goy * pz + goz * py
+                gay = -gow * py + gox * pz + goy * pw - goz * px
+                gaz = -gow * pz - gox * py + goy * px + goz * pw
+                gpw += gow * aw + gox * ax + goy * ay + goz * az
+                gpx += -gow * ax + gox * aw + goy * az - goz * ay
+                gpy += -gow * ay - gox * az + goy * aw + goz * ax
+                gpz += -gow * az + gox * ay - goy * ax + goz * aw
+                # Through the normalisation (F.normalize: x / max(|x|, eps)).
+                dot = (aw * gaw + ax * gax + ay * gay + az * gaz) if norm_raw > 1e-12 else 0.0
+                gb[12], gb[13], gb[14], gb[15] = (gaw - aw * dot) / norm, (gax - ax * dot) / norm, (gay - ay * dot) / norm, (gaz - az * dot) / norm
+                gb[16], gb[17], gb[18] = g_log_scales[f, i, 0], g_log_scales[f, i, 1], g_log_scales[f, i, 2]
+                # The blend is linear in the weights and in the controls' maps.
+                for a in range(k):
+                    j = knn[i, a]
+                    r = maps[f, j]
+                    acc = 0.0
+                    for c in range(MAP_COLUMNS):
+                        acc += gb[c] * r[c]
+                        table[f, j, c] += w[a] * gb[c]
+                    g_w[a] += acc
+            # Softmax: dL/dlogit_a = w_a (dL/dw_a - sum_b w_b dL/dw_b).
+            mean = 0.0
+            for a in range(k):
+                mean += w[a] * g_w[a]
+            for a in range(k):
+                g_logits[i, a] = w[a] * (g_w[a] - mean)
+            g_rest_means[i, 0], g_rest_means[i, 1], g_rest_means[i, 2] = gx0, gx1, gx2
+            g_rest_quats[i, 0], g_rest_quats[i, 1], g_rest_quats[i, 2], g_rest_quats[i, 3] = gpw, gpx, gpy, gpz
 
 
 def can_skin(*tensors: Tensor) -> bool:
@@ -218,14 +193,15 @@ class _Skin(torch.autograd.Function):
         f, m = maps.shape[:2]
         n, k = knn.shape
         as64 = [t.detach().to(torch.float64).contiguous().numpy() for t in (maps, logits, means, quats, g_means, g_quats, g_log_scales)]
-        knn_np = knn.contiguous().numpy()
-        g_blend = np.empty((n, f, MAP_COLUMNS))
-        weights, g_logits = np.empty((n, k)), np.empty((n, k))
-        g_rest_means, g_rest_quats, scratch = np.empty((n, 3)), np.empty((n, 4)), np.empty((n, 13))
-        g_maps = np.zeros((f, m, MAP_COLUMNS))
+        table_bytes = f * m * MAP_COLUMNS * 8
+        chunks = max(1, min(MAX_CHUNKS, n, CHUNK_TABLES_BYTES // max(table_bytes, 1)))
+        g_chunk_maps = np.zeros((chunks, f, m, MAP_COLUMNS))
+        g_logits, g_rest_means, g_rest_quats = np.empty((n, k)), np.empty((n, 3)), np.empty((n, 4))
         with _parallel():
-            _skin_backward_gaussians(as64[0], knn_np, *as64[1:], g_blend, weights, g_logits, g_rest_means, g_rest_quats, scratch)
-            _skin_backward_controls(knn_np, weights, g_blend, g_maps)
+            _skin_backward(as64[0], knn.contiguous().numpy(), *as64[1:], g_chunk_maps, g_logits, g_rest_means, g_rest_quats)
+        g_maps = g_chunk_maps[0]
+        for chunk in range(1, chunks):  # in order: the same sums whatever the threads
+            g_maps += g_chunk_maps[chunk]
         need = ctx.needs_input_grad
         return (
             torch.from_numpy(g_maps).to(maps.dtype) if need[0] else None,
