@@ -24,7 +24,7 @@ where a step's time goes (deformation, projection, rasteriser, losses; forward a
 optimiser).
 
     python scripts/bench_animate.py [--before-iterations 500] [--iterations 500] [--frames 32]
-        [--profile-steps 4] [--skip before,after,profile] [--out out/bench_animate] [--reuse]
+        [--profile-steps 4] [--skip before,after,profile] [--scene crane] [--out out/bench_animate] [--reuse]
 
 Without ``../shared/benchmark-dev`` there is no Cycles ground truth: it says so and stops. The
 last line is ``RESULT {json}`` with ``seconds``, ``seconds_before``, ``speedup``,
@@ -65,7 +65,7 @@ from dynapose4d.stages.dynamic import DynamicStage  # noqa: E402
 from dynapose4d.stages.profile import format_profile, profile_steps  # noqa: E402
 from dynapose4d.video import DrivingVideo, sample_indices  # noqa: E402
 
-SCENE = "crane"
+DEFAULT_SCENE = "crane"
 DEFAULT_ITERATIONS = 500
 EVERY_FRAME = 64  # the largest --frames-per-step: at least the frame count, so every frame
 KP_VALID = 0.05  # a lifted keypoint this far from the truth at frame 0 is not scored
@@ -151,6 +151,7 @@ def profile(job: Path, frames_per_step: dict[str, int], steps: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scene", default=DEFAULT_SCENE, help="the benchmark-dev scene (default: crane, the issue's)")
     ap.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="iterations of the new default (its default: 500)")
     ap.add_argument("--before-iterations", type=int, default=DEFAULT_ITERATIONS,
                     help="iterations of the old default actually run; fewer than 500 extrapolates its time")
@@ -160,7 +161,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_animate")
     ap.add_argument("--reuse", action="store_true", help="score finished runs in --out again instead of rerunning them")
     args = ap.parse_args()
-    scene_dir = e2e.DEV_DIR / SCENE
+    scene_dir = e2e.DEV_DIR / args.scene
     if not scene_dir.is_dir():
         print(f"benchmark-dev not found at {e2e.DEV_DIR}: no Cycles ground truth to score against; nothing to run")
         print("RESULT " + json.dumps({"skipped": "no benchmark-dev"}))
@@ -172,7 +173,7 @@ def main() -> int:
     e2e.write_mp4(scene_dir, video, "cropped", float(meta["fps"]))
     support_keypoints_file(scene_dir, keypoints)
     picked, _ = sample_indices(int(meta["frames"]), float(meta["fps"]), args.frames)
-    print(f"scene {SCENE}: {meta['samples']} Gaussians, {args.frames} of {meta['frames']} frames at {meta['res']}^2; "
+    print(f"scene {args.scene}: {meta['samples']} Gaussians, {args.frames} of {meta['frames']} frames at {meta['res']}^2; "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     # The old default: every frame each step, and GNU OpenMP's own spin-then-sleep waiting
@@ -223,7 +224,7 @@ def main() -> int:
         print(f"\nprofile: seconds per step over {args.profile_steps} steps, and share of the step")
         print(format_profile(profiles))
 
-    result = {"scene": SCENE, "frames": args.frames, "load_average": round(os.getloadavg()[0], 2)}
+    result = {"scene": args.scene, "frames": args.frames, "load_average": round(os.getloadavg()[0], 2)}
     if "before" in rows and "after" in rows:
         b, a = rows["before"], rows["after"]
         result.update(
