@@ -1,7 +1,8 @@
 """The fused numba projection against the PyTorch one (``projection.py``, itself tested against
 gsplat's reference): outputs, radii and gradients, including Gaussians behind the camera, far
 off screen (the clamped Jacobian), culled by opacity, and batches of scenes with cameras each.
-And that ``render`` uses it on the numba path and the PyTorch one where a camera wants a gradient."""
+And that ``render`` uses it for training on the numba path, and the PyTorch one for renders
+without gradients and where a camera wants one."""
 
 import pytest
 import torch
@@ -105,13 +106,21 @@ def test_camera_gradients_are_refused_and_render_falls_back():
     assert grad.abs().sum() > 0
 
 
-def test_render_uses_the_fused_projection_on_the_numba_path(monkeypatch):
+def test_render_uses_the_fused_projection_for_training_only(monkeypatch):
     calls = []
     real = numba_projection.project_gaussians_numba
     monkeypatch.setattr(numba_projection, "project_gaussians_numba", lambda *a, **k: calls.append(1) or real(*a, **k))
     g = random_scene(80)
     cams = some_cameras()
-    fused = render(g, cams, 1.0, backend="numba")
+    # Without gradients: the PyTorch projection, so the image is the one earlier releases made.
+    still = render(g, cams, 1.0, backend="numba")
+    assert not calls
+    # Gaussians that want gradients: the fused projection, the same image to rounding.
+    leaves = type(g)(**{k: v.detach().clone().requires_grad_() for k, v in g.tensors().items()})
+    trained = render(leaves, cams, 1.0, backend="numba")
     assert calls
-    plain = render(g, cams, 1.0, backend="torch")
-    torch.testing.assert_close(fused.rgb, plain.rgb, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(trained.rgb.detach(), still.rgb, rtol=1e-8, atol=1e-8)
+    with torch.no_grad():
+        calls.clear()
+        render(leaves, cams, 1.0, backend="numba")
+    assert not calls

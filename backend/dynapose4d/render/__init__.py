@@ -138,9 +138,9 @@ def render(
             flat.means, flat.quats, flat.scales, flat.opacities, flat.sh_coeffs, viewmats, Ks, W, H, eps2d, near
         )
     else:
-        if name == "numba" and not (viewmats.requires_grad or Ks.requires_grad):
+        if name == "numba" and _wants_fused_projection(flat, viewmats, Ks):
             from .numba_projection import project_gaussians_numba as project_fn
-        else:  # the PyTorch projection: any device, and gradients to the cameras too
+        else:
             project_fn = project_gaussians
         proj = project_fn(flat.means, flat.quats, flat.scales, flat.opacities, viewmats, Ks, W, H, eps2d, near)
         colors = _colors(flat, cameras, B, C)
@@ -173,6 +173,15 @@ def render(
     if means2d.shape != lead + (N, 2):
         means2d = means2d.reshape(lead + (N, 2))
     return RenderOutput(rgb, alpha, depth, means2d, radii, backend=name)
+
+
+def _wants_fused_projection(flat: Gaussians, viewmats: Tensor, Ks: Tensor) -> bool:
+    """The fused numba projection serves training: Gaussians that want gradients, cameras that
+    do not. Renders without gradients (a demo's ground-truth video, evaluation views, previews)
+    keep the PyTorch projection, whose float32 results are those earlier releases made: a demo
+    job's inputs are rendered again on resume and must match its checkpoint's digest."""
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (flat.means, flat.quats, flat.log_scales))
+    return wants_grad and not (viewmats.requires_grad or Ks.requires_grad)
 
 
 def _colors(flat: Gaussians, cameras: Cameras, B: int, C: int) -> Tensor:
