@@ -6,11 +6,11 @@ user's path, the real CLI on files (``scripts/bench_animate_e2e.py`` encodes the
 the result), twice:
 
 - **before**: the old default, every frame rendered each step (``--frames-per-step 64``), 500
-  iterations. It takes a quarter of an hour on 2 idle cores, so ``--before-iterations N`` runs N
+  iterations. It takes about 13 minutes on 2 idle cores, so ``--before-iterations N`` runs N
   of them and extrapolates the time to 500 from the measured seconds per iteration; the table
   marks such a row, and its quality is that of N iterations, not of 500.
 - **after**: the default as shipped (on a CPU: 4 frames per step, every frame visited in turn,
-  OpenMP threads that wait passively).
+  OpenMP threads that spin briefly before sleeping).
 
 Both get the scene's true support keypoints (frame 0 of ``keypoints3d.json``, projected into
 the registered PLY's reference render and given with ``--keypoints``), so the 3D keypoint error
