@@ -25,6 +25,8 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ..numba_threads import numba_parallel
+
 # Per-control columns of the map table: rotation (9, row-major), offset (3), quaternion (4,
 # wxyz), log-scale change (3).
 MAP_COLUMNS = 19
@@ -187,8 +189,6 @@ class _Skin(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_means, g_quats, g_log_scales):
-        from ..render.numba_raster import _parallel  # one threading policy for every numba kernel
-
         maps, knn, logits, means, quats = ctx.saved_tensors
         f, m = maps.shape[:2]
         n, k = knn.shape
@@ -197,7 +197,7 @@ class _Skin(torch.autograd.Function):
         chunks = max(1, min(MAX_CHUNKS, n, CHUNK_TABLES_BYTES // max(table_bytes, 1)))
         g_chunk_maps = np.zeros((chunks, f, m, MAP_COLUMNS))
         g_logits, g_rest_means, g_rest_quats = np.empty((n, k)), np.empty((n, 3)), np.empty((n, 4))
-        with _parallel():
+        with numba_parallel():
             _skin_backward(as64[0], knn.contiguous().numpy(), *as64[1:], g_chunk_maps, g_logits, g_rest_means, g_rest_quats)
         g_maps = g_chunk_maps[0]
         for chunk in range(1, chunks):  # in order: the same sums whatever the threads

@@ -25,6 +25,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ..numba_threads import numba_parallel
 from .projection import ALPHA_MIN, EPS2D, NEAR_PLANE, Projected
 
 __all__ = ["project_gaussians_numba"]
@@ -224,8 +225,6 @@ def _np(t: Tensor) -> np.ndarray:
 class _ProjectNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near):
-        from .numba_raster import _parallel  # one threading policy for every numba kernel
-
         inputs = [_np(t) for t in (means, quats, scales, viewmats, Ks)]
         n_scene, n = means.shape[:2]
         n_cam = viewmats.shape[1]
@@ -234,7 +233,7 @@ class _ProjectNumba(torch.autograd.Function):
         conics = torch.empty(n_scene, n_cam, n, 3, dtype=dtype)
         depths = torch.empty(n_scene, n_cam, n, dtype=dtype)
         radii = torch.empty(n_scene, n_cam, n, 2, dtype=torch.int32)
-        with _parallel():
+        with numba_parallel():
             _forward(*inputs[:3], _np(opacities), *inputs[3:], width, height, eps2d, near,
                      means2d.numpy(), conics.numpy(), depths.numpy(), radii.numpy())
         ctx.state = (inputs, width, height, eps2d, near)
@@ -243,14 +242,12 @@ class _ProjectNumba(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_means2d, g_conics, g_depths, _g_radii):
-        from .numba_raster import _parallel
-
         inputs, width, height, eps2d, near = ctx.state
         means, quats, scales, viewmats, Ks = inputs
         grads = [np.empty(a.shape, np.float64) for a in (means, quats, scales)]
         g = [t.to(torch.float64).contiguous().numpy() for t in (g_means2d, g_conics, g_depths)]
         dp_rows = np.zeros((means.shape[0] * means.shape[1], 9))
-        with _parallel():
+        with numba_parallel():
             _backward(means, quats, scales, viewmats, Ks, width, height, eps2d, near, *g, *grads, dp_rows)
         dtype = g_means2d.dtype
         v_means, v_quats, v_scales = (torch.from_numpy(a).to(dtype) for a in grads)

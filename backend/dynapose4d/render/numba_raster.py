@@ -34,16 +34,13 @@ about a second.
 from __future__ import annotations
 
 import math
-import os
-import threading
-from contextlib import contextmanager
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ..numba_threads import numba_parallel
 from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError
 from .projection import ALPHA_MAX, ALPHA_MIN, TRANSMITTANCE_MIN
 
@@ -56,15 +53,6 @@ TILES_PER_CHUNK = 4
 # feats columns: mean x, mean y, conic a, b, c, opacity, red, green, blue, depth.
 NUM_FEATS = 10
 
-# Threading layer. numba tries TBB, then OpenMP, then its own workqueue. GNU OpenMP is not
-# fork-safe: a forked child (a DataLoader worker, multiprocessing's fork start method) that then
-# renders is killed with SIGTERM. TBB and the workqueue are fork-safe and run these kernels as
-# fast; the workqueue is not re-entrant, so launches from several Python threads take _LAUNCH.
-# Only a default: NUMBA_THREADING_LAYER(_PRIORITY) in the environment still decides, and a
-# layer another library already started stays.
-if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
-    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
-_LAUNCH = threading.Lock()
 
 
 @njit(cache=True, nogil=True)
@@ -329,7 +317,7 @@ class _RasterizeNumba(torch.autograd.Function):
         out = np.empty((n_img, height, width, 5), f.dtype)
         t_final = np.empty((n_img, height, width))
         n_contrib = np.empty((n_img, height, width), np.int32)
-        with _parallel():
+        with numba_parallel(TILES_PER_CHUNK):
             tiles = _Tiles(f, radii, feats[..., 9].detach(), width, height, max_pairs)
             _forward(
                 f, tiles.boxes, tiles.tile_start, tiles.tile_gauss, width, height, tiles.tiles_x,
@@ -344,7 +332,7 @@ class _RasterizeNumba(torch.autograd.Function):
         g = grad_out.to(torch.float64).contiguous().numpy()
         grad_entries = np.zeros((len(tiles.tile_gauss), NUM_FEATS))
         grad_feats = np.zeros((f.shape[0] * f.shape[1], NUM_FEATS))
-        with _parallel():
+        with numba_parallel(TILES_PER_CHUNK):
             _backward(
                 f, tiles.boxes, tiles.tile_start, tiles.tile_gauss, width, height, tiles.tiles_x,
                 t_final, n_contrib, g, grad_entries,
@@ -352,21 +340,6 @@ class _RasterizeNumba(torch.autograd.Function):
             _reduce(tiles.tile_start, tiles.tile_gauss, grad_entries, f.shape[0], grad_feats)
         grad = torch.from_numpy(grad_feats).reshape(f.shape).to(grad_out.dtype)
         return grad, None, None, None, None
-
-
-@contextmanager
-def _parallel():
-    """Run numba's parallel loops on as many threads as torch uses (one knob for both), in small
-    dynamic chunks of tiles, one launch at a time."""
-    with _LAUNCH:
-        saved = numba.get_num_threads(), numba.get_parallel_chunksize()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        numba.set_parallel_chunksize(TILES_PER_CHUNK)
-        try:
-            yield
-        finally:
-            numba.set_num_threads(saved[0])
-            numba.set_parallel_chunksize(saved[1])
 
 
 def rasterize_numba(
