@@ -81,7 +81,7 @@ def _plan(zf: zipfile.ZipFile, zip_name: str, limits: FrameZipLimits) -> list[zi
     infos = zf.infolist()
     if len(infos) > limits.max_members:
         raise FrameZipError(f"{zip_name} has {len(infos):,} members, more than the limit of {limits.max_members:,} frames", too_large=True)
-    images, total, packed = [], 0, 0
+    images, total = [], 0
     for info in infos:
         path = _check_name(info.filename, zip_name)
         if _is_symlink(info):
@@ -100,7 +100,6 @@ def _plan(zf: zipfile.ZipFile, zip_name: str, limits: FrameZipLimits) -> list[zi
                 f"(limit {limits.max_ratio:g}); a zip bomb is refused", too_large=True
             )
         total += info.file_size
-        packed += info.compress_size
         if total > limits.max_total_bytes:
             raise FrameZipError(
                 f"{zip_name} expands to more than {limits.max_total_bytes / 2**20:,.0f} MiB; send fewer or smaller frames", too_large=True
@@ -148,7 +147,8 @@ def extract_frames_zip(zip_path: str | Path, dest: str | Path, limits: FrameZipL
 
 
 def frame_files(folder: str | Path) -> list[Path]:
-    """The frames of a folder in natural order (what the video reader will read)."""
+    """The frames of a folder in natural order: what ``video.read_frames`` reads, and what the
+    CLI and the server copy."""
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("mask_")]
     return sorted(files, key=lambda p: _natural_key(p.name))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import abc
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,6 +36,7 @@ from PIL import Image
 
 from .devices import resolve_device
 from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .framezip import frame_files
 from .images import DEFAULT_FILL, ImageLoadError, load_image
 from .masks import MaskError, Segmenter, grabcut_sequence, masks_on_white, segment_frames
 from .pixels import PixelError, as_mask, as_rgb, to_uint8
@@ -201,10 +201,6 @@ def sample_indices(
     return idx, float(fps)
 
 
-def _natural_key(path: Path):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
-
-
 def read_frames(
     path: str | Path,
     *,
@@ -223,8 +219,7 @@ def read_frames(
     if not path.exists():
         raise VideoError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-        files = [p for p in files if not p.name.startswith("mask_")]
+        files = frame_files(path)
         if not files:
             raise VideoError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         source_fps = fps if fps is not None else DEFAULT_FRAME_FOLDER_FPS

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .masks import foreground_mask
+from .masks import foreground_mask, mask_iou
 from .pixels import as_mask, as_rgb, luma_u8
 from .stabilise import CameraMotion, corners, estimate_camera_motion, track_points
 
@@ -88,19 +88,13 @@ def _box_corners(mask: np.ndarray) -> np.ndarray | None:
     return np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
-
-
 def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
 def _object_motion(grays, masks, motion: CameraMotion, size: float) -> float:
     """Mean of the tracked-corner residual (fraction of ``size``) and the stabilised mask change."""
-    from .stabilise import stabilise_clip
+    from .framing import warp
 
     # (a) Corners of frame 0 tracked through the clip; residual from the camera-only prediction.
     core = cv2.erode((masks[0] > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -115,10 +109,9 @@ def _object_motion(grays, masks, motion: CameraMotion, size: float) -> float:
         if alive.sum() >= 4:
             r = np.linalg.norm(xy[alive] - _apply(motion.matrices[t], p0[alive]), axis=1)
             residuals.append(float(r.mean()) / size)
-    # (b) Masks with the camera removed, against frame 0's.
-    white = np.ones(masks.shape + (3,), np.float32)
-    _, stable = stabilise_clip(white, masks, motion, background=(1.0, 1.0, 1.0))
-    change = [1.0 - _iou(stable[t], masks[0]) for t in range(1, len(masks))]
+    # (b) Masks with the camera removed (warped into frame 0's view), against frame 0's.
+    stable = [np.clip(warp(m, np.linalg.inv(mat)[:2], motion.size, 0.0), 0, 1) for m, mat in zip(masks, motion.matrices)]
+    change = [1.0 - mask_iou(stable[t], masks[0]) for t in range(1, len(masks))]
     points_part = float(np.mean(residuals)) if residuals else float(np.mean(change))
     return 0.5 * (points_part + float(np.mean(change)))
 
@@ -138,7 +131,7 @@ def _flow_terms(grays, masks) -> tuple[float, float]:
         inside = (masks[t] > 0.5) | (prev_m > 0.5)
         if inside.any():
             flicker.append(float(np.abs(grays[t].astype(np.float32) - prev_g)[inside].mean()) / 255.0)
-        stability.append(_iou(masks[t], prev_m))
+        stability.append(mask_iou(masks[t], prev_m))
     return (float(np.mean(flicker)) if flicker else 0.0), (float(np.mean(stability)) if stability else 1.0)
 
 

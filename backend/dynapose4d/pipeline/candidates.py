@@ -92,7 +92,6 @@ def run_candidates(
     should_stop: Callable[[], bool],
     *,
     make_source: Callable[[SVDConfig], object],
-    score: Scorer | None = None,
 ) -> int | str:
     """Make, score and keep the candidates that are missing; returns the chosen index, or
     ``"stopped"`` / :data:`WAITING`. ``reference``: the input image ``[S, S, 3]`` and its mask
@@ -100,8 +99,8 @@ def run_candidates(
 
     ``make_source(config)`` builds the video source (``SVDSource``); it is called once, only when
     a candidate is missing, and its ``config`` is swapped per candidate (the weights stay loaded).
-    ``score`` defaults to :func:`dynapose4d.videoscore.score_video`; one candidate is not scored
-    (there is nothing to choose between).
+    Candidates are scored by :func:`dynapose4d.videoscore.score_video`; one candidate is not
+    scored (there is nothing to choose between).
     """
     from dataclasses import replace
 
@@ -137,7 +136,7 @@ def run_candidates(
         video = DrivingVideo.load(out)
         scores = None
         if count > 1:
-            scores = (score or _default_scorer())(video, reference_image, reference_mask).to_dict()
+            scores = _default_scorer()(video, reference_image, reference_mask).to_dict()
         write_preview(video, folder.candidate_preview(spec.index))
         record = {"index": spec.index, "seed": spec.seed, "motion_bucket": spec.motion_bucket, "source": video.source,
                   "num_frames": video.num_frames, "fps": video.fps, "score": scores}

@@ -84,8 +84,7 @@ class Scene:
     zero123: object | None = None  # the loaded Zero-1-to-3 guidance (generate), for multi-view keypoints
 
 
-def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop, score=None) -> dict:
-    """``score``: the candidates' scorer (default :func:`dynapose4d.videoscore.score_video`)."""
+def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
     run = JobRun(folder, emit, should_stop)
     cfg = generate_config(settings, user_video="video" in inputs)
     device = resolve_device(cfg.device)
@@ -116,7 +115,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
     # checked against it.
     chosen = None
     if "video" not in inputs and not folder.video_file.exists():
-        chosen = _candidates(run, cfg, reference, device, score)
+        chosen = _candidates(run, cfg, reference, device)
         if chosen in ("stopped", WAITING):
             return {"status": chosen, "stage": "candidates"}
 
@@ -184,17 +183,17 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
     return _animate_scene(run, cfg, scene, inputs, None)
 
 
-def _candidates(run: JobRun, cfg: ImageTo4DConfig, reference: ReferenceImage, device, score) -> int | str:
+def _candidates(run: JobRun, cfg: ImageTo4DConfig, reference: ReferenceImage, device) -> int | str:
     from ..video import SVDSource
 
     plan = CandidatePlan(cfg.svd, cfg.video_candidates, cfg.choose_video)
     return run_candidates(run.folder, plan, (reference.image.numpy(), reference.mask.numpy()), run.emit, run.should_stop,
-                          make_source=lambda config: SVDSource(config, device), score=score)
+                          make_source=lambda config: SVDSource(config, device))
 
 
 def _video(folder: JobFolder, make: Callable[[], DrivingVideo], emit: EventSink) -> DrivingVideo:
     return resumable(
-        folder.video / "video.json",
+        folder.video_file,
         make=make,
         save=lambda video: video.save(folder.video),
         load=lambda: DrivingVideo.load(folder.video),
