@@ -39,7 +39,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from .server.store import FINAL_STATES as SERVER_FINAL  # "waiting" too: it waits for a person, not for the batch
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)
@@ -47,7 +48,6 @@ STATE_FILE = "batch-state.json"
 SUMMARY_FILE = "summary.json"
 FINISHED = "done"
 POLL_S = 0.5
-SERVER_FINAL = ("done", "failed", "cancelled", "interrupted")
 
 
 # -- the manifest -------------------------------------------------------------------------------
@@ -324,12 +324,13 @@ class ServerClient:
     add-on, which the backend does not import)."""
 
     def __init__(self, address_file: Path):
+        from .server.address import read_address_file
+
         try:
-            info = json.loads(Path(address_file).read_text())
+            info = read_address_file(address_file)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the server's address file {address_file} ({exc}); is `dynapose4d serve` running?") from None
-        url = urlsplit(info["url"])
-        self.host, self.port, self.token = url.hostname, url.port, info["token"]
+        self.host, self.port, self.token = info["host"], info["port"], info["token"]
         self.jobs_dir = Path(info["jobs_dir"]) if info.get("jobs_dir") else None
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:

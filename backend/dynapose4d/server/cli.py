@@ -13,6 +13,7 @@ from pathlib import Path
 from .address import default_address_file, default_jobs_dir
 from .auth import is_loopback_address, new_token
 from .config import MIB, ServerConfig, UploadLimits
+from .executors import EXECUTORS
 
 RAY_MAX_JOBS = 32  # jobs handed to a Ray cluster at once; Ray holds them until resources are free
 REMOTE_HELP = """\
@@ -50,7 +51,7 @@ def add_serve_cli(subparsers) -> argparse.ArgumentParser:
                    help=f"seconds a connection may take to send a request's headers (default {ServerConfig.header_timeout_s:g})")
     p.add_argument("--body-timeout", type=float, default=ServerConfig.body_timeout_s,
                    help=f"seconds a request body may stall before the request is dropped (default {ServerConfig.body_timeout_s:g})")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="where jobs run: local worker processes (default), or tasks on a Ray cluster (needs dynapose4d[cluster]; docs/cluster.md)")
     p.add_argument("--ray-address", default="auto", metavar="ADDRESS",
                    help="with --executor ray: the cluster to join: auto (a cluster started on this machine with `ray start`), "

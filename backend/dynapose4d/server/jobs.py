@@ -269,9 +269,10 @@ class JobManager:
         state = job.record.state
         if state not in RESUMABLE_STATES:
             raise JobConflict(f"job {job.record.id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} jobs can be resumed")
-        job.record.state = "queued"
-        job.record.error = None
-        job.record.finished_at = None
+        self._requeue(job)
+
+    def _requeue(self, job: Job) -> None:
+        job.record.state, job.record.error, job.record.finished_at = "queued", None, None
         self._save(job.record)
         job.notify()
         self._start_queued()
@@ -285,10 +286,7 @@ class JobManager:
         if state in ("queued", "running"):
             raise JobConflict(f"job {job.record.id} is {state}; choose a video once it waits for a choice or has stopped")
         await asyncio.to_thread(choose, job.folder, index)
-        job.record.state, job.record.error, job.record.finished_at = "queued", None, None
-        self._save(job.record)
-        job.notify()
-        self._start_queued()
+        self._requeue(job)
 
     async def delete(self, job: Job) -> None:
         # Marked first: event streams of this job say "deleted", not the "cancelled" of the stop.
