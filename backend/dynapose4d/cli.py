@@ -106,6 +106,10 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# Shorter spellings users reach for first.
+FLAG_ALIASES = {"video_fps": ("--fps",)}
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser, kind: str, skip: tuple[str, ...] = ()) -> None:
     """One flag per declared setting (pipeline.SETTINGS is the single source of names, types,
     ranges and defaults; values are validated there)."""
@@ -114,11 +118,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser, kind: str, skip: tuple[s
     for s in SETTINGS[kind]:
         if s.name in skip:
             continue
-        flag = "--" + s.name.replace("_", "-")
+        flags = ("--" + s.name.replace("_", "-"),) + FLAG_ALIASES.get(s.name, ())
         if s.type is bool:
-            parser.add_argument(flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=f"{s.help} (default: {s.default})")
+            parser.add_argument(*flags, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=f"{s.help} (default: {s.default})")
         else:
-            parser.add_argument(flag, dest=s.name, type=s.type, default=None, choices=s.choices, help=f"{s.help} (default: {s.default!r})")
+            parser.add_argument(*flags, dest=s.name, type=s.type, default=None, choices=s.choices, help=f"{s.help} (default: {s.default!r})")
 
 
 def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
@@ -368,7 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--keypoints", help="support keypoints JSON (pixels of the input image)")
     gen.add_argument("--restart", action="store_true", help="discard an existing job folder")
     _add_setting_flags(gen, "generate")
-    gen.add_argument("--fps", dest="video_fps", type=float, default=None, help="frame rate of a --video folder or zip (same as --video-fps)")
     gen.set_defaults(func=cmd_generate)
 
     anim = sub.add_parser("animate", help="an existing 3DGS PLY + a video -> 4D Gaussians")
@@ -378,7 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     anim.add_argument("--keypoints", help="support keypoints JSON (pixels of the PLY's reference-view render, 256x256)")
     anim.add_argument("--restart", action="store_true", help="discard an existing job folder")
     _add_setting_flags(anim, "animate")
-    anim.add_argument("--fps", dest="video_fps", type=float, default=None, help="frame rate of a --video folder or zip (same as --video-fps)")
     anim.set_defaults(func=cmd_animate)
 
     cands = sub.add_parser("candidates", help="list a generate job's driving-video candidates, or continue from a chosen one")

@@ -147,6 +147,7 @@ def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
         snapshot_every=settings["snapshot_every"],
         checkpoint_every=settings["checkpoint_every"],
     )
+    common = _common(settings, preset, video_frames=settings["frames"] or 14)
     svd = None
     if not user_video:
         svd = SVDConfig(
@@ -159,10 +160,10 @@ def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
             output_size=REFERENCE_SIZE,
             num_frames=settings["frames"] or None,
             decode_chunk_size=2 if preset.low_vram else SVDConfig.decode_chunk_size,
-            stabilise=VideoFrontEnd(stabilise=settings["stabilise"]).removes_camera(user_video=False),
+            stabilise=common["front_end"].removes_camera(user_video=False),
         )
     return ImageTo4DConfig(
-        **_common(settings, preset, video_frames=settings["frames"] or 14),
+        **common,
         static=static,
         zero123=Zero123Config(model=settings["zero123"], attention_slicing=preset.low_vram),
         svd=svd,
