@@ -41,7 +41,7 @@ from dynapose4d.io import read_ply  # noqa: E402
 from dynapose4d.keypoints import make_estimator  # noqa: E402
 from dynapose4d.keypoints.evaluate import load_dev_scene  # noqa: E402
 from dynapose4d.stages.dynamic import DynamicStage
-from dynapose4d.video import DrivingVideo  # noqa: E402
+from dynapose4d.video.clip import DrivingVideo  # noqa: E402
 
 SYNTHETIC = ("lamp", "swing", "bend")
 DEV = ("crane", "snake", "blob")

@@ -58,12 +58,12 @@ from dynapose4d.gaussians import Z_UP_TO_Y_UP  # noqa: E402
 from dynapose4d.io.sequence import read_sequence  # noqa: E402
 from dynapose4d.keypoints import SupportKeypoints, TrackResult  # noqa: E402
 from dynapose4d.pipeline.configs import REFERENCE_SIZE, animate_config  # noqa: E402
-from dynapose4d.pipeline.folder import JobFolder  # noqa: E402
+from dynapose4d.io.job_folder import JobFolder  # noqa: E402
 from dynapose4d.pipeline.settings import validate_settings  # noqa: E402
 from dynapose4d.pipeline.static_sources import PlyRegistration, PlyStatic, reference_camera  # noqa: E402
 from dynapose4d.stages.dynamic import DynamicStage  # noqa: E402
 from dynapose4d.stages.profile import format_profile, profile_steps  # noqa: E402
-from dynapose4d.video import DrivingVideo, sample_indices  # noqa: E402
+from dynapose4d.video.clip import DrivingVideo, sample_indices  # noqa: E402
 
 DEFAULT_SCENE = "crane"
 DEFAULT_ITERATIONS = 500

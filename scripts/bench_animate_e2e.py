@@ -55,7 +55,7 @@ from dynapose4d.io.sequence import read_sequence  # noqa: E402
 from dynapose4d.evaluation.metrics import psnr, ssim  # noqa: E402
 from dynapose4d.render import render  # noqa: E402
 from dynapose4d.userframe import FRAME_INPUT, UserFrame  # noqa: E402
-from dynapose4d.video import sample_indices  # noqa: E402
+from dynapose4d.video.clip import sample_indices  # noqa: E402
 
 SCENES = ("crane", "snake", "blob")
 VARIANTS = ("cropped", "zoomed")

@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dynapose4d.masks import grabcut_sequence, mask_iou, masks_on_white
-from dynapose4d.stabilise import estimate_camera_motion
+from dynapose4d.imaging.masks import grabcut_sequence, mask_iou, masks_on_white
+from dynapose4d.video.stabilise import estimate_camera_motion
 from dynapose4d.testing.synthetic_video import SyntheticVideo, make_video, paste_and_film, standard_set
-from dynapose4d.video import FileVideoSource
-from dynapose4d.videoscore import score_video
+from dynapose4d.video.clip import FileVideoSource
+from dynapose4d.video.score import score_video
 
 DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "benchmark-dev"
 DEV_SCENES = ("crane", "snake", "blob")
@@ -178,7 +178,7 @@ def stab_table(size: int, frames: int, dev: Path | None) -> dict:
             t = time.perf_counter()
             video = FileVideoSource(tmp, num_frames=frames, size=size).generate(clip.reference, clip.reference_mask)
             sec = time.perf_counter() - t
-        from dynapose4d.stabilise import CameraMotion
+        from dynapose4d.video.stabilise import CameraMotion
 
         report(f"frames {case}", "textured", CameraMotion.from_dict(video.meta["stabilisation"]), clip.camera, corners, sec)
     if dev is not None:
@@ -213,7 +213,7 @@ def rank_table(size: int, frames: int, seeds: int, dev: Path | None) -> dict:
             group = {"moving": moving, "still": still}
             # Camera-only clips: frame 0 panned / zoomed on white.
             for cam_name, cam in (("pan", dict(pan=(40.0, 10.0))), ("zoom", dict(zoom=1.3))):
-                from dynapose4d.framing import warp
+                from dynapose4d.imaging.warp import warp
                 from dynapose4d.testing.synthetic_video import camera_path
 
                 mats = camera_path(frames, rgba.shape[2:0:-1], **cam)

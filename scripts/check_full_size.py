@@ -114,7 +114,7 @@ def check_svd(name: str, size: int, full_res: bool, row: dict) -> dict:
     import numpy as np
     import torch
 
-    from dynapose4d.video import SVDConfig, SVDSource
+    from dynapose4d.guidance.svd import SVDConfig, SVDSource
 
     source = SVDSource(SVDConfig(model=name, steps=1, size=size, decode_chunk_size=2), device="cpu")
     t0 = time.perf_counter()

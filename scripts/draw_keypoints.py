@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dynapose4d.images import load_on_white
+from dynapose4d.imaging.images import load_on_white
 from dynapose4d.keypoints import ESTIMATORS, Support, make_estimator
 from dynapose4d.keypoints.draw import crop_box, draw_track, save_gif, save_strip
 from dynapose4d.keypoints.evaluate import LabelledSequence, load_dev_scene
 from dynapose4d.keypoints import auto_support_keypoints, parse_keypoints_json
 from dynapose4d.keypoints.support import WHITE_THRESHOLD
-from dynapose4d.masks import masks_on_white
+from dynapose4d.imaging.masks import masks_on_white
 from dynapose4d.keypoints.synthetic import KINDS, make_sequence
 
 DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "benchmark-dev"

@@ -74,7 +74,7 @@ import torch
 from dynapose4d.cameras import Cameras
 from dynapose4d.evaluation.articulated import make_articulated
 from dynapose4d.events import StageEvent
-from dynapose4d.images import to_pil
+from dynapose4d.imaging.images import to_pil
 from dynapose4d.pipeline import run_job, write_job
 from dynapose4d.render import render
 

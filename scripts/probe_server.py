@@ -331,8 +331,8 @@ def image_load(server: Server, uploads: int = 3, side: int = 4900) -> dict:
     seconds = time.monotonic() - t0
     # The same file checked in this process both ways: the bounded upload check, and a full
     # float decode (images.load_image, what the upload check used to do).
-    from dynapose4d.images import load_image
-    from dynapose4d.server.uploads import StoredFile, _check_image
+    from dynapose4d.imaging.images import load_image
+    from dynapose4d.server.api.uploads import StoredFile, _check_image
 
     path = Path(tempfile.gettempdir()) / f"dp4d-probe-{uuid.uuid4().hex[:6]}.png"
     path.write_bytes(big)

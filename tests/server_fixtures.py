@@ -247,6 +247,6 @@ def job_server(tmp_path_factory):
 
 if __name__ == "__main__":
     register_upload_kind()
-    from dynapose4d.cli import main
+    from dynapose4d.cli.main import main
 
     sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dynapose4d.batch import BatchState, read_manifest, run_batch
+from dynapose4d.cli.batch import BatchState, read_manifest, run_batch
 from tests.server_fixtures import ROOT, TINY
 
 

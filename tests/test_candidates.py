@@ -19,7 +19,8 @@ from dynapose4d.dynamic4d import Dynamic4D
 from dynapose4d.events import StageEvent
 from dynapose4d.pipeline import JobFolder, run_job, write_job
 from dynapose4d.pipeline import candidates as cand
-from dynapose4d.video import DrivingVideo, SVDConfig
+from dynapose4d.guidance.svd import SVDConfig
+from dynapose4d.video.clip import DrivingVideo
 from tests.test_image_to_4d import TINY, lamp, lamp_png  # noqa: F401 (fixture)
 
 pytest_plugins = ["tests.conftest_models"]

@@ -151,7 +151,7 @@ def test_a_killed_actor_fails_the_job_which_then_resumes(ray_server):
 
 
 def test_a_batch_on_the_ray_server_then_the_same_batch_again(ray_server, tmp_path):
-    from dynapose4d.batch import run_batch
+    from dynapose4d.cli.batch import run_batch
 
     manifest = tmp_path / "jobs.jsonl"
     manifest.write_text("\n".join([

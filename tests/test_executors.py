@@ -76,7 +76,7 @@ def test_a_cluster_address_where_nothing_listens_is_an_error_before_the_server_s
 def test_what_a_job_asks_of_the_cluster(device, cluster_gpus, want):
     """The GPU request by the job's device (a job kind without a device setting counts as auto)."""
     from dynapose4d.server.config import ServerConfig
-    from dynapose4d.server.ray_executor import RayExecutor
+    from dynapose4d.server.runner.ray_executor import RayExecutor
 
     class Cluster:  # the one Ray call this decision makes
         @staticmethod

@@ -15,10 +15,10 @@ import torch
 
 from dynapose4d.cameras import Cameras
 from dynapose4d.evaluation.articulated import make_articulated
-from dynapose4d.framezip import FrameZipError, FrameZipLimits, extract_frames_zip, import_frames
+from dynapose4d.video.frame_folder import FrameZipError, FrameZipLimits, extract_frames_zip, import_frames
 from dynapose4d.io import write_ply
 from dynapose4d.render import render
-from dynapose4d.video import VideoError, read_frames
+from dynapose4d.video.clip import VideoError, read_frames
 from tests.test_cli import result_line, run
 
 

@@ -24,7 +24,7 @@ from dynapose4d.io.sequence import read_sequence
 from dynapose4d.dynamic4d import Dynamic4D
 from dynapose4d.pipeline import run_job, write_job
 from dynapose4d.render import render
-from dynapose4d.video import VideoSource
+from dynapose4d.video.clip import VideoSource
 from dynapose4d.pipeline.static_sources import PlyRegistration, reference_camera, register_gaussians
 
 from tests.test_image_to_4d import lamp, lamp_png  # noqa: E402,F401 (lamp is a fixture)
@@ -105,8 +105,8 @@ def test_support_render_and_frame0_of_a_cropped_user_video_agree(tmp_path, lamp)
 
 
 def test_align_video_undoes_a_known_shift_and_zoom():
-    from dynapose4d.framing import align_video
-    from dynapose4d.video import DrivingVideo
+    from dynapose4d.video.clip import align_video
+    from dynapose4d.video.clip import DrivingVideo
 
     lamp = make_articulated("lamp", 1500)
     with torch.no_grad():
@@ -145,7 +145,7 @@ class ShiftedZoomedSVD(VideoSource):
         self.config = config
 
     def generate(self, image, mask=None):
-        from dynapose4d.video import DrivingVideo
+        from dynapose4d.video.clip import DrivingVideo
 
         img = image.numpy() if isinstance(image, torch.Tensor) else image
         msk = mask.numpy() if isinstance(mask, torch.Tensor) else mask
@@ -159,13 +159,13 @@ TINY = {"static_iterations": 3, "iterations": 2, "frames": 3, "previews": False,
 
 @pytest.mark.parametrize("source", ["svd", "user-video"])
 def test_generate_frames_the_driving_video_like_the_reference(tmp_path, lamp, tiny_zero123, tiny_svd, monkeypatch, source):
-    import dynapose4d.video
+    import dynapose4d.guidance.svd
 
     (tmp_path / "inputs").mkdir()
     lamp_png(tmp_path / "inputs" / "lamp.png", lamp)
     inputs = {"image": "lamp.png"}
     if source == "svd":
-        monkeypatch.setattr(dynapose4d.video, "SVDSource", ShiftedZoomedSVD)
+        monkeypatch.setattr(dynapose4d.guidance.svd, "SVDSource", ShiftedZoomedSVD)
     else:  # a user video of the same object, framed differently and off centre in a wider frame
         with torch.no_grad():
             rgb = render(lamp.static, Cameras.orbit(0.0, 0.0, 1.8, width=224), 1.0).rgb.numpy()

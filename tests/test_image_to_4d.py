@@ -15,7 +15,7 @@ from dynapose4d.evaluation.articulated import make_articulated
 from dynapose4d.cameras import Cameras
 from dynapose4d.events import SnapshotEvent, StageEvent
 from dynapose4d.gaussians import Z_UP_TO_Y_UP, Gaussians, transform_gaussians
-from dynapose4d.images import ImageLoadError, ReferenceImage
+from dynapose4d.imaging.images import ImageLoadError, ReferenceImage
 from dynapose4d.io import read_ply, write_ply
 from dynapose4d.io.sequence import read_sequence
 from dynapose4d.evaluation.metrics import psnr

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dynapose4d.images import (
+from dynapose4d.imaging.images import (
     ImageLoadError,
     ReferenceImage,
     estimate_foreground,
@@ -14,7 +14,7 @@ from dynapose4d.images import (
     prepare_reference,
     recentre,
 )
-from dynapose4d.masks import clean_mask
+from dynapose4d.imaging.masks import clean_mask
 
 
 def _scene(h=300, w=400, bg=(200, 200, 200)):

@@ -28,13 +28,13 @@ from dynapose4d.keypoints import (
     make_estimator,
     minimum_spanning_tree,
     parse_keypoints_json,
-    register,
 )
 from dynapose4d.keypoints.draw import confidence_colour, draw_keypoints, draw_track, save_gif, save_strip
 from dynapose4d.keypoints.evaluate import Outcome, accuracy, load_dev_scene
 from dynapose4d.keypoints.support import trackability
 from dynapose4d.keypoints.synthetic import KINDS, Affine, SplineWarp, make_sequence, random_texture
-from dynapose4d.keypoints.tps import ThinPlateSpline
+from dynapose4d.imaging.register import register
+from dynapose4d.imaging.tps import ThinPlateSpline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +164,7 @@ def test_support_rejects_keypoints_made_for_another_image_size():
 
 
 def test_load_on_white_composites_on_white(tmp_path):
-    from dynapose4d.images import load_on_white
+    from dynapose4d.imaging.images import load_on_white
 
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., 0] = 255  # red
@@ -338,7 +338,7 @@ def test_register_reports_failures():
 
 
 def test_registration_round_trips_through_a_dict():
-    from dynapose4d.keypoints import Registration
+    from dynapose4d.imaging.register import Registration
 
     reg = Registration(True, "similarity", np.array([[1.0, 0.1, 2], [-0.1, 1, 3], [0, 0, 1]]), 40, 30, 0.4)
     back = Registration.from_dict(json.loads(json.dumps(reg.to_dict())))

@@ -163,7 +163,7 @@ def test_download_failure_is_a_clear_message(tmp_path):
 
 
 def test_models_cli(tiny_zero123, tmp_path, monkeypatch, capsys):
-    from dynapose4d.cli import build_parser
+    from dynapose4d.cli.main import build_parser
 
     ap = build_parser()
     for var in ("DYNAPOSE4D_ZERO123", "DYNAPOSE4D_SVD"):

@@ -14,13 +14,13 @@ import torch
 
 from dynapose4d.cameras import Cameras
 from dynapose4d.dynamic4d import Dynamic4D
-from dynapose4d.images import ReferenceImage, prepare_reference
+from dynapose4d.imaging.images import ReferenceImage, prepare_reference
 from dynapose4d.io import read_ply, write_ply
 from dynapose4d.keypoints import SupportKeypoints, TrackResult
 from dynapose4d.pipeline.demo import DemoConfig, make_demo_inputs
 from dynapose4d.stages.dynamic import DynamicConfig, DynamicStage
 from dynapose4d.evaluation.scenes import sphere_scene
-from dynapose4d.video import DrivingVideo
+from dynapose4d.video.clip import DrivingVideo
 
 
 @dataclass

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from dynapose4d.server.address import read_address_file, remove_address_file, write_address_file
-from dynapose4d.server.auth import bearer_matches, host_allowed, is_loopback_address
+from dynapose4d.server.api.auth import bearer_matches, host_allowed, is_loopback_address
 
 pytest_plugins = ["tests.server_fixtures"]
 

@@ -85,10 +85,10 @@ def _stream_upload_onto_a_full_disk(jobs: Path) -> None:
     import asyncio
 
     from dynapose4d.server.config import ServerConfig, UploadLimits
-    from dynapose4d.server.diskspace import DiskFull
-    from dynapose4d.server.jobs import JobManager
-    from dynapose4d.server.store import INCOMING, JobStore
-    from dynapose4d.server.uploads import receive_form
+    from dynapose4d.server.runner.diskspace import DiskFull
+    from dynapose4d.server.runner.manager import JobManager
+    from dynapose4d.server.runner.store import INCOMING, JobStore
+    from dynapose4d.server.api.uploads import receive_form
     from tests.server_fixtures import multipart
 
     body, content_type = multipart({"kind": "demo"}, {"image": ("big.png", os.urandom(2 << 20))})

@@ -24,7 +24,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 def _spec() -> dict:
     """The spec as the server builds it (fetched below from the running server as well)."""
-    from dynapose4d.server.app import build_api
+    from dynapose4d.server.api.app import build_api
     from dynapose4d.server.config import ServerConfig
 
     with tempfile.TemporaryDirectory(prefix="dp4d-spec-") as folder:

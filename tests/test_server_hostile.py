@@ -132,7 +132,7 @@ def test_the_wire_header_is_standard_json():
 
 def test_an_unexpected_exception_is_json_with_a_request_id(tmp_path):
     """An exception no handler knows still answers JSON (with a request id the log repeats)."""
-    from dynapose4d.server.app import create_app
+    from dynapose4d.server.api.app import create_app
     from dynapose4d.server.config import ServerConfig
 
     logged = []

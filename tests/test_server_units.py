@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from dynapose4d.server.eventlog import EventLog
-from dynapose4d.server.store import JobRecord, JobStore, UnknownJob, check_job_id
-from dynapose4d.server.worker import EventWriter, StopRequest, _describe_failure, _last_snapshot_version
+from dynapose4d.server.runner.eventlog import EventLog
+from dynapose4d.server.runner.store import JobRecord, JobStore, UnknownJob, check_job_id
+from dynapose4d.server.runner.worker import EventWriter, StopRequest, _describe_failure, _last_snapshot_version
 
 
 def test_job_ids_are_strict():
@@ -87,7 +87,7 @@ def test_a_record_is_saved_in_place_when_the_disk_is_full(tmp_path, monkeypatch)
     import pathlib
 
     from dynapose4d.pipeline import JobFolder
-    from dynapose4d.server.store import JobRecord, JobStore
+    from dynapose4d.server.runner.store import JobRecord, JobStore
 
     store = JobStore(tmp_path / "jobs")
     record = JobRecord(id="a" * 32, kind="demo", state="running", created_at=1.0, settings={})

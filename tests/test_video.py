@@ -6,11 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dynapose4d.video import (
+from dynapose4d.guidance.svd import SVDConfig, SVDSource
+from dynapose4d.video.clip import (
     DrivingVideo,
     FileVideoSource,
-    SVDConfig,
-    SVDSource,
     VideoError,
     VideoSource,
     grabcut_sequence,
@@ -75,7 +74,7 @@ def test_svd_missing_model_fails_at_construction(tmp_path, monkeypatch):
 
 
 def test_masks_on_white_on_a_synthetic_frame():
-    from dynapose4d.masks import masks_on_white
+    from dynapose4d.imaging.masks import masks_on_white
 
     frame = np.ones((64, 64, 3), np.float32)
     frame[10:40, 10:40] = (0.2, 0.5, 0.9)  # object

@@ -15,13 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dynapose4d.masks import MaskError, OnnxSegmenter, grabcut_sequence, mask_iou
+from dynapose4d.imaging.masks import MaskError, OnnxSegmenter, grabcut_sequence, mask_iou
 from dynapose4d.pipeline.configs import VideoFrontEnd, animate_config, generate_config
 from dynapose4d.pipeline.settings import JobError, validate_settings
-from dynapose4d.stabilise import CameraMotion, estimate_camera_motion, stabilise_clip, stabilise_video
+from dynapose4d.video.stabilise import CameraMotion, estimate_camera_motion, stabilise_clip, stabilise_video
 from dynapose4d.testing.synthetic_video import make_video, paste_and_film, standard_set
-from dynapose4d.video import FileVideoSource, SVDConfig, SVDSource
-from dynapose4d.videoscore import VideoScore, rank_videos, score_video
+from dynapose4d.guidance.svd import SVDConfig, SVDSource
+from dynapose4d.video.clip import FileVideoSource
+from dynapose4d.video.score import VideoScore, rank_videos, score_video
 
 pytest_plugins = ["tests.conftest_models"]
 
@@ -341,7 +342,7 @@ def test_benchmark_dev_keypoints_return_to_the_ground_truth_after_stabilisation(
 def test_the_frame_showing_the_input_view_is_found(tmp_path):
     """A user video whose first frame is not the input view: the support registers best onto the
     frame that shows it (the registration the keypoints and masks use)."""
-    from dynapose4d.framing import best_matching_frame
+    from dynapose4d.video.framing import best_matching_frame
 
     clip = make_video(size=160, num_frames=8, background="textured", arm_swing_deg=120.0, object_shift=(30.0, 0.0), seed=2)
     k = 5

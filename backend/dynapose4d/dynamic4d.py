@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .cameras import Cameras
 from .deform.anchors import Anchors
-from .deform.deformations import Binding, DeformConfig, Deformation, make_deformation
+from .deform.deformations import Binding, Deformation, DeformConfig, make_deformation
 from .gaussians import Gaussians
 
 TIME_MODES = ("clamp", "loop", "pingpong")

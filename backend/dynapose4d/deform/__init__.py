@@ -1,17 +1,17 @@
 """Deformation models (phi(S, t)), the HexPlane field, and keypoint anchors."""
 
 from .anchors import Anchors, lift_keypoints, make_anchors
-from .hexplane import HexPlane, HexPlaneConfig
 from .deformations import (
     Binding,
     ControlDeformation,
-    DeformConfig,
     Deformation,
+    DeformConfig,
     Deformed,
     PerGaussianDeformation,
     farthest_point_sample,
     make_deformation,
 )
+from .hexplane import HexPlane, HexPlaneConfig
 
 __all__ = [
     "Anchors",

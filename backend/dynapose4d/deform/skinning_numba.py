@@ -25,7 +25,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from ..numba_threads import numba_parallel
+from ..render.numba_threads import numba_parallel
 
 # Per-control columns of the map table: rotation (9, row-major), offset (3), quaternion (4,
 # wxyz), log-scale change (3).

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..gaussians import Gaussians
-from ..images import load_on_white
+from ..imaging.images import load_on_white
 from .metrics import psnr, ssim
 
 __all__ = ["EvalError", "read_on_white", "Truth", "Result", "load_truth", "load_result", "evaluate_result", "format_table", "METRIC_ORDER"]
@@ -134,7 +134,7 @@ class Result:
 
 def load_result(path: str | Path) -> Result:
     """A job folder (``model.pt``), a ``model.pt`` file, or a PLY sequence (folder or sidecar)."""
-    from ..pipeline.folder import JobFolder
+    from ..io.job_folder import JobFolder
 
     path = Path(path)
     job = JobFolder(path)

@@ -8,7 +8,8 @@ Public API (see each module for details and conventions):
 - :mod:`.poseanything`: our PyTorch PoseAnything (CAPE) network, its weights conversion and the
   ``poseanything`` estimator; :mod:`.hybrid`: ``cape+tracker`` (CAPE fused with the tracker).
 - :mod:`.multiview`: keypoints in other views refine the depth of the lifted 3D anchors.
-- :mod:`.register`: ``register`` (support -> frame 0, with a failure report), ``Registration``.
+- :mod:`.anchor`: support keypoints re-anchored in a frame by a thin-plate spline (image
+  registration itself is :mod:`dynapose4d.imaging.register`).
 - :mod:`.support`: ``auto_support_keypoints``, ``minimum_spanning_tree``.
 - :mod:`.evaluate`, :mod:`.synthetic`, :mod:`.draw`: measuring and looking at tracks.
 
@@ -16,15 +17,7 @@ Pixel coordinates follow DESIGN.md §4: continuous, origin at the top-left image
 (row i, column j) centred at (j + 0.5, i + 0.5).
 """
 
-from .base import (
-    KeypointError,
-    KeypointEstimator,
-    Support,
-    SupportKeypoints,
-    TrackResult,
-    parse_keypoints_json,
-)
-from .register import Registration, register
+from .base import KeypointError, KeypointEstimator, Support, SupportKeypoints, TrackResult, parse_keypoints_json
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from .support import auto_support_keypoints, minimum_spanning_tree
 from .tracker import LKTracker, StaticEstimator, TrackerConfig
@@ -35,7 +28,6 @@ __all__ = [
     "KeypointError",
     "KeypointEstimator",
     "LKTracker",
-    "Registration",
     "StaticEstimator",
     "Support",
     "SupportKeypoints",
@@ -45,5 +37,4 @@ __all__ = [
     "make_estimator",
     "minimum_spanning_tree",
     "parse_keypoints_json",
-    "register",
 ]

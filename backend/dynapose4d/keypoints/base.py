@@ -39,7 +39,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from ..pixels import PixelError, as_mask, as_rgb
+from ..imaging.pixels import PixelError, as_mask, as_rgb
 
 MAX_KEYPOINTS = 100
 MAX_EDGES = 10 * MAX_KEYPOINTS
@@ -56,7 +56,7 @@ class KeypointError(ValueError):
 
 
 def as_rgb_float(image, what: str = "image") -> np.ndarray:
-    """:func:`dynapose4d.pixels.as_rgb`, raising :class:`KeypointError` (the estimators' error)."""
+    """:func:`dynapose4d.imaging.pixels.as_rgb`, raising :class:`KeypointError` (the estimators' error)."""
     try:
         return as_rgb(image, what)
     except PixelError as exc:
@@ -64,7 +64,7 @@ def as_rgb_float(image, what: str = "image") -> np.ndarray:
 
 
 def as_bool_mask(mask, shape: tuple[int, int], what: str = "mask") -> np.ndarray | None:
-    """``(H, W)`` bool foreground mask (:func:`dynapose4d.pixels.as_mask` > 0.5), or None passed through."""
+    """``(H, W)`` bool foreground mask (:func:`dynapose4d.imaging.pixels.as_mask` > 0.5), or None passed through."""
     try:
         m = as_mask(mask, shape, what)
     except PixelError as exc:

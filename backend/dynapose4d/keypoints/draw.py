@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..images import save_gif  # noqa: F401  (re-exported: one home for writing GIFs)
-from ..pixels import to_uint8
+from ..imaging.images import save_gif  # noqa: F401  (re-exported: one home for writing GIFs)
+from ..imaging.pixels import to_uint8
 from .base import TrackResult, as_rgb_float
 
 

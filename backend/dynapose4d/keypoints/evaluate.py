@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import load_on_white
+from ..imaging.images import load_on_white
 from .base import KeypointError, Support, SupportKeypoints, TrackResult
 
 

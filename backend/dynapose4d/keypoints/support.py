@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..masks import masks_on_white
+from ..imaging.masks import masks_on_white
 from .base import MAX_KEYPOINTS, KeypointError, SupportKeypoints, as_bool_mask, as_rgb_float
 
 DEFAULT_NUM_KEYPOINTS = 14  # PoseAnything's N in the paper

@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 
 from ..cameras import pixels_to_opencv
+from ..imaging.tps import ThinPlateSpline
 from .base import Support
 from .evaluate import LabelledSequence
 from .support import DEFAULT_NUM_KEYPOINTS, auto_support_keypoints
-from .tps import ThinPlateSpline
 
 KINDS = ("affine", "tps", "articulated", "occlusion", "brightness")
 

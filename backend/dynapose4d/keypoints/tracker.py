@@ -35,12 +35,13 @@ import cv2
 import numpy as np
 
 from ..cameras import pixels_from_opencv, pixels_to_opencv
-from ..masks import masks_on_white
-from ..pixels import luma_u8
+from ..imaging.masks import masks_on_white
+from ..imaging.pixels import luma_u8
+from ..imaging.register import Features, Registration, detect_features, register
+from ..imaging.tps import ThinPlateSpline
+from .anchor import anchor_keypoints
 from .base import KeypointError, KeypointEstimator, Support, TrackResult, as_frames, as_rgb_float
-from .register import Features, Registration, anchor_keypoints, detect_features, register
 from .support import WHITE_THRESHOLD, trackability
-from .tps import ThinPlateSpline
 
 
 @dataclass

@@ -10,7 +10,7 @@ stages).
   :mod:`.preview`, :mod:`.progress` (console events).
 """
 
-from .folder import JobFolder
+from ..io.job_folder import JobFolder
 from .job import RUNNERS, run_job, write_job
 from .settings import INPUTS, PRESETS, SETTINGS, JobError, Preset, Setting, validate_settings
 

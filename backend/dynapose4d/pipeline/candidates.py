@@ -5,7 +5,7 @@ SVD often pans or zooms instead of moving the object, or barely moves it; DreamG
 authors chose among seeds by hand. So ``generate`` makes ``video_candidates`` videos (candidate
 k: seed + k, the motion bucket scaled by :data:`BUCKET_FACTORS` [k]; candidate 0 is exactly the
 job's settings, so K = 1 is the plain pipeline), scores each with
-:func:`dynapose4d.videoscore.score_video`, keeps all of them, and records which one was chosen::
+:func:`dynapose4d.video.score.score_video`, keeps all of them, and records which one was chosen::
 
     video/candidates/<k>/   frames, masks, video.json (a DrivingVideo, framed like the reference)
                       preview.png   a strip of a few frames
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..events import EventSink, LogEvent, StageEvent
-from .folder import JobFolder
+from ..io.job_folder import JobFolder
 
 if TYPE_CHECKING:
-    from ..video import DrivingVideo, SVDConfig
+    from ..guidance.svd import SVDConfig
+    from ..video.clip import DrivingVideo
 
 __all__ = ["BUCKET_FACTORS", "CandidatePlan", "CandidateSpec", "candidate_specs", "run_candidates", "list_candidates", "choose", "reset_downstream",
            "CandidateError", "WAITING"]
@@ -79,7 +80,7 @@ def candidate_specs(svd: SVDConfig, count: int) -> list[CandidateSpec]:
 
 
 def _default_scorer() -> Scorer:
-    from ..videoscore import score_video
+    from ..video.score import score_video
 
     return score_video
 
@@ -99,13 +100,12 @@ def run_candidates(
 
     ``make_source(config)`` builds the video source (``SVDSource``); it is called once, only when
     a candidate is missing, and its ``config`` is swapped per candidate (the weights stay loaded).
-    Candidates are scored by :func:`dynapose4d.videoscore.score_video`; one candidate is not
+    Candidates are scored by :func:`dynapose4d.video.score.score_video`; one candidate is not
     scored (there is nothing to choose between).
     """
     from dataclasses import replace
 
-    from ..framing import align_video
-    from ..video import DrivingVideo
+    from ..video.clip import DrivingVideo, align_video
 
     svd, count = plan.svd, plan.count
     reference_image, reference_mask = reference
@@ -170,7 +170,7 @@ def best_candidate(listed: list[dict]) -> int:
 
 def chosen_video(folder: JobFolder, index: int) -> DrivingVideo:
     """The chosen candidate as the job's driving video (its meta says which it was)."""
-    from ..video import DrivingVideo
+    from ..video.clip import DrivingVideo
 
     video = DrivingVideo.load(folder.candidate(index))
     video.meta.update(candidate=index, candidate_choice=read_choice(folder))
@@ -231,7 +231,7 @@ def write_preview(video: DrivingVideo, path: Path) -> Path:
     import cv2
     from PIL import Image
 
-    from ..pixels import to_uint8
+    from ..imaging.pixels import to_uint8
 
     frames = video.frames.numpy()
     idx = np.unique(np.round(np.linspace(0, len(frames) - 1, min(PREVIEW_FRAMES, len(frames)))).astype(int))

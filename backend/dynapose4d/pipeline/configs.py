@@ -15,9 +15,9 @@ from .settings import PRESETS, Preset
 from .static_sources import PlyRegistration
 
 if TYPE_CHECKING:  # the stages below import diffusers; a job that needs them imports them
+    from ..guidance.svd import SVDConfig
     from ..guidance.zero123 import Zero123Config
     from ..stages.static import StaticConfig
-    from ..video import SVDConfig
 
 REFERENCE_SIZE = 256  # the paper's reference size: support image, video frames, reference render
 
@@ -43,10 +43,10 @@ class VideoFrontEnd:
         return self.stabilise == "on" or (self.stabilise == "auto" and not user_video)
 
     def file_source_options(self, device: str = "cpu") -> dict:
-        """Keyword arguments of :class:`dynapose4d.video.FileVideoSource` (loads the model)."""
+        """Keyword arguments of :class:`dynapose4d.video.clip.FileVideoSource` (loads the model)."""
         segmenter = None
         if self.segmentation_model:
-            from ..masks import OnnxSegmenter
+            from ..imaging.masks import OnnxSegmenter
 
             segmenter = OnnxSegmenter(self.segmentation_model, device=device)
         return {"stabilise": self.removes_camera(user_video=True), "segmenter": segmenter}
@@ -134,10 +134,10 @@ def _common(settings: dict, preset: Preset, video_frames: int) -> dict:
 
 
 def generate_config(settings: dict, *, user_video: bool) -> ImageTo4DConfig:
+    from ..guidance.svd import SVDConfig
     from ..guidance.zero123 import Zero123Config
     from ..stages.novel_view import NovelViewConfig
     from ..stages.static import StaticConfig
-    from ..video import SVDConfig
 
     preset = PRESETS[settings["preset"]]
     static = StaticConfig(

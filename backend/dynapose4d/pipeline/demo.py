@@ -21,18 +21,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..evaluation.articulated import ArticulatedObject, make_articulated
 from ..cameras import Cameras
-from ..deform.hexplane import HexPlaneConfig
 from ..deform.deformations import DeformConfig
-from ..events import EventSink, LogEvent, ignore
-from ..keypoints import Support, TrackResult, auto_support_keypoints, make_estimator
-from ..evaluation.ground_truth import GroundTruth, consistent4d_views, evaluate
+from ..deform.hexplane import HexPlaneConfig
 from ..dynamic4d import Dynamic4D
+from ..evaluation.articulated import ArticulatedObject, make_articulated
+from ..evaluation.ground_truth import GroundTruth, consistent4d_views, evaluate
+from ..events import EventSink, LogEvent, ignore
+from ..io.job_folder import JobFolder
+from ..keypoints import Support, TrackResult, auto_support_keypoints, make_estimator
 from ..render import render
 from ..stages.dynamic import DynamicConfig, DynamicStage
-from ..video import DrivingVideo
-from .folder import JobFolder
+from ..video.clip import DrivingVideo
 
 
 def demo_dynamic_config(frames: int) -> DynamicConfig:

@@ -26,23 +26,22 @@ from ..cameras import Cameras
 from ..devices import resolve_device
 from ..dynamic4d import Dynamic4D
 from ..events import EventSink, LogEvent
-from ..framing import align_video, mask_agreement, record_framing
 from ..gaussians import Gaussians
-from ..images import ReferenceImage, prepare_reference
+from ..imaging.images import ReferenceImage, prepare_reference
 from ..io import read_ply, write_ply
+from ..io.job_folder import JobFolder
 from ..keypoints import Support, SupportKeypoints, TrackResult, auto_support_keypoints, parse_keypoints_json
 from ..keypoints.registry import job_estimator
 from ..render import render
 from ..stages.dynamic import DynamicStage
 from ..userframe import UserFrame
-from ..video import DrivingVideo
+from ..video.clip import DrivingVideo, align_video
+from ..video.framing import mask_agreement, record_framing
 from .candidates import WAITING, CandidatePlan, chosen_video, run_candidates
 from .configs import REFERENCE_SIZE, ImageTo4DConfig, animate_config, generate_config
-from .folder import JobFolder
 from .outputs import write_results
 from .static_sources import PlyStatic, Zero123Static, reference_camera
 from .steps import resumable
-
 
 CAPE_ESTIMATORS = ("poseanything", "cape+tracker")  # per-image estimators: they can match separate views
 MULTIVIEW_AZIMUTHS = (-60.0, -30.0, 30.0, 60.0)  # Zero-1-to-3 views for multi-view keypoints (elevation 0)
@@ -120,7 +119,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
             return {"status": chosen, "stage": "candidates"}
 
     def make_video() -> DrivingVideo:
-        from ..video import FileVideoSource
+        from ..video.clip import FileVideoSource
 
         if chosen is not None:
             return chosen_video(folder, chosen)
@@ -151,7 +150,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
 
 
 def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, should_stop) -> dict:
-    from ..video import FileVideoSource
+    from ..video.clip import FileVideoSource
 
     run = JobRun(folder, emit, should_stop)
     cfg = animate_config(settings)
@@ -184,7 +183,7 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
 
 
 def _candidates(run: JobRun, cfg: ImageTo4DConfig, reference: ReferenceImage, device) -> int | str:
-    from ..video import SVDSource
+    from ..guidance.svd import SVDSource
 
     plan = CandidatePlan(cfg.svd, cfg.video_candidates, cfg.choose_video)
     return run_candidates(run.folder, plan, (reference.image.numpy(), reference.mask.numpy()), run.emit, run.should_stop,

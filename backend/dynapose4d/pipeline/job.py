@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..events import EventSink, ignore
 from ..formats import FRAME_ARCHIVE_SUFFIXES
-from .folder import JobFolder
+from ..io.job_folder import JobFolder
 from .settings import INPUTS, JobError, validate_settings
 
 
@@ -50,7 +50,7 @@ def _check_inputs(folder: JobFolder, kind: str, inputs: dict[str, str]) -> None:
 
 def _check_frame_folder(path: Path, role: str) -> None:
     """A video given as a folder of frames (a user's folder, or an extracted zip)."""
-    from ..framezip import frame_files
+    from ..video.frame_folder import frame_files
 
     if not frame_files(path):
         raise JobError(f"input {role!r}: the folder {path.name!r} holds no image files; a video folder holds its frames")

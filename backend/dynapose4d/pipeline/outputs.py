@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..dynamic4d import Dynamic4D
+from ..io.job_folder import JobFolder
 from ..io.sequence import write_sequence
-from .folder import JobFolder
 
 
 def write_results(folder: JobFolder, model: Dynamic4D, *, previews: bool = True) -> dict[str, Path]:

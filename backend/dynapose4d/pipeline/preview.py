@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from ..cameras import Cameras
-from ..images import save_gif
 from ..dynamic4d import Dynamic4D
+from ..imaging.images import save_gif
+from ..io.job_folder import JobFolder
 from ..render import render
-from .folder import JobFolder
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Where the static model comes from (DESIGN.md §3): Zero-1-to-3 SDS from the image, or an
-existing 3DGS PLY registered into our frame. (Driving videos come from :mod:`dynapose4d.video`.)
+existing 3DGS PLY registered into our frame. (Driving videos come from :mod:`dynapose4d.video.clip`.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from ..cameras import DEFAULT_RADIUS, Cameras
 from ..events import EventSink, ignore
 from ..gaussians import Gaussians, transform_gaussians
-from ..images import ReferenceImage
+from ..imaging.images import ReferenceImage
 from ..io import read_ply
 
 

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..gaussians import Gaussians
-from .projection import EPS2D, NEAR_PLANE, project_gaussians
-from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError, rasterize
 from ..sh import eval_sh
+from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError, rasterize
+from .projection import EPS2D, NEAR_PLANE, project_gaussians
 
 BACKENDS = ("auto", "numba", "torch", "gsplat")
 
@@ -138,32 +138,9 @@ def render(
             flat.means, flat.quats, flat.scales, flat.opacities, flat.sh_coeffs, viewmats, Ks, W, H, eps2d, near
         )
     else:
-        if name == "numba" and _wants_fused_projection(flat, viewmats, Ks):
-            from .numba_projection import project_gaussians_numba as project_fn
-        else:
-            project_fn = project_gaussians
-        proj = project_fn(flat.means, flat.quats, flat.scales, flat.opacities, viewmats, Ks, W, H, eps2d, near)
-        colors = _colors(flat, cameras, B, C)
-        if name == "numba":
-            from .numba_raster import rasterize_numba as rasterize_fn
-        else:
-            rasterize_fn = rasterize
-        # The returned means2d must be the tensor the rasteriser consumes (in the caller's
-        # shape), so that retain_grad() on it collects densification statistics.
-        means2d = proj.means2d.reshape(lead + (N, 2))
-        rgb, alpha, depth_acc = rasterize_fn(
-            means2d.reshape(B * C, N, 2),
-            proj.conics.reshape(B * C, N, 3),
-            flat.opacities[:, None].expand(B, C, N).reshape(B * C, N),
-            colors.reshape(B * C, N, 3),
-            proj.depths.reshape(B * C, N),
-            proj.radii.reshape(B * C, N, 2),
-            W,
-            H,
-            max_pairs,
+        rgb, alpha, depth_acc, means2d, radii = _rasterize_cpu(
+            name, flat, cameras, viewmats, Ks, lead, (B, C, N, W, H), eps2d, near, max_pairs
         )
-        rgb, alpha, depth_acc = (t.reshape((B, C) + t.shape[1:]) for t in (rgb, alpha, depth_acc))
-        radii = proj.radii
 
     # 3. Background, expected depth, and the caller's shapes back (a tensor already in that
     # shape is returned as is; gsplat's means2d keeps its gradient only when no reshape is needed).
@@ -173,6 +150,40 @@ def render(
     if means2d.shape != lead + (N, 2):
         means2d = means2d.reshape(lead + (N, 2))
     return RenderOutput(rgb, alpha, depth, means2d, radii, backend=name)
+
+
+def _rasterize_cpu(name, flat: Gaussians, cameras: Cameras, viewmats, Ks, lead, sizes, eps2d, near, max_pairs):
+    """The CPU path of :func:`render` (``name``: numba or torch): project, colour, rasterise.
+    Returns ``rgb, alpha, depth_acc`` as ``[B, C, H, W(, 3)]``, ``means2d`` in the caller's
+    shape, ``radii [B, C, N, 2]``."""
+    B, C, N, W, H = sizes
+    if name == "numba" and _wants_fused_projection(flat, viewmats, Ks):
+        from .numba_projection import project_gaussians_numba as project_fn
+    else:
+        project_fn = project_gaussians
+    proj = project_fn(flat.means, flat.quats, flat.scales, flat.opacities, viewmats, Ks, W, H, eps2d, near)
+    colors = _colors(flat, cameras, B, C)
+    if name == "numba":
+        from .numba_raster import rasterize_numba as rasterize_fn
+    else:
+        rasterize_fn = rasterize
+    # The returned means2d must be the tensor the rasteriser consumes (in the caller's
+    # shape), so that retain_grad() on it collects densification statistics.
+    means2d = proj.means2d.reshape(lead + (N, 2))
+    rgb, alpha, depth_acc = rasterize_fn(
+        means2d.reshape(B * C, N, 2),
+        proj.conics.reshape(B * C, N, 3),
+        flat.opacities[:, None].expand(B, C, N).reshape(B * C, N),
+        colors.reshape(B * C, N, 3),
+        proj.depths.reshape(B * C, N),
+        proj.radii.reshape(B * C, N, 2),
+        W,
+        H,
+        max_pairs,
+    )
+    rgb, alpha, depth_acc = (t.reshape((B, C) + t.shape[1:]) for t in (rgb, alpha, depth_acc))
+    radii = proj.radii
+    return rgb, alpha, depth_acc, means2d, radii
 
 
 def _wants_fused_projection(flat: Gaussians, viewmats: Tensor, Ks: Tensor) -> bool:

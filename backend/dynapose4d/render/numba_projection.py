@@ -25,7 +25,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from ..numba_threads import numba_parallel
+from .numba_threads import numba_parallel
 from .projection import ALPHA_MIN, EPS2D, NEAR_PLANE, Projected
 
 __all__ = ["project_gaussians_numba"]

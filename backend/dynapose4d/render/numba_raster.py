@@ -40,7 +40,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from ..numba_threads import numba_parallel
+from .numba_threads import numba_parallel
 from .pairs import DEFAULT_MAX_PAIRS, RenderBudgetError
 from .projection import ALPHA_MAX, ALPHA_MIN, TRANSMITTANCE_MIN
 

@@ -75,20 +75,9 @@ def _contributing_pairs(
     y1 = (torch.floor(f[:, 1] + r[:, 1] - 0.5) + 1).clamp(0, height).long()
     bw, bh = x1 - x0, y1 - y0
 
-    # Group Gaussians by box size; each group is evaluated as one dense [n, bh, bw] block.
-    size_key = bh.clamp_min(0) * (width + 1) + bw.clamp_min(0)
-    sizes, group, counts = torch.unique(size_key, return_inverse=True, return_counts=True)
-    by_group = torch.argsort(group, stable=True)
     keys, alphas = [], []
-    kept, start = 0, 0
-    blocks = []
-    for size, count in zip(sizes.tolist(), counts.tolist()):
-        gh, gw = divmod(size, width + 1)
-        if gh > 0 and gw > 0:
-            step = max(1, CANDIDATE_CHUNK // (gh * gw))  # bounds the temporaries of one block
-            blocks += [(by_group[s : min(start + count, s + step)], gh, gw) for s in range(start, start + count, step)]
-        start += count
-    for sel, gh, gw in blocks:
+    kept = 0
+    for sel, gh, gw in _size_blocks(bw, bh, width):
         fs = f.index_select(0, sel)
         px = x0.index_select(0, sel)[:, None] + torch.arange(gw, device=device)  # [n, gw]
         py = y0.index_select(0, sel)[:, None] + torch.arange(gh, device=device)  # [n, gh]
@@ -123,16 +112,37 @@ def _contributing_pairs(
     image = pixel // (height * width)
     gauss = image * N + order.reshape(-1).index_select(0, image * N + key % N)
 
-    # Early stop: a pair survives while the transmittance after it stays above 1e-4.
-    log1m = torch.log1p(-alpha.double())
-    seg_start = _segment_starts(pixel)
-    cs = torch.cumsum(log1m, 0)
-    threshold = math.log(transmittance_min) if transmittance_min > 0 else -math.inf
-    keep = (cs - (cs - log1m).index_select(0, seg_start)) > threshold
+    keep = _before_early_stop(pixel, alpha, transmittance_min)
     gauss, pixel = gauss[keep], pixel[keep]
     # Dropping only segment tails keeps segments contiguous (the first pair of a pixel always
     # survives: alpha <= 0.999 leaves T >= 1e-3).
     return gauss, pixel, _segment_starts(pixel)
+
+
+def _size_blocks(bw: Tensor, bh: Tensor, width: int) -> list[tuple[Tensor, int, int]]:
+    """Gaussians grouped by box size ``(bh, bw)``: each group is evaluated as one dense
+    ``[n, bh, bw]`` block, cut into chunks that bound the temporaries of one block. Returns
+    ``(indices, bh, bw)`` per block; empty boxes are left out."""
+    size_key = bh.clamp_min(0) * (width + 1) + bw.clamp_min(0)
+    sizes, group, counts = torch.unique(size_key, return_inverse=True, return_counts=True)
+    by_group = torch.argsort(group, stable=True)
+    blocks, start = [], 0
+    for size, count in zip(sizes.tolist(), counts.tolist()):
+        gh, gw = divmod(size, width + 1)
+        if gh > 0 and gw > 0:
+            step = max(1, CANDIDATE_CHUNK // (gh * gw))
+            blocks += [(by_group[s : min(start + count, s + step)], gh, gw) for s in range(start, start + count, step)]
+        start += count
+    return blocks
+
+
+def _before_early_stop(pixel: Tensor, alpha: Tensor, transmittance_min: float) -> Tensor:
+    """``bool [P]``: pairs (sorted by pixel, front to back) whose pixel's transmittance after
+    them stays above ``transmittance_min`` (gsplat's early stop)."""
+    log1m = torch.log1p(-alpha.double())
+    cs = torch.cumsum(log1m, 0)
+    threshold = math.log(transmittance_min) if transmittance_min > 0 else -math.inf
+    return (cs - (cs - log1m).index_select(0, _segment_starts(pixel))) > threshold
 
 
 def _segment_starts(sorted_keys: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ Modules, one job each:
   cancel/resume/delete, recovery and automatic resume after a restart
 - ``executors``: where workers run, behind one interface: child processes (the default), or
   Ray actors on a cluster (``ray_executor``, ``--executor ray``; Ray is imported only then)
-- ``worker``: the worker program (``python -m dynapose4d.server.worker JOB_DIR``)
+- ``worker``: the worker program (``python -m dynapose4d.server.runner.worker JOB_DIR``)
 - ``eventlog``: a job's ``events.jsonl`` read incrementally, and the progress it adds up to
 - ``frames``: frames and keypoint tracks sampled from the latest snapshot model
 - ``wire``: the binary frame format (spec: ``docs/wire-format.md``; decoder:

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from .address import default_address_file, default_jobs_dir
-from .auth import is_loopback_address, new_token
+from .api.auth import is_loopback_address, new_token
 from .config import MIB, ServerConfig, UploadLimits
-from .executors import EXECUTORS
+from .runner.executors import EXECUTORS
 
 RAY_MAX_JOBS = 32  # jobs handed to a Ray cluster at once; Ray holds them until resources are free
 REMOTE_HELP = """\
@@ -87,11 +87,11 @@ def _limits(args) -> UploadLimits:
 
 def cmd_serve(args) -> int:
     from .address import describe_stale_address_file, remove_address_file, write_address_file
-    from .app import build_api, create_app
-    from .instance import JobsFolderBusy, ServerLock
+    from .api.app import build_api, create_app
+    from .runner.instance import JobsFolderBusy, ServerLock
 
     if args.executor == "ray":
-        from .ray_executor import require_ray
+        from .runner.ray_executor import require_ray
 
         require_ray()  # a clear message before anything else when Ray is not installed
     if args.max_jobs is None:
@@ -147,7 +147,7 @@ def cmd_serve(args) -> int:
     )
     # A cluster is joined before the server answers, so a wrong address is an error here, not a
     # traceback inside the web server's start-up.
-    from .executors import make_executor
+    from .runner.executors import make_executor
 
     executor = make_executor(config, say=lambda line: print(line, flush=True))
     try:
@@ -183,7 +183,7 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from .slowclients import header_timeout_protocol
+    from .api.slowclients import header_timeout_protocol
 
     app = create_app(config, on_ready=ready, on_shutdown=stopped, say=lambda line: print(line, flush=True), executor=executor)
     server = uvicorn.Server(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..framezip import FrameZipLimits
+from ..video.frame_folder import FrameZipLimits
 
 MIB = 1024 * 1024
 

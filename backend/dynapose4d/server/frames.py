@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pipeline.folder import JobFolder
+from ..io.job_folder import JobFolder
 from ..userframe import to_user, user_frame_of
 from .wire import encode_frame
 

@@ -7,7 +7,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..pipeline.folder import JobFolder
+from ..io.job_folder import JobFolder
 
 
 class NoResults(LookupError):

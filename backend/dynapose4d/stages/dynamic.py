@@ -28,6 +28,7 @@ from torch import Tensor
 from ..cameras import Cameras
 from ..deform.anchors import make_anchors
 from ..deform.deformations import DeformConfig, make_deformation
+from ..dynamic4d import Dynamic4D, Keypoints3D
 from ..events import EventSink, LogEvent, SnapshotEvent, ignore
 from ..gaussians import Gaussians
 from ..keypoints.base import SupportKeypoints, TrackResult
@@ -38,9 +39,8 @@ from ..losses import (
     spatio_temporal_consistency_loss,
     weigh_terms,
 )
-from ..dynamic4d import Dynamic4D, Keypoints3D
 from ..render import render
-from ..video import DrivingVideo
+from ..video.clip import DrivingVideo
 from .loop import StopRequested, run_stage
 
 STAGE = "dynamic"

@@ -24,11 +24,11 @@ from typing import Callable
 import torch
 
 from ..cameras import Cameras
+from ..dynamic4d import Dynamic4D
 from ..events import EventSink, SnapshotEvent, ignore
 from ..gaussians import Gaussians, duplicate, remove, split
-from ..images import ReferenceImage
-from ..losses import weigh_terms, loss_reference
-from ..dynamic4d import Dynamic4D
+from ..imaging.images import ReferenceImage
+from ..losses import loss_reference, weigh_terms
 from ..render import render
 from .loop import StopRequested, run_stage
 from .novel_view import NovelViewConfig, NovelViewSDS

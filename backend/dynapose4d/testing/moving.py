@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from ..evaluation.articulated import ArticulatedObject, make_articulated
 from ..cameras import Cameras
 from ..deform.anchors import Anchors
 from ..deform.deformations import Binding, DeformConfig, make_deformation
 from ..dynamic4d import Dynamic4D, Keypoints3D
+from ..evaluation.articulated import ArticulatedObject, make_articulated
 
 
 def articulated_model(obj: ArticulatedObject | None = None, *, controls: int = 128, frames: int = 8, steps: int = 300, seed: int = 0) -> tuple[Dynamic4D, ArticulatedObject]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..framing import warp
+from ..imaging.warp import warp
 
 
 @dataclass
@@ -35,10 +35,10 @@ class SyntheticVideo:
     name: str = ""
 
     def driving_video(self, fps: float = 7.0):
-        """A :class:`dynapose4d.video.DrivingVideo` of these frames composited on white with the true masks."""
+        """A :class:`dynapose4d.video.clip.DrivingVideo` of these frames composited on white with the true masks."""
         import torch
 
-        from ..video import DrivingVideo
+        from ..video.clip import DrivingVideo
 
         m = self.masks[..., None]
         on_white = self.frames * m + (1.0 - m)

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from ..pipeline import write_job
-from .config import ServerConfig
+from ...io.job_folder import JobFolder
+from ...pipeline import write_job
+from ..config import ServerConfig
 from .diskspace import DiskFull, disk_full_message, disk_low, is_disk_full, remove_partial_files
 from .eventlog import EventLog
 from .executors import Executor, WorkerHandle, make_executor
-from ..pipeline.folder import JobFolder
 from .store import RESUMABLE_STATES, JobRecord, JobStore, UnknownJob, check_job_id
 from .worker import EXIT_BUSY
 
@@ -280,7 +280,7 @@ class JobManager:
     async def choose_candidate(self, job: Job, index: int) -> None:
         """Drive a generate job with its video candidate ``index`` and queue it: a waiting job goes
         on; a stopped or finished one re-runs its dynamic stage from that video."""
-        from ..pipeline.candidates import choose
+        from ...pipeline.candidates import choose
 
         state = job.record.state
         if state in ("queued", "running"):

@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .formats import FRAME_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES
+from ..formats import FRAME_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES
 
 __all__ = ["FrameZipError", "FrameZipLimits", "extract_frames_zip", "copy_frame_folder", "frame_files", "import_frames"]
 

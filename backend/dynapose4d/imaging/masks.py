@@ -5,7 +5,7 @@
   :func:`masks_on_white`; binary clean-up: :func:`clean_mask`.
 - A user's clip on its own background: :func:`grabcut_sequence`. Frame 0 is seeded by the
   support image (the user's input image, or the model's reference view) registered onto it with
-  SIFT + RANSAC (:func:`dynapose4d.keypoints.register.register`, the registration the keypoints
+  SIFT + RANSAC (:func:`dynapose4d.imaging.register.register`, the registration the keypoints
   use) and, failing that, by the support's colours; each later frame is seeded by the previous
   mask carried along by dense optical flow (the object may have moved further than a band around
   its last position), refined by GrabCut, and kept only if it agrees with the carried mask
@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from .pixels import WHITE, PixelError, as_mask, as_rgb, border_pixels, border_strip, to_uint8
+from .register import register
+from .warp import warp
 
 __all__ = [
     "Segmenter",
@@ -284,9 +286,6 @@ def _small(frames, max_side: int):
 def _registered_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], min_correlation: float = 0.6) -> np.ndarray | None:
     """The support mask mapped onto ``frame`` by the support -> frame registration, or None when
     the registration fails (frame 0 is not a view of the support)."""
-    from .framing import warp
-    from .keypoints.register import register
-
     s_img, s_mask = support
     ys, xs = np.nonzero(s_mask > 0.5)
     if len(xs) < 16:

@@ -171,7 +171,7 @@ def load_on_white(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def estimate_foreground(rgb: np.ndarray) -> np.ndarray:
-    """The mask of an image without alpha or a given mask (:func:`dynapose4d.masks.foreground_mask`);
+    """The mask of an image without alpha or a given mask (:func:`dynapose4d.imaging.masks.foreground_mask`);
     ImageLoadError when nothing stands out from the background."""
     mask = foreground_mask(rgb)
     if mask.sum() < 16:

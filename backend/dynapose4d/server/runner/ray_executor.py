@@ -9,7 +9,7 @@ crash or a CUDA out-of-memory error ends that worker only, not a Ray process tha
 - Resources: every actor takes one CPU; a job whose ``device`` is ``cuda``, or ``auto`` on a
   cluster with GPUs, also takes one GPU (Ray sets ``CUDA_VISIBLE_DEVICES`` for it, and the worker
   inherits it). Ray queues the actor until a node has what it asks for.
-- Job folders: the actor runs ``python -m dynapose4d.server.worker JOB_DIR`` with the server's
+- Job folders: the actor runs ``python -m dynapose4d.server.runner.worker JOB_DIR`` with the server's
   path of the folder, so the jobs folder must be on a filesystem every node mounts at the same
   path (NFS, a cluster filesystem; on one machine, any folder). The worker writes events,
   snapshots and checkpoints there, and the server reads them as it does for a local worker:
@@ -31,11 +31,10 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
-from ..pipeline.folder import JobFolder
-from .config import ServerConfig
-from .executors import describe_exit_status, kill_group, send_stop, start_worker
+from ...io.job_folder import JobFolder
+from ..config import ServerConfig
+from .launch import PACKAGE_ROOT, describe_exit_status, kill_group, send_stop, start_worker
 
 KILL_ESCALATION_S = 1.0  # an actor that has not ended its worker by then is killed by Ray
 ACTOR_CONCURRENCY = 8  # run + where + stop + kill may all wait at once in one actor
@@ -238,8 +237,7 @@ class RayExecutor:
             try:
                 if self.address == "local":
                     # The cluster's processes start from this environment: let them import this code.
-                    package_root = str(Path(__file__).resolve().parents[2])
-                    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+                    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
                     # Only small values go through Ray (paths, exit statuses): a small object store.
                     ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
                 else:

@@ -40,7 +40,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .server.store import FINAL_STATES as SERVER_FINAL  # "waiting" too: it waits for a person, not for the batch
+from ..server.runner.store import (
+    FINAL_STATES as SERVER_FINAL,  # "waiting" too: it waits for a person, not for the batch
+)
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)
@@ -139,7 +141,7 @@ def _csv_rows(text: str):
 
 
 def _job_from_row(line: int, row: dict, base: Path) -> BatchJob:
-    from .pipeline import INPUTS, SETTINGS, validate_settings
+    from ..pipeline import INPUTS, SETTINGS, validate_settings
 
     unknown = set(row) - {"name", "kind", "inputs", "settings"}
     if unknown:
@@ -280,8 +282,8 @@ def run_here(jobs: list[BatchJob], states: list[JobState], out: Path, save, disp
     exists is resumed from its checkpoints)."""
     import shutil
 
-    from .events import ProgressEvent, StageEvent
-    from .pipeline import JobFolder, run_job, write_job
+    from ..events import ProgressEvent, StageEvent
+    from ..pipeline import JobFolder, run_job, write_job
 
     for job, state in zip(jobs, states):
         if state.status == FINISHED:
@@ -324,7 +326,7 @@ class ServerClient:
     add-on, which the backend does not import)."""
 
     def __init__(self, address_file: Path):
-        from .server.address import read_address_file
+        from ..server.address import read_address_file
 
         try:
             info = read_address_file(address_file)
@@ -493,7 +495,7 @@ def add_batch_cli(subparsers) -> argparse.ArgumentParser:
 def cmd_batch(args) -> int:
     server = None
     if args.server is not None:
-        from .server.address import default_address_file
+        from ..server.address import default_address_file
 
         server = default_address_file() if args.server == "default" else Path(args.server)
     summary = run_batch(Path(args.manifest), Path(args.out), server)

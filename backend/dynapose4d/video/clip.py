@@ -10,11 +10,11 @@ have. Two sources exist:
   folder of frames, resampled to T frames, masked (alpha, a segmentation callable, or GrabCut
   seeded by the support image's colours and propagated frame to frame), composited on white
   and framed with one similarity for the whole clip (motion is kept): the one that maps frame 0's
-  object onto the support's when a support is given (:mod:`dynapose4d.framing`), else a crop
+  object onto the support's when a support is given (:mod:`dynapose4d.video.framing`), else a crop
   that scales frame 0's object box to ``fill`` of the frame.
 
-Both sources measure the camera's pan, zoom and roll (:mod:`dynapose4d.stabilise`) and record it in
-the sidecar; SVD's is removed by default, a user video's when asked. Masks: :mod:`dynapose4d.masks`.
+Both sources measure the camera's pan, zoom and roll (:mod:`dynapose4d.video.stabilise`) and record it in
+the sidecar; SVD's is removed by default, a user video's when asked. Masks: :mod:`dynapose4d.imaging.masks`.
 Registering frame 0 to the input image is the keypoints module's job, not this one's.
 
 Conventions (DESIGN.md §4): frames ``[T, H, W, 3]`` float32 in [0, 1], masks ``[T, H, W]`` in
@@ -27,26 +27,23 @@ import abc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from .devices import resolve_device
-from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .framezip import frame_files
-from .images import DEFAULT_FILL, ImageLoadError, load_image
-from .masks import MaskError, Segmenter, grabcut_sequence, masks_on_white, segment_frames
-from .pixels import PixelError, as_mask, as_rgb, to_uint8
+from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..imaging.images import DEFAULT_FILL, ImageLoadError, load_image
+from ..imaging.masks import MaskError, Segmenter, grabcut_sequence, segment_frames
+from ..imaging.pixels import PixelError, as_mask, as_rgb, to_uint8
+from .frame_folder import frame_files
+from .framing import align_to_support, best_matching_frame
 from .stabilise import stabilise_video
 
 __all__ = [
     "DrivingVideo",
     "VideoSource",
-    "SVDConfig",
-    "SVDSource",
     "FileVideoSource",
     "VideoError",
     "grabcut_sequence",
@@ -156,7 +153,7 @@ class DrivingVideo:
         return cls(frames, masks, float(info["fps"]), info.get("source", ""), info.get("meta", {}))
 
 
-def _image(image, what: str) -> np.ndarray:
+def input_rgb(image, what: str) -> np.ndarray:
     """``[H, W, 3|4]`` float32 in [0, 1] (alpha kept), or VideoError naming ``what``."""
     try:
         rgb = as_rgb(image, what)
@@ -168,7 +165,7 @@ def _image(image, what: str) -> np.ndarray:
     return rgb
 
 
-def _mask(mask, shape, what: str) -> np.ndarray | None:
+def input_mask(mask, shape, what: str) -> np.ndarray | None:
     try:
         return as_mask(mask, shape, what)
     except PixelError as exc:
@@ -299,195 +296,6 @@ class VideoSource(abc.ABC):
         """Free what the source holds once its videos are made (a model; nothing by default)."""
 
 
-@dataclass
-class SVDConfig:
-    """Settings of :class:`SVDSource` (DG4D's: 512 px, fps 7, motion bucket 127, noise aug 0.02).
-
-    Attributes:
-        model: registered name (``svd``, ``svd-xt``), hub id in the HF cache, or a folder.
-        num_frames: frames to generate; None = the model's (14 or 25).
-        steps: denoising steps.
-        size: the input is composited on white and resized to ``size`` x ``size``; frames come
-            out at this size.
-        output_size: resize the frames (and masks) to this afterwards (None: keep ``size``).
-        fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning.
-        min_guidance_scale, max_guidance_scale: SVD's per-frame CFG ramp.
-        seed: the generator seed (one video per seed).
-        decode_chunk_size: frames decoded at once by the VAE (lower = less memory).
-        cpu_offload: keep each model on the CPU until it runs (needs the accelerate package).
-        fp16: half precision; None = on CUDA only.
-        mask_threshold: :func:`dynapose4d.masks.masks_on_white` threshold.
-        stabilise: remove the camera's pan, zoom and roll (:mod:`dynapose4d.stabilise`; SVD
-            often moves the camera instead of the object); it is measured and recorded either way.
-    """
-
-    model: str = "svd"
-    num_frames: int | None = None
-    steps: int = 25
-    size: int = 512
-    output_size: int | None = None
-    fps: int = 7
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    min_guidance_scale: float = 1.0
-    max_guidance_scale: float = 3.0
-    seed: int = 0
-    decode_chunk_size: int = 8
-    cpu_offload: bool = False
-    fp16: bool | None = None
-    mask_threshold: float = 0.1
-    cache_dir: str | None = None
-    stabilise: bool = True
-
-
-class SVDSource(VideoSource):
-    """Driving video from Stable Video Diffusion.
-
-    The model folder is resolved at construction (a missing model fails here, with the
-    download instructions); weights load on the first :meth:`generate` and stay until
-    :meth:`unload`. ``progress(step, total)`` is called after each denoising step.
-    """
-
-    def __init__(
-        self,
-        config: SVDConfig | None = None,
-        device: torch.device | str | None = None,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ):
-        from .weights import resolve_model
-
-        self.config = config = config or SVDConfig()
-        self.device = resolve_device(device)
-        use_fp16 = config.fp16 if config.fp16 is not None else self.device.type == "cuda"
-        self.dtype = torch.float16 if use_fp16 else torch.float32
-        self.resolved = resolve_model(config.model, kind="svd", cache_dir=config.cache_dir)
-        self.progress = progress
-        self.pipeline = None
-
-    def load(self):
-        """Build the diffusers pipeline from the folder's components (idempotent)."""
-        if self.pipeline is not None:
-            return self.pipeline
-        from diffusers import (
-            AutoencoderKLTemporalDecoder,
-            EulerDiscreteScheduler,
-            StableVideoDiffusionPipeline,
-            UNetSpatioTemporalConditionModel,
-        )
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-        from .weights import weights_variant
-
-        path = self.resolved.path
-        kw = dict(torch_dtype=self.dtype)
-        pipe = StableVideoDiffusionPipeline(
-            vae=AutoencoderKLTemporalDecoder.from_pretrained(path, subfolder="vae", variant=weights_variant(path / "vae"), **kw),
-            image_encoder=CLIPVisionModelWithProjection.from_pretrained(
-                path / "image_encoder", dtype=self.dtype, variant=weights_variant(path / "image_encoder", "transformers")
-            ),
-            unet=UNetSpatioTemporalConditionModel.from_pretrained(
-                path, subfolder="unet", variant=weights_variant(path / "unet"), **kw
-            ),
-            scheduler=EulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler"),
-            feature_extractor=CLIPImageProcessor.from_pretrained(path / "feature_extractor"),
-        )
-        pipe.set_progress_bar_config(disable=True)
-        if self.config.cpu_offload:
-            if self.device.type != "cuda":
-                raise ValueError("SVD cpu_offload only helps on a GPU; leave it off on the CPU")
-            try:
-                pipe.enable_model_cpu_offload(device=self.device)
-            except ImportError:
-                raise RuntimeError("SVD cpu_offload needs the 'accelerate' package: pip install accelerate") from None
-        else:
-            pipe.to(self.device)
-        self.pipeline = pipe
-        return pipe
-
-    def unload(self) -> None:
-        """Free the pipeline's memory (the next generate loads it again)."""
-        self.pipeline = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def num_frames(self) -> int:
-        if self.config.num_frames is not None:
-            return self.config.num_frames
-        if self.resolved.spec is not None and self.resolved.spec.num_frames:
-            return self.resolved.spec.num_frames
-        config = json.loads((self.resolved.path / "unet" / "config.json").read_text())
-        return int(config.get("num_frames", 14))
-
-    def input_image(self, image, mask=None) -> Image.Image:
-        """The conditioning image: composited on white (by ``mask`` or alpha), ``size`` x ``size``."""
-        rgb = _image(image, "the reference image")
-        if rgb.shape[-1] == 4:
-            rgb, mask = rgb[..., :3], rgb[..., 3] if mask is None else mask
-        m = _mask(mask, rgb.shape[:2], "the reference mask")
-        if m is not None:
-            rgb = rgb * m[..., None] + (1.0 - m[..., None])
-        size = self.config.size
-        if rgb.shape[:2] != (size, size):
-            if rgb.shape[0] != rgb.shape[1]:
-                raise VideoError(f"the SVD input must be square (the reference layout); got {rgb.shape[1]}x{rgb.shape[0]}")
-            rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if size < rgb.shape[0] else cv2.INTER_CUBIC)
-        return Image.fromarray(to_uint8(rgb), "RGB")
-
-    def generate(self, image, mask=None) -> DrivingVideo:
-        """Generate ``num_frames`` frames from the reference ``image [S, S, 3]`` (and ``mask``)."""
-        cfg = self.config
-        # 1. Inputs.
-        cond = self.input_image(image, mask)
-        num_frames = self.num_frames()
-        pipe = self.load()
-        generator = torch.Generator("cpu").manual_seed(cfg.seed)
-        callback = None
-        if self.progress is not None:
-
-            def callback(pipeline, step, timestep, kwargs):
-                self.progress(step + 1, cfg.steps)
-                return {}
-
-        # 2. Denoise and decode.
-        with torch.inference_mode():
-            out = pipe(
-                cond,
-                height=cfg.size,
-                width=cfg.size,
-                num_frames=num_frames,
-                num_inference_steps=cfg.steps,
-                min_guidance_scale=cfg.min_guidance_scale,
-                max_guidance_scale=cfg.max_guidance_scale,
-                fps=cfg.fps,
-                motion_bucket_id=cfg.motion_bucket_id,
-                noise_aug_strength=cfg.noise_aug_strength,
-                decode_chunk_size=min(cfg.decode_chunk_size, num_frames),
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=callback,
-            )
-        frames = np.clip(np.asarray(out.frames[0], dtype=np.float32), 0.0, 1.0)  # [T, H, W, 3]
-        # 3. Masks (SVD keeps the white background).
-        masks = masks_on_white(frames, threshold=cfg.mask_threshold)
-        # 4. The camera's motion, measured and (by default) removed.
-        frames, masks, stabilisation = stabilise_video(frames, masks, remove=cfg.stabilise)
-        name = self.resolved.spec.name if self.resolved.spec else str(self.resolved.path)
-        video = DrivingVideo(
-            torch.from_numpy(frames),
-            torch.from_numpy(masks),
-            float(cfg.fps),
-            f"SVD {name}, seed {cfg.seed}, motion bucket {cfg.motion_bucket_id}",
-            {"generator": "svd", "model": name, "model_path": str(self.resolved.path), "num_frames": num_frames,
-             **_plain(cfg), "stabilisation": stabilisation},
-        )
-        return video.resized(cfg.output_size) if cfg.output_size else video
-
-
-def _plain(cfg) -> dict:
-    return {k: v for k, v in vars(cfg).items() if isinstance(v, (int, float, str, bool, type(None)))}
-
-
 class FileVideoSource(VideoSource):
     """Driving video from a user's video file or frame folder.
 
@@ -498,11 +306,11 @@ class FileVideoSource(VideoSource):
         start_s, end_s: the time span to use (default: the whole clip).
         size, fill: without a support, output frames are ``size`` x ``size`` and the object's box
             in frame 0 is scaled to ``fill`` of the frame; with a support (``generate``'s image and
-            mask), the clip is framed like the support instead (:mod:`dynapose4d.framing`).
+            mask), the clip is framed like the support instead (:mod:`dynapose4d.video.framing`).
         segmenter: per-frame segmentation callable (``uint8 [H, W, 3] -> [H, W]``, e.g.
-            :class:`dynapose4d.masks.OnnxSegmenter`) instead of GrabCut.
+            :class:`dynapose4d.imaging.masks.OnnxSegmenter`) instead of GrabCut.
         stabilise: remove the camera's pan, zoom and roll (measured on the background where
-            there is one; :mod:`dynapose4d.stabilise`) before framing; it is recorded either way.
+            there is one; :mod:`dynapose4d.video.stabilise`) before framing; it is recorded either way.
         grabcut_iterations: GrabCut iterations per frame.
         max_side: masks are computed at most this many pixels wide, then upsampled.
     """
@@ -545,8 +353,8 @@ class FileVideoSource(VideoSource):
         else:
             support = None
             if image is not None and mask is not None:
-                s_img = _image(image, "the support image")[..., :3]
-                support = (s_img, _mask(mask, s_img.shape[:2], "the support mask"))
+                s_img = input_rgb(image, "the support image")[..., :3]
+                support = (s_img, input_mask(mask, s_img.shape[:2], "the support mask"))
             try:
                 if self.segmenter is not None:
                     masks, how = segment_frames(self.segmenter, rgbs), "segmenter"
@@ -563,14 +371,10 @@ class FileVideoSource(VideoSource):
         # is one (framing.py: the support is the source of truth), else by the fill rule.
         info.update({"masks": how, "path": str(self.path), "size": self.size, "fill": self.fill})
         if mask is not None:
-            from .framing import align_to_support
-
             filmed_masks = masks
             frames, masks, framing = align_to_support(rgbs, masks, image, mask)
             info["framing"] = framing.to_dict()
             if not framing.agrees:  # is the input view elsewhere in the clip? (recorded for the user)
-                from .framing import best_matching_frame
-
                 match = best_matching_frame(rgbs, filmed_masks, image, mask)
                 if match["frame"] is not None and match["frame"] > 0:
                     match["time_s"] = round(self.start_s + match["frame"] * (1.0 / fps), 3)
@@ -579,6 +383,16 @@ class FileVideoSource(VideoSource):
             frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
         return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info)
+
+
+def align_video(video, support_image, support_mask):
+    """A :class:`dynapose4d.video.clip.DrivingVideo` framed like the support, and its :class:`dynapose4d.video.framing.Framing`
+    (recorded in the video's ``meta["framing"]``)."""
+    from .clip import DrivingVideo
+
+    frames, masks, framing = align_to_support(video.frames.numpy(), video.masks.numpy(), support_image, support_mask)
+    meta = dict(video.meta, framing=framing.to_dict())
+    return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), video.fps, video.source, meta), framing
 
 
 def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float) -> tuple[np.ndarray, np.ndarray]:

@@ -20,20 +20,20 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
-from .. import __version__
-from ..pipeline import INPUTS, SETTINGS, JobError
-from ..pipeline import candidates as video_candidates
+from ... import __version__
+from ...pipeline import INPUTS, SETTINGS, JobError
+from ...pipeline import candidates as video_candidates
+from ..config import ServerConfig
+from ..frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
+from ..mesh import MESH_MEDIA_TYPE, SkinnedMeshes
+from ..probe import DeviceProbe
+from ..results import NoResults, result_zip
+from ..runner.manager import Job, JobConflict, JobManager, read_log_tail
+from ..runner.store import FINAL_STATES, JobStore, UnknownJob
 from .auth import AccessGuard
-from .config import ServerConfig
 from .errors import RequestIds, install_error_handlers
-from .frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
-from .jobs import Job, JobConflict, JobManager, read_log_tail
-from .mesh import MESH_MEDIA_TYPE, SkinnedMeshes
-from .probe import DeviceProbe
-from .results import NoResults, result_zip
 from .schemas import CandidateList, Deleted, ErrorBody, Health, JobList, JobStatus, KeypointTracks, KindInfo
 from .slowclients import BodyTimeout
-from .store import FINAL_STATES, JobStore, UnknownJob
 from .uploads import file_limit, receive_job
 
 API = "/v1"
@@ -70,8 +70,10 @@ def _errors(*codes: int, json_route: bool = True) -> dict:
 def _warm_imports() -> None:
     """Import the heavy modules (and load the compiled skinning kernel) once at start-up, not
     inside the first upload or frame request."""
-    from .. import dynamic4d, images, video  # noqa: F401
-    from ..deform import skinning_numba
+    from ... import dynamic4d  # noqa: F401
+    from ...imaging import images  # noqa: F401
+    from ...video import clip  # noqa: F401
+    from ...deform import skinning_numba
 
     skinning_numba.warm_up()
 

@@ -5,7 +5,7 @@
 - Masks are ``[H, W]`` float32 in [0, 1] (nonzero = foreground); bool, uint8 0/255, float and
   tensors are accepted: :func:`as_mask`.
 - Foreground masks themselves (estimated, cleaned, tracked through a clip) live in
-  :mod:`dynapose4d.masks`.
+  :mod:`dynapose4d.imaging.masks`.
 """
 
 from __future__ import annotations

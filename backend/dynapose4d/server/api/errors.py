@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .diskspace import DiskFull, disk_full_message, is_disk_full
+from ..runner.diskspace import DiskFull, disk_full_message, is_disk_full
 from .slowclients import ClientTooSlow
 from .uploads import UploadError
 

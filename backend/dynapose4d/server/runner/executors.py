@@ -1,6 +1,6 @@
 """Executors: where a job's worker program runs. The job manager only talks to this interface.
 
-An :class:`Executor` starts the worker program (``python -m dynapose4d.server.worker JOB_DIR``,
+An :class:`Executor` starts the worker program (``python -m dynapose4d.server.runner.worker JOB_DIR``,
 :mod:`.worker`) for a job folder and returns a :class:`WorkerHandle`; through the handle the
 manager asks the worker to stop, kills it, polls whether it ended, and gets its exit status and
 a description of an exit that the worker itself did not explain. Whatever the executor, the
@@ -16,16 +16,12 @@ worker writes into the job folder (``events.jsonl``, ``snapshots/latest.pt``, ``
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-from pathlib import Path
 from typing import Protocol
 
-from ..pipeline.folder import JobFolder
-from .config import ServerConfig
-from .worker import ORPHAN_TIMEOUT_ENV
+from ...io.job_folder import JobFolder
+from ..config import ServerConfig
+from .launch import describe_exit_status, kill_group, send_stop, start_worker
 
 EXECUTORS = ("local", "ray")
 
@@ -83,67 +79,6 @@ def make_executor(config: ServerConfig, say=print) -> Executor:
 
         return RayExecutor(config, say=say)
     raise ValueError(f"unknown executor {config.executor!r}; choose one of: {', '.join(EXECUTORS)}")
-
-
-# -- what every executor starts -----------------------------------------------------------------
-def worker_command(folder: JobFolder) -> list[str]:
-    return [sys.executable, "-m", "dynapose4d.server.worker", str(folder.root)]
-
-
-def worker_env(orphan_timeout_s: float) -> dict[str, str]:
-    package_root = str(Path(__file__).resolve().parents[2])  # so the worker imports this same code
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[ORPHAN_TIMEOUT_ENV] = str(orphan_timeout_s)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def start_worker(folder: JobFolder, orphan_timeout_s: float, preexec_fn=None) -> subprocess.Popen:
-    """The worker program as a child of this process, its output appended to ``worker.log``;
-    ``preexec_fn`` runs in the child before the program (POSIX)."""
-    # Its own process group: Ctrl-C in the server's terminal reaches the server only (which
-    # then stops the worker properly), and a kill reaches the worker's children too.
-    group = {"start_new_session": True} if os.name != "nt" else {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    with open(folder.worker_log, "ab") as log_fh:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            worker_command(folder),
-            stdin=subprocess.PIPE,
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-            cwd=folder.root,
-            env=worker_env(orphan_timeout_s),
-            preexec_fn=preexec_fn,
-            **group,
-        )
-
-
-def send_stop(proc: subprocess.Popen) -> None:
-    try:
-        proc.stdin.write(b"stop\n")
-        proc.stdin.flush()
-    except (OSError, ValueError):
-        pass  # already gone; the exit is picked up by polling
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        if os.name != "nt":
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-
-
-def describe_exit_status(rc: int | None) -> str:
-    if rc is not None and rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        hint = " (by the user, or by the system when memory ran out)" if name == "SIGKILL" else ""
-        return f"the worker was killed by {name}{hint}"
-    return f"the worker exited with status {rc} without reporting why"
 
 
 # -- the local executor -------------------------------------------------------------------------

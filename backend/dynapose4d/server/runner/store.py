@@ -32,7 +32,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..pipeline.folder import JobFolder
+from ...io.job_folder import JobFolder
 
 INCOMING = ".incoming"
 

@@ -10,7 +10,7 @@ support's object:
 1. a first guess from the two foreground masks (box centre and size, and area centroid and
    size: two guesses that fail differently, e.g. on a thin part poking out of the box);
 2. refined by the support -> frame 0 feature registration the keypoints use
-   (:func:`dynapose4d.keypoints.register.register`, SIFT + RANSAC, a similarity), run on frame
+   (:func:`dynapose4d.imaging.register.register`, SIFT + RANSAC, a similarity), run on frame
    0 already warped by the guess so both images show the object at one scale;
 3. of these candidates (and the identity for a video already at the support's size), the one
    whose warped frame-0 mask overlaps the support mask best (IoU) is applied to every frame.
@@ -28,11 +28,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import cv2
 import numpy as np
-import torch
 
-from .pixels import as_mask, as_rgb
+from ..events import LogEvent
+from ..imaging.pixels import as_mask, as_rgb
+from ..imaging.register import register
+from ..imaging.warp import matrix_scale, similarity, warp
 
 MIN_IOU = 0.8  # below this, support and frame 0 disagree enough that results will suffer
 MAX_SCALE_CHANGE = 8.0  # a similarity scaling by more than this (or less than its inverse) is a failed fit
@@ -103,17 +104,6 @@ def _h(m: np.ndarray) -> np.ndarray:
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
 
-def similarity(scale: float, src_xy, dst_xy) -> np.ndarray:
-    """``[2, 3]``: scale about ``src_xy`` and move it to ``dst_xy``."""
-    sx, sy = src_xy
-    dx, dy = dst_xy
-    return np.array([[scale, 0.0, dx - scale * sx], [0.0, scale, dy - scale * sy]], np.float64)
-
-
-def matrix_scale(m: np.ndarray) -> float:
-    return float(math.sqrt(abs(np.linalg.det(np.asarray(m, np.float64)[:2, :2]))))
-
-
 def mask_stats(mask: np.ndarray) -> dict | None:
     """Box ``(x0, y0, x1, y1)`` (continuous pixel edges), its centre and size, area and centroid of ``mask > 0.5``."""
     ys, xs = np.nonzero(mask > 0.5)
@@ -140,29 +130,6 @@ def centroid_offset(a: np.ndarray, b: np.ndarray) -> float:
     if sa is None or sb is None:
         return float("inf")
     return float(math.dist(sa["centroid"], sb["centroid"]))
-
-
-def warp(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, int], border: float | tuple) -> np.ndarray:
-    """``image`` mapped by ``matrix`` (our pixel convention) onto a ``size`` x ``size`` canvas
-    (or ``(width, height)``).
-
-    A shrinking map is done as an area-filtered resize first (no aliasing), then the remaining
-    near-unit similarity by bilinear warping.
-    """
-    m = np.asarray(matrix, np.float64)
-    s = matrix_scale(m)
-    img = image.astype(np.float32)
-    if s < 0.8:
-        h, w = img.shape[:2]
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-        # cv2.resize keeps pixel-centre alignment: x_small = x * (nw / w) in our convention.
-        m = m @ np.diag([w / nw, h / nh, 1.0])
-    # Our x = OpenCV x + 0.5 on both sides: b_cv = b + A @ (0.5, 0.5) - 0.5.
-    cv = m.copy()
-    cv[:, 2] = m[:, 2] + m[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    out_size = (size, size) if isinstance(size, int) else tuple(size)
-    return cv2.warpAffine(img, cv, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -198,7 +165,6 @@ def fit_framing(frame0, mask0, support_image, support_mask, *, use_features: boo
         candidates["identity"] = np.array([[1.0, 0, 0], [0, 1.0, 0]])
     # 2. Each guess refined by the feature registration (support -> warped frame 0, inverted).
     if use_features:
-        from .keypoints.register import register
 
         for name in ("box", "area"):
             guess = candidates[name]
@@ -240,16 +206,6 @@ def align_to_support(rgbs, masks, support_image, support_mask) -> tuple[np.ndarr
     return frames, out_masks, framing
 
 
-def align_video(video, support_image, support_mask):
-    """A :class:`dynapose4d.video.DrivingVideo` framed like the support, and its :class:`Framing`
-    (recorded in the video's ``meta["framing"]``)."""
-    from .video import DrivingVideo
-
-    frames, masks, framing = align_to_support(video.frames.numpy(), video.masks.numpy(), support_image, support_mask)
-    meta = dict(video.meta, framing=framing.to_dict())
-    return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), video.fps, video.source, meta), framing
-
-
 def mask_agreement(support_mask, other_mask) -> dict:
     """How well another mask agrees with the support's (IoU, centroid offset in pixels):
     ``generate`` checks the static model's reference render against the layout it was fit to."""
@@ -264,7 +220,6 @@ def record_framing(path, video, emit, checks: dict | None = None) -> list[str]:
     import json
     from pathlib import Path
 
-    from .events import LogEvent
 
     record = dict(video.meta.get("framing") or {})
     record.update(checks or {})

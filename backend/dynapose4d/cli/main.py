@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 
 def _device(name: str):
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     try:
         return resolve_device(name)
@@ -37,9 +37,9 @@ def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: flo
     """Render ``views`` orbit views around the object: a GIF plus the input view as PNG."""
     import torch
 
-    from .cameras import Cameras
-    from .images import save_gif, to_pil
-    from .render import render
+    from ..cameras import Cameras
+    from ..imaging.images import save_gif, to_pil
+    from ..render import render
 
     out_dir.mkdir(parents=True, exist_ok=True)
     azimuths = torch.arange(views, dtype=torch.float32) * (360.0 / views)
@@ -55,8 +55,8 @@ def turntable(gaussians, out_dir: Path, *, size: int, views: int, elevation: flo
 
 
 def cmd_render(args) -> int:
-    from .io import read_ply
-    from .evaluation.scenes import sphere_scene
+    from ..evaluation.scenes import sphere_scene
+    from ..io import read_ply
 
     g = read_ply(args.ply, up_axis=args.up_axis) if args.ply else sphere_scene(args.gaussians)
     device = _device(args.device)
@@ -73,8 +73,8 @@ def cmd_demo(args) -> int:
 
     import torch
 
-    from .pipeline.demo import DemoConfig, run_demo
-    from .pipeline.progress import ConsoleProgress
+    from ..pipeline.demo import DemoConfig, run_demo
+    from ..pipeline.progress import ConsoleProgress
 
     cfg = DemoConfig(motion=args.motion, seed=args.seed)
     if args.iterations:
@@ -113,7 +113,7 @@ FLAG_ALIASES = {"video_fps": ("--fps",)}
 def _add_setting_flags(parser: argparse.ArgumentParser, kind: str, skip: tuple[str, ...] = ()) -> None:
     """One flag per declared setting (pipeline.SETTINGS is the single source of names, types,
     ranges and defaults; values are validated there)."""
-    from .pipeline import SETTINGS
+    from ..pipeline import SETTINGS
 
     for s in SETTINGS[kind]:
         if s.name in skip:
@@ -129,9 +129,9 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
     """Create (or resume) the job folder ``args.output`` and run it with a console progress."""
     import shutil
 
-    from .pipeline import SETTINGS, JobFolder, run_job, write_job
-    from .pipeline.folder import FRAMES_INPUT
-    from .pipeline.progress import ConsoleProgress
+    from ..io.job_folder import FRAMES_INPUT
+    from ..pipeline import SETTINGS, JobFolder, run_job, write_job
+    from ..pipeline.progress import ConsoleProgress
 
     folder = JobFolder(args.output)
     out = folder.root
@@ -159,7 +159,7 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
             if path is None:
                 continue
             if role == "video" and _is_frames(Path(path)):
-                from .framezip import import_frames
+                from ..video.frame_folder import import_frames
 
                 shutil.rmtree(folder.input(files[role]), ignore_errors=True)  # left by a start that failed
                 count = import_frames(path, folder.input(files[role]))
@@ -180,7 +180,7 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
 
 
 def _is_frames(src: Path) -> bool:
-    from .formats import FRAME_ARCHIVE_SUFFIXES
+    from ..formats import FRAME_ARCHIVE_SUFFIXES
 
     return src.is_dir() or (src.is_file() and src.suffix.lower() in FRAME_ARCHIVE_SUFFIXES)
 
@@ -195,9 +195,8 @@ def cmd_animate(args) -> int:
 
 def cmd_candidates(args) -> int:
     """List a generate job's driving-video candidates; with --choose, drive with one and run on."""
-    from .pipeline import JobFolder, run_job
-    from .pipeline import candidates
-    from .pipeline.progress import ConsoleProgress
+    from ..pipeline import JobFolder, candidates, run_job
+    from ..pipeline.progress import ConsoleProgress
 
     folder = JobFolder(args.job_dir)
     if args.choose is not None:
@@ -235,7 +234,7 @@ def cmd_selftest(args) -> int:
 def cmd_info(args) -> int:
     import torch
 
-    from .render import choose_backend
+    from ..render import choose_backend
 
     device = _device(args.device)
     info = {
@@ -251,7 +250,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_models_list(args) -> int:
-    from .weights import list_models
+    from ..weights import list_models
 
     for status in list_models(cache_dir=args.cache_dir):
         spec = status.spec
@@ -263,7 +262,7 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_check(args) -> int:
-    from .weights import MODELS, check_model, get_spec
+    from ..weights import MODELS, check_model, get_spec
 
     names = args.names or list(MODELS)
     if "poseanything" in names:  # keypoint weights: converted by hand, not in the HF cache
@@ -285,7 +284,7 @@ def cmd_models_check(args) -> int:
 
 
 def cmd_models_download(args) -> int:
-    from .weights import download_model
+    from ..weights import download_model
 
     download_model(
         args.name,
@@ -299,7 +298,7 @@ def cmd_models_download(args) -> int:
 
 def _add_models_parser(subparsers) -> argparse.ArgumentParser:
     """``models list|check|download``."""
-    from .weights import MODELS
+    from ..weights import MODELS
 
     models = subparsers.add_parser("models", help="list, check and download the diffusion models")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -335,7 +334,7 @@ def _add_models_parser(subparsers) -> argparse.ArgumentParser:
 def _poseanything_weights():
     """The ``poseanything`` entry (keypoint weights from the PoseAnything release, converted once);
     imported lazily because it needs torch. Its spec, checks and converter live there."""
-    from .keypoints.poseanything import weights
+    from ..keypoints.poseanything import weights
 
     return weights
 
@@ -400,13 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     _add_models_parser(sub)
-    from .server.cli import add_serve_cli
+    from ..server.cli import add_serve_cli
 
     add_serve_cli(sub)
     from .batch import add_batch_cli
 
     add_batch_cli(sub)
-    from .evaluation.cli import add_eval_cli
+    from ..evaluation.cli import add_eval_cli
 
     add_eval_cli(sub)
     return ap

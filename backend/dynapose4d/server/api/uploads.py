@@ -28,10 +28,10 @@ from typing import AsyncIterator
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..io.jsontext import JsonTextError, load_json
-from ..pipeline import INPUTS, SETTINGS, JobFolder, validate_settings
-from .config import UploadLimits
-from .diskspace import RESERVE_BYTES, DiskFull, disk_full_message, free_bytes
+from ...io.jsontext import JsonTextError, load_json
+from ...pipeline import INPUTS, SETTINGS, JobFolder, validate_settings
+from ..config import UploadLimits
+from ..runner.diskspace import RESERVE_BYTES, DiskFull, disk_full_message, free_bytes
 
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,10}")
 TEXT_FIELDS = ("kind", "settings")
@@ -92,7 +92,7 @@ async def receive_job(request, staging: Path, limits: UploadLimits, file_checks:
 def suffix_class(suffix: str) -> str:
     """``image``, ``video``, ``frames`` (a zip), ``json``, ``ply`` or ``other``: decides the size
     limit and the check."""
-    from ..formats import FRAME_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from ...formats import FRAME_ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     if suffix in IMAGE_SUFFIXES:
         return "image"
@@ -333,7 +333,7 @@ def _check_image(stored: StoredFile, max_pixels: int) -> tuple[int, int]:
     """Decode the image once, cheaply (8-bit, JPEG at reduced scale); its (width, height)."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..images import MIN_SIDE
+    from ...imaging.images import MIN_SIDE
 
     name = f"input {stored.role!r} ({stored.filename!r})"
     with warnings.catch_warnings():
@@ -390,8 +390,8 @@ def _extract_frames(stored: StoredFile, limits: UploadLimits) -> None:
     and the first frame is decoded. ``stored.path`` is the folder afterwards."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..framezip import FrameZipError, extract_frames_zip, frame_files
-    from ..pipeline.folder import FRAMES_INPUT
+    from ...io.job_folder import FRAMES_INPUT
+    from ...video.frame_folder import FrameZipError, extract_frames_zip, frame_files
 
     name = f"input {stored.role!r} ({stored.filename!r})"
     folder = stored.path.with_name(FRAMES_INPUT)
@@ -420,7 +420,7 @@ def _extract_frames(stored: StoredFile, limits: UploadLimits) -> None:
 
 
 def _check_ply(stored: StoredFile) -> None:
-    from ..io.ply import PlyError, read_ply
+    from ...io.ply import PlyError, read_ply
 
     try:
         gaussians = read_ply(stored.path)
@@ -433,7 +433,7 @@ def _check_ply(stored: StoredFile) -> None:
 def _check_json(stored: StoredFile, image_size: tuple[int, int] | None) -> None:
     text = stored.path.read_bytes()
     if "keypoint" in stored.role:
-        from ..keypoints.base import KeypointError, parse_keypoints_json
+        from ...keypoints.base import KeypointError, parse_keypoints_json
 
         try:
             parse_keypoints_json(text, image_size=image_size)

@@ -6,7 +6,7 @@ DreamGaussian4D authors pick among seeds by hand. :func:`score_video` measures f
 weight-free, on frames at most :data:`WORK_SIDE` pixels wide) and combines them into ``total``:
 
 - ``object_motion`` (more is better, up to :data:`OBJECT_MOTION_ENOUGH`): how far the object moves
-  once the camera's motion is removed (:mod:`dynapose4d.stabilise`), as a fraction of the object's
+  once the camera's motion is removed (:mod:`dynapose4d.video.stabilise`), as a fraction of the object's
   size: the mean of (a) the residual of tracked object corners from where the camera motion alone
   would put them and (b) ``1 - IoU`` of each stabilised mask with frame 0's.
 - ``camera_motion`` (less is better): the RMS displacement of frame 0's object box corners under
@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .masks import foreground_mask, mask_iou
-from .pixels import as_mask, as_rgb, luma_u8
+from ..imaging.masks import foreground_mask, mask_iou
+from ..imaging.pixels import as_mask, as_rgb, luma_u8
+from ..imaging.warp import warp
 from .stabilise import CameraMotion, corners, estimate_camera_motion, track_points
 
 __all__ = ["VideoScore", "score_video", "rank_videos", "WORK_SIDE", "OBJECT_MOTION_ENOUGH", "WEIGHTS"]
@@ -94,8 +95,6 @@ def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 def _object_motion(grays, masks, motion: CameraMotion, size: float) -> float:
     """Mean of the tracked-corner residual (fraction of ``size``) and the stabilised mask change."""
-    from .framing import warp
-
     # (a) Corners of frame 0 tracked through the clip; residual from the camera-only prediction.
     core = cv2.erode((masks[0] > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     p0 = corners(grays[0], core, max_points=200)
@@ -152,7 +151,7 @@ def _hellinger(p: np.ndarray | None, q: np.ndarray | None) -> float:
 
 
 def score_video(video, reference_rgb: np.ndarray, reference_mask: np.ndarray | None = None) -> VideoScore:
-    """Score a :class:`dynapose4d.video.DrivingVideo` against the input image it was made from.
+    """Score a :class:`dynapose4d.video.clip.DrivingVideo` against the input image it was made from.
 
     Args:
         video: the driving video (frames ``[T, H, W, 3]`` on white, masks ``[T, H, W]``).

@@ -25,13 +25,14 @@ where they enter and leave.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .cameras import pixels_from_opencv, pixels_to_opencv
-from .pixels import as_mask, as_rgb, luma_u8
+from ..cameras import pixels_from_opencv, pixels_to_opencv
+from ..imaging.pixels import as_mask, as_rgb, luma_u8
+from ..imaging.warp import warp
 
 __all__ = ["CameraMotion", "estimate_camera_motion", "stabilise_clip", "stabilise_video", "similarity_params", "track_points", "SOURCES"]
 
@@ -231,8 +232,6 @@ def _refine_to_frame0(g0, m0, gt, mt, matrix: np.ndarray, kind: str, band: int, 
     """``matrix`` (frame 0 -> frame t) corrected by tracking frame 0's corners into frame t warped
     back onto frame 0: the two images then differ by little, where Lucas-Kanade is most accurate
     (a zoom seen frame to frame biases it; this removes what the chain accumulated)."""
-    from .framing import warp
-
     size = g0.shape[::-1]
     for _ in range(iterations):
         inv = np.linalg.inv(matrix)[:2]
@@ -315,8 +314,6 @@ def stabilise_clip(frames, masks, motion: CameraMotion, *, background=(1.0, 1.0,
 
     Pixels the camera never saw in frame t are ``background`` in the frames and 0 in the masks.
     """
-    from .framing import warp
-
     out_f, out_m = [], []
     for f, m, mat in zip(frames, masks, motion.matrices):
         inv = np.linalg.inv(mat)[:2]

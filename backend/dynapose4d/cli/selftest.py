@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .cameras import Cameras
-from .devices import resolve_device
-from .evaluation.metrics import psnr, ssim
+from ..cameras import Cameras
+from ..devices import resolve_device
+from ..evaluation.metrics import psnr, ssim
 
 REAL_UNET_PARAMETERS = 100_000_000  # the real UNets have ~0.9-1.5 billion; test fixtures ~1 million
 
@@ -32,8 +32,8 @@ class Check:
 
 
 def _sample(size: int = 256):
-    from .evaluation.articulated import make_articulated
-    from .render import render
+    from ..evaluation.articulated import make_articulated
+    from ..render import render
 
     obj = make_articulated("lamp", 3000)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def _sample(size: int = 256):
 
 
 def check_renderer(device: torch.device) -> list[Check]:
-    from .render import render
+    from ..render import render
 
     obj, reference, _ = _sample()
     cam = Cameras.orbit(15.0, 40.0, 2.0, width=256)
@@ -71,9 +71,9 @@ def _real(module) -> tuple[bool, int]:
 
 
 def check_zero123(model: str, device: torch.device, steps: int) -> Check:
-    from .guidance import OrbitPose
-    from .guidance.zero123 import Zero123Config, Zero123Guidance
-    from .weights import ModelNotFoundError
+    from ..guidance import OrbitPose
+    from ..guidance.zero123 import Zero123Config, Zero123Guidance
+    from ..weights import ModelNotFoundError
 
     t0 = time.perf_counter()
     try:
@@ -92,8 +92,8 @@ def check_zero123(model: str, device: torch.device, steps: int) -> Check:
 
 
 def check_svd(model: str, device: torch.device, steps: int) -> Check:
-    from .weights import ModelNotFoundError
-    from .video import SVDConfig, SVDSource
+    from ..guidance.svd import SVDConfig, SVDSource
+    from ..weights import ModelNotFoundError
 
     t0 = time.perf_counter()
     try:

@@ -1,4 +1,4 @@
-"""The job worker: ``python -m dynapose4d.server.worker JOB_DIR`` runs one job folder.
+"""The job worker: ``python -m dynapose4d.server.runner.worker JOB_DIR`` runs one job folder.
 
 The server starts it as its own program (not multiprocessing: a child whose code lives inside
 Blender's ``bl_ext`` cannot import it, DESIGN.md §5), so a crash, a CUDA out-of-memory error
@@ -37,9 +37,9 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from ...io.job_folder import JobFolder
 from .diskspace import disk_full_message, disk_low, is_disk_full, remove_partial_files
 from .instance import try_lock
-from ..pipeline.folder import JobFolder
 
 EXIT_FINISHED = 0
 EXIT_FAILED = 1
@@ -104,7 +104,7 @@ class EventWriter:
         self._fh.flush()
 
     def __call__(self, event) -> None:
-        from ..events import LogEvent, ProgressEvent, SnapshotEvent, StageEvent
+        from ...events import LogEvent, ProgressEvent, SnapshotEvent, StageEvent
 
         if isinstance(event, ProgressEvent):
             losses = {k: _finite(v) for k, v in event.losses.items()}
@@ -207,7 +207,7 @@ class JobLock:
 
 
 def _describe_failure(exc: BaseException, job_dir: Path) -> str:
-    from ..pipeline import JobError
+    from ...pipeline import JobError
 
     name = type(exc).__name__
     text = str(exc).strip() or "(no message)"
@@ -227,7 +227,7 @@ def _describe_failure(exc: BaseException, job_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m dynapose4d.server.worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m dynapose4d.server.runner.worker JOB_DIR", file=sys.stderr)
         return 2
     job_dir = Path(argv[0]).resolve()
     # 1. Own the job, listen for stop requests.
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     writer.write({"type": "worker", "status": "started", "pid": os.getpid()})
     print(f"worker {os.getpid()}: running {job_dir} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     # 2. Run (or resume) the job.
-    from ..pipeline import run_job
+    from ...pipeline import run_job
 
     try:
         summary = run_job(job_dir, emit=writer, should_stop=stop)
