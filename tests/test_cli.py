@@ -26,6 +26,22 @@ def test_selftest_reports_test_fixtures_as_not_real(tiny_zero123, tiny_svd):
     assert out.stdout.count("NOT-REAL") == 2 and "not the real weights" in out.stdout
 
 
+def test_selftest_skips_the_diffusion_models_without_their_libraries(monkeypatch):
+    """The runtime environment (`dev.py demo`) has no diffusers: a SKIP that says what to install,
+    not a ModuleNotFoundError traceback."""
+    import importlib.util
+
+    import torch
+
+    from dynapose4d.cli import selftest
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real_find_spec(name, *a))
+    checks = [selftest.check_zero123("zero123-xl", torch.device("cpu"), 1), selftest.check_svd("svd", torch.device("cpu"), 1)]
+    assert [c.status for c in checks] == ["SKIP", "SKIP"]
+    assert all("diffusers not installed" in c.detail and "dynapose4d[diffusion]" in c.detail for c in checks)
+
+
 def test_missing_models_give_an_actionable_message(tmp_path, tiny_zero123):
     from PIL import Image
 

@@ -70,7 +70,19 @@ def _real(module) -> tuple[bool, int]:
     return n >= REAL_UNET_PARAMETERS, n
 
 
+def _missing_diffusion_libraries() -> str | None:
+    """Why the diffusion models cannot run here (their libraries are an optional extra), or None."""
+    import importlib.util
+
+    missing = [name for name in ("diffusers", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed: pip install 'dynapose4d[diffusion]' (or python3 scripts/dev.py setup)"
+    return None
+
+
 def check_zero123(model: str, device: torch.device, steps: int) -> Check:
+    if (missing := _missing_diffusion_libraries()) is not None:
+        return Check(f"Zero-1-to-3 ({model})", "SKIP", missing)
     from ..guidance import OrbitPose
     from ..guidance.zero123 import Zero123Config, Zero123Guidance
     from ..weights import ModelNotFoundError
@@ -92,6 +104,8 @@ def check_zero123(model: str, device: torch.device, steps: int) -> Check:
 
 
 def check_svd(model: str, device: torch.device, steps: int) -> Check:
+    if (missing := _missing_diffusion_libraries()) is not None:
+        return Check(f"Stable Video Diffusion ({model})", "SKIP", missing)
     from ..guidance.svd import SVDConfig, SVDSource
     from ..weights import ModelNotFoundError
 

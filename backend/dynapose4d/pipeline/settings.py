@@ -172,7 +172,7 @@ class Preset:
     video_candidates: int = 1  # SVD driving videos generated, scored and chosen from
     # On a CPU the render of a frame costs far more than the rest of a step, so a step renders a
     # few frames, every frame visited in turn (DynamicStage.sample_frames). Measured on the crane
-    # of benchmark-dev with 2 cores (README, "Speed"): 4 frames per step instead of all 32.
+    # of benchmark-dev with 2 cores (docs/benchmarks.md, "Speed of animate"): 4 frames per step instead of all 32.
     cpu_frames_per_step: int = 4
 
     def frames_per_step_on(self, device_type: str) -> int:
