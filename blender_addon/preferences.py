@@ -78,7 +78,7 @@ class DynaPose4DPreferences(bpy.types.AddonPreferences):
     transfer_dtype: EnumProperty(name="Frame Precision", items=DTYPE_ITEMS, default="float32")
 
     def python(self) -> str:
-        from .launcher import environment_python
+        from .link.launcher import environment_python
 
         return bpy.path.abspath(self.python_path) if self.python_path else str(environment_python(self.env_dir_path()))
 
@@ -137,8 +137,8 @@ def get(context=None):
 
 
 def backend_settings(prefs):
-    """The preferences as a plain :class:`~.launcher.BackendSettings`."""
-    from .launcher import BackendSettings, environment_python
+    """The preferences as a plain :class:`~.link.launcher.BackendSettings`."""
+    from .link.launcher import BackendSettings, environment_python
 
     if prefs is None:
         return BackendSettings(python=str(environment_python(default_env_dir())),

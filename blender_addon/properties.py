@@ -142,7 +142,7 @@ def image_file(image, folder: str) -> str:
 
 
 def job_options(context, prefs, temp_folder: str):
-    from .jobs import JobOptions
+    from .link.jobs import JobOptions
 
     s = settings(context)
     image_path = image_file(s.image, temp_folder) if s.kind == "generate" and s.image is not None else bpy.path.abspath(s.image_path)

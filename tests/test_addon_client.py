@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 pytest.register_assert_rewrite("tests.server_fixtures")
-from blender_addon.client import BackendClient, BackendError, Connection, SnapshotReplaced  # noqa: E402
-from blender_addon.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
+from blender_addon.link.client import BackendClient, BackendError, Connection, SnapshotReplaced  # noqa: E402
+from blender_addon.link.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
 from blender_addon.format.sequence import Sampling  # noqa: E402
 from blender_addon.format.wire import decode_frame  # noqa: E402
-from blender_addon.jobs import JobOptions, JobRequest, build_request  # noqa: E402
-from blender_addon.launcher import Backends, BackendSettings, EnvironmentBuilder, LaunchConfig, LocalBackend  # noqa: E402
+from blender_addon.link.jobs import JobOptions, JobRequest, build_request  # noqa: E402
+from blender_addon.link.launcher import Backends, BackendSettings, EnvironmentBuilder, LaunchConfig, LocalBackend  # noqa: E402
 from tests.server_fixtures import TINY  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
@@ -309,7 +309,7 @@ def test_environment_builder_reports_pip_failures(tmp_path):
 
 
 def test_bundled_backend_source_is_found_in_a_checkout():
-    from blender_addon.launcher import bundled_backend_source
+    from blender_addon.link.launcher import bundled_backend_source
 
     source = bundled_backend_source()
     assert source is not None and (source / "dynapose4d" / "server" / "app.py").is_file()

@@ -61,7 +61,7 @@ def test_the_extension_registers_its_operators_panels_and_settings(addon):
     assert bpy.context.scene.dynapose4d.kind == "generate"
     prefs = bpy.context.preferences.addons[PACKAGE].preferences  # bl_idname is __package__
     assert prefs.backend_mode == "LOCAL" and prefs.device == "auto"
-    assert addon.launcher.bundled_backend_source() == Path(addon.__file__).parent / "backend_src"
+    assert addon.link.launcher.bundled_backend_source() == Path(addon.__file__).parent / "backend_src"
 
 
 @pytest.fixture(scope="module")

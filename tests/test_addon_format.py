@@ -15,7 +15,7 @@ from blender_addon.format.sequence import (
     srgb_to_linear,
 )
 from blender_addon.format.wire import Frame
-from blender_addon.jobs import KIND_SETTINGS, JobOptions, JobRequestError, build_request
+from blender_addon.link.jobs import KIND_SETTINGS, JobOptions, JobRequestError, build_request
 
 
 # -- sampling and sequences -------------------------------------------------------------------------

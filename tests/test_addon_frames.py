@@ -6,10 +6,10 @@ import zipfile
 
 import pytest
 
-from blender_addon.client import BackendClient
-from blender_addon.follow import JobView
+from blender_addon.link.client import BackendClient
+from blender_addon.link.follow import JobView
 from blender_addon.format.sequence import Sampling
-from blender_addon.jobs import JobOptions, JobRequestError, build_request, zip_frames
+from blender_addon.link.jobs import JobOptions, JobRequestError, build_request, zip_frames
 from tests.test_frame_inputs import write_frames
 
 pytest_plugins = ["tests.server_fixtures"]

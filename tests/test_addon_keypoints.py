@@ -2,7 +2,7 @@
 
 import pytest
 
-from blender_addon.jobs import ESTIMATORS, JobOptions, JobRequestError, build_request
+from blender_addon.link.jobs import ESTIMATORS, JobOptions, JobRequestError, build_request
 
 
 def test_estimator_choices_are_the_backends():

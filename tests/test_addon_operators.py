@@ -8,7 +8,7 @@ bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from blender_addon import preferences, properties, runtime, ui  # noqa: E402
-from blender_addon.follow import Finished, FetchProgress, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
+from blender_addon.link.follow import Finished, FetchProgress, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
 from blender_addon.format.sequence import Sampling  # noqa: E402
 from blender_addon.scene import export, importer  # noqa: E402
 from tests.addon_fixtures import Glb, fresh_blender, make_sequence  # noqa: E402,F401
@@ -57,7 +57,7 @@ def test_an_image_data_block_becomes_a_file_the_backend_can_read(tmp_path):
 
 def test_panel_defaults_match_the_job_options():
     """The panel's defaults are those of JobOptions (which test_addon_client pins to the backend's)."""
-    from blender_addon.jobs import JobOptions
+    from blender_addon.link.jobs import JobOptions
 
     s = bpy.context.scene.dynapose4d
     options = JobOptions()
@@ -240,7 +240,7 @@ def test_preferences_draw():
 def test_preferences_choose_the_keypoint_estimator_and_its_weights():
     from types import SimpleNamespace
 
-    from blender_addon.jobs import ESTIMATORS
+    from blender_addon.link.jobs import ESTIMATORS
 
     assert tuple(item[0] for item in preferences.ESTIMATOR_ITEMS) == ESTIMATORS
     prefs = SimpleNamespace(device="cpu", estimator="poseanything", poseanything_weights="/w/pa", backend_mode="REMOTE")
