@@ -76,6 +76,7 @@ def demo_job(addon, tmp_path_factory):
     s = scene.dynapose4d
     s.kind, s.duration = "demo", 0.5
     s.gaussians, s.frames, s.iterations = TINY["gaussians"], TINY["frames"], TINY["iterations"]
+    s.override_frames = s.override_iterations = True  # else Auto: the backend's defaults
     assert bpy.ops.dynapose4d.generate() == {"FINISHED"}
     state = addon.runtime.STATE
     t0 = time.monotonic()

@@ -1,35 +1,19 @@
 """What a job asks the backend for, as plain data: the panel's values become a :class:`JobRequest`.
 
-The names of the settings are the backend's (``dynapose4d.pipeline.SETTINGS``; the server
-publishes them at ``GET /v1/kinds``). Zero for a count means "the preset's / the backend's
-default" and is not sent. No bpy here: operators copy their properties into
-:class:`JobOptions` and call :func:`build_request`.
+The settings, their names, defaults and ranges come from the add-on's one table
+(:mod:`.job_settings`), whose rows are the backend's settings (``GET /v1/kinds``). A value the
+preset decides (:data:`~.job_settings.AUTO`) is not sent. No bpy here: operators copy their
+properties into :class:`JobOptions` and call :func:`build_request`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-KINDS = ("generate", "demo", "animate")
-PRESETS = ("fast", "standard", "high", "low-vram")
-MOTIONS = ("lamp", "swing", "bend")
-DEVICES = ("auto", "cpu", "cuda")
-# The backend's keypoint estimators (dynapose4d.keypoints.registry); the learned ones read the
-# converted PoseAnything weights from ``keypoint_weights`` (a folder on the backend's machine).
-ESTIMATORS = ("tracker", "static", "poseanything", "cape+tracker")
+from . import job_settings
 
-# kind -> the option names it sends (option name == backend setting name).
-KIND_SETTINGS = {
-    "demo": ("motion", "iterations", "gaussians", "frames", "seed", "lambda_kml", "lambda_scl", "previews"),
-    "generate": ("preset", "static_iterations", "iterations", "frames", "num_keypoints", "estimator", "keypoint_weights",
-                 "seed", "lambda_kml", "lambda_scl", "device", "previews", "video_fps", "video_candidates", "choose_video"),
-    "animate": ("up_axis", "iterations", "frames", "num_keypoints", "estimator", "keypoint_weights", "seed", "lambda_kml",
-                "lambda_scl", "device", "previews", "video_fps"),
-}
-# Settings where 0 (or an empty text) means "not set": the preset or the backend default decides.
-ZERO_IS_DEFAULT = {"static_iterations", "iterations", "frames", "gaussians", "keypoint_weights", "video_fps", "video_candidates"}
-CHOOSE_VIDEO = ("auto", "ask")  # generate: drive with the best-scored candidate, or wait for the user's pick
 # A folder of frames is sent as a zip of its images (the server extracts it: dynapose4d/framezip.py).
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # kind -> (input role, JobOptions field holding its path, required)
@@ -46,27 +30,11 @@ class JobRequestError(ValueError):
 
 @dataclass
 class JobOptions:
-    """The panel's values (plain Python), as the operator copies them."""
+    """The panel's values (plain Python), as the operator copies them. ``settings``: setting name
+    -> value, AUTO where the preset decides; a setting left out takes the table's default."""
 
     kind: str = "generate"
-    preset: str = "standard"
-    motion: str = "lamp"
-    static_iterations: int = 0
-    iterations: int = 0
-    frames: int = 0
-    gaussians: int = 0
-    num_keypoints: int = 14
-    estimator: str = "tracker"
-    keypoint_weights: str = ""  # converted PoseAnything folder ("" = the backend's default location)
-    lambda_kml: float = 20000.0
-    lambda_scl: float = 100.0
-    seed: int = 0
-    device: str = "auto"
-    up_axis: str = "z"  # the animate PLY's up axis (z: a PLY exported from Blender)
-    previews: bool = False  # preview GIFs are for the command line; Blender shows the result itself
-    video_fps: float = 0.0  # frame rate of a frame folder (0: a file's own; the backend assumes 7 for frames)
-    video_candidates: int = 0  # generate: SVD candidates (0: the preset's)
-    choose_video: str = "auto"
+    settings: dict[str, Any] = field(default_factory=dict)
     image_path: str = ""
     video_path: str = ""
     ply_path: str = ""
@@ -80,20 +48,13 @@ class JobRequest:
 
 
 def build_request(options: JobOptions, temp_folder: str | None = None) -> JobRequest:
-    """The request for ``options.kind``: its settings (zeros left to the backend) and files.
+    """The request for ``options.kind``: its settings (AUTO ones left to the backend) and files.
     A video given as a folder of frames is zipped into ``temp_folder`` (default: a new
     temporary folder) and sent as that zip."""
     kind = options.kind
-    if kind not in KIND_SETTINGS:
-        raise JobRequestError(f"unknown job kind {kind!r}; choose one of {', '.join(KINDS)}")
-    settings = {}
-    for name in KIND_SETTINGS[kind]:
-        value = getattr(options, name)
-        if name in ZERO_IS_DEFAULT and value in (0, ""):
-            continue
-        if name == "estimator" and value not in ESTIMATORS:
-            raise JobRequestError(f"unknown keypoint estimator {value!r}; choose one of {', '.join(ESTIMATORS)}")
-        settings[name] = value
+    if kind not in job_settings.KINDS:
+        raise JobRequestError(f"unknown job kind {kind!r}; choose one of {', '.join(job_settings.KINDS)}")
+    settings = request_settings(kind, options.settings)
     files = {}
     for role, attr, required in KIND_INPUTS[kind]:
         path = getattr(options, attr).strip()
@@ -107,9 +68,27 @@ def build_request(options: JobOptions, temp_folder: str | None = None) -> JobReq
         if not Path(path).is_file():
             raise JobRequestError(f"the {role} file {path} does not exist")
         files[role] = path
-    if settings.get("choose_video", "auto") not in CHOOSE_VIDEO:
-        raise JobRequestError(f"choose_video must be one of {', '.join(CHOOSE_VIDEO)}, got {settings['choose_video']!r}")
     return JobRequest(kind, settings, files)
+
+
+def request_settings(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The settings a ``kind`` job sends: every row of the table for that kind, ``values`` over
+    the defaults, without the AUTO ones. Values of other kinds' settings are ignored; a name
+    the table does not know is an error (a typo would otherwise be dropped silently)."""
+    unknown = sorted(set(values) - {s.name for s in job_settings.JOB_SETTINGS})
+    if unknown:
+        raise JobRequestError(f"unknown job setting(s) {', '.join(unknown)}; the add-on's table is "
+                              "blender_addon/link/job_settings.py")
+    out = {}
+    for setting in job_settings.rows(kind):
+        value = values.get(setting.name, setting.initial)
+        if setting.is_auto(value):
+            continue
+        problem = setting.problem(value)
+        if problem:
+            raise JobRequestError(problem)
+        out[setting.name] = float(value) if setting.type is float else value
+    return out
 
 
 def zip_frames(folder: str, temp_folder: str | None = None) -> str:
