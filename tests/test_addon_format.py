@@ -15,6 +15,7 @@ from blender_addon.format.sequence import (
     srgb_to_linear,
 )
 from blender_addon.format.wire import Frame
+from blender_addon.link import job_settings
 from blender_addon.link.jobs import JobOptions, JobRequestError, build_request
 
 
@@ -170,7 +171,8 @@ def test_bake_bones_on_a_hand_computed_bone():
 def test_requests_send_only_the_kind_s_settings_and_leave_auto_ones_to_the_preset(tmp_path):
     image = tmp_path / "cat.png"
     image.write_bytes(b"png")
-    request = build_request(JobOptions(kind="generate", settings={"preset": "fast", "iterations": None, "seed": 3}, image_path=str(image)))
+    options = JobOptions(kind="generate", settings={"preset": "fast", "iterations": job_settings.AUTO, "seed": 3}, image_path=str(image))
+    request = build_request(options)
     assert request.files == {"image": str(image)}
     assert request.settings["preset"] == "fast" and request.settings["seed"] == 3
     assert "iterations" not in request.settings and "gaussians" not in request.settings and "motion" not in request.settings

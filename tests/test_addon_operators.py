@@ -293,7 +293,8 @@ def test_a_new_table_row_reaches_the_property_group_the_panel_and_the_request(mo
 
     from blender_addon.link.jobs import build_request
 
-    new = job_settings.JobSetting("tile_size", "Tile Size", ("demo",), 16, "Side of a render tile", 1, 64, place=job_settings.ADVANCED)
+    new = job_settings.JobSetting("tile_size", "Tile Size", ("demo",), 16, "Side of a render tile", 1, 64,
+                                  place=job_settings.ADVANCED)
     new_auto = job_settings.JobSetting("warmup", "Warm-up", ("demo",), 10, "Steps before the keypoints count", 0, 500,
                                        auto=job_settings.PRESET, place=job_settings.SETTINGS)
     blender_addon.unregister()
