@@ -1,6 +1,6 @@
 """Operators: thin. Each copies its properties into plain objects and calls a function.
 
-Network and process work runs on threads (``follow``, ``launcher``, ``runtime``); the modal
+Network and process work runs on threads (``link.follow``, ``link.launcher``, ``runtime``); the modal
 ``dynapose4d.watch`` operator polls them with a timer and applies the results on the main
 thread, so Blender's UI never waits for the backend.
 """
@@ -120,7 +120,7 @@ class DYNAPOSE4D_OT_generate(bpy.types.Operator):
         return True
 
     def execute(self, context):
-        from .jobs import JobRequestError, build_request
+        from .link.jobs import JobRequestError, build_request
 
         prefs = preferences.get(context)
         try:
@@ -169,7 +169,7 @@ class DYNAPOSE4D_OT_show_candidates(bpy.types.Operator):
 
     def execute(self, context):
         from . import candidates
-        from .client import BackendError
+        from .link.client import BackendError
 
         job_id = properties.settings(context).job_id or (runtime.STATE.view.id if runtime.STATE.view else "")
         if not job_id:
@@ -210,7 +210,7 @@ class DYNAPOSE4D_OT_choose_candidate(bpy.types.Operator):
 
     def execute(self, context):
         from . import candidates
-        from .client import BackendError
+        from .link.client import BackendError
 
         shelf = runtime.STATE.candidates
         prefs = preferences.get(context)
@@ -365,7 +365,7 @@ class DYNAPOSE4D_OT_install_backend(bpy.types.Operator):
     def execute(self, context):
         import shlex
 
-        from .launcher import EnvironmentBuilder, bundled_backend_source
+        from .link.launcher import EnvironmentBuilder, bundled_backend_source
 
         if not bpy.app.online_access:
             self.report({"ERROR"}, "Online access is off: allow it in Preferences > System > Network to download the backend's packages")

@@ -10,20 +10,12 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
+from .link import job_settings
+from .properties import STILL, job_properties
+
 MODE_ITEMS = (
     ("LOCAL", "Launch Local Backend", "Start the backend on this computer with the Python interpreter below"),
     ("REMOTE", "Connect to Running Backend", "Use a backend that is already running, e.g. on a GPU machine through an SSH tunnel"),
-)
-DEVICE_ITEMS = (
-    ("auto", "Automatic", "The GPU when the backend has one, else the CPU"),
-    ("cuda", "GPU (CUDA)", "Fail when the backend has no CUDA GPU"),
-    ("cpu", "CPU", "Slow: only for small jobs and the demo"),
-)
-ESTIMATOR_ITEMS = (
-    ("tracker", "Tracker", "Weight-free keypoint tracker (default)"),
-    ("static", "Static", "Keypoints held still (a baseline)"),
-    ("poseanything", "PoseAnything (CAPE)", "Learned one-shot keypoints per frame; needs the converted weights"),
-    ("cape+tracker", "CAPE + Tracker", "PoseAnything per frame fused with the tracker; needs the converted weights"),
 )
 DTYPE_ITEMS = (
     ("float32", "Float32", "Exact frames"),
@@ -46,7 +38,7 @@ def default_env_dir() -> str:
 class DynaPose4DPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    backend_mode: EnumProperty(name="Backend", items=MODE_ITEMS, default="LOCAL")
+    backend_mode: EnumProperty(name="Backend", items=MODE_ITEMS, default="LOCAL", options=STILL)
     # local backend
     python_path: StringProperty(name="Backend Python", subtype="FILE_PATH",
                                 description="Interpreter of an environment with the dynapose4d backend "
@@ -55,7 +47,7 @@ class DynaPose4DPreferences(bpy.types.AddonPreferences):
                             description="Where to create the backend environment (empty: the add-on's user folder)")
     base_python: StringProperty(name="Base Python", subtype="FILE_PATH",
                                 description="Python 3.10+ that creates the environment (empty: Blender's own)")
-    with_diffusion: BoolProperty(name="Diffusion Models", default=True,
+    with_diffusion: BoolProperty(name="Diffusion Models", default=True, options=STILL,
                                  description="Install the diffusion libraries that Generate needs (the demo runs without them)")
     pip_args: StringProperty(name="Extra pip Arguments",
                              description="e.g. an extra index URL for the CUDA build of torch that matches your driver")
@@ -67,18 +59,11 @@ class DynaPose4DPreferences(bpy.types.AddonPreferences):
     token: StringProperty(name="Token", subtype="PASSWORD", description="The token from the server's address file")
     address_file: StringProperty(name="Address File", subtype="FILE_PATH",
                                  description="A copy of the server's address file (instead of URL and token)")
-    # both
-    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
-    estimator: EnumProperty(name="Keypoints", items=ESTIMATOR_ITEMS, default="tracker",
-                            description="How the support keypoints are found in the driving video")
-    poseanything_weights: StringProperty(
-        name="PoseAnything Weights", subtype="DIR_PATH",
-        description="Folder written by `dynapose4d models convert-poseanything` (on the backend's machine; "
-                    "empty: the backend's default location)")
-    transfer_dtype: EnumProperty(name="Frame Precision", items=DTYPE_ITEMS, default="float32")
+    # both (the job settings held here, device and keypoints, are added from the table below)
+    transfer_dtype: EnumProperty(name="Frame Precision", items=DTYPE_ITEMS, default="float32", options=STILL)
 
     def python(self) -> str:
-        from .launcher import environment_python
+        from .link.launcher import environment_python
 
         return bpy.path.abspath(self.python_path) if self.python_path else str(environment_python(self.env_dir_path()))
 
@@ -122,11 +107,13 @@ class DynaPose4DPreferences(bpy.types.AddonPreferences):
             col.prop(self, "token")
             col.prop(self, "address_file")
             layout.label(text="Tunnel the same port on both ends: ssh -N -L 8765:127.0.0.1:8765 gpu-box", icon="INFO")
-        layout.prop(self, "device")
         layout.prop(self, "transfer_dtype")
-        layout.prop(self, "estimator")
-        if self.estimator in ("poseanything", "cape+tracker"):
-            layout.prop(self, "poseanything_weights")
+        values = {setting.name: getattr(self, setting.name) for setting in job_settings.rows(places=(job_settings.PREFERENCES,))}
+        for setting in job_settings.shown_rows(None, job_settings.PREFERENCES, values):
+            layout.prop(self, setting.name)
+
+
+DynaPose4DPreferences.__annotations__.update(job_properties((job_settings.PREFERENCES,)))
 
 
 def get(context=None):
@@ -137,8 +124,8 @@ def get(context=None):
 
 
 def backend_settings(prefs):
-    """The preferences as a plain :class:`~.launcher.BackendSettings`."""
-    from .launcher import BackendSettings, environment_python
+    """The preferences as a plain :class:`~.link.launcher.BackendSettings`."""
+    from .link.launcher import BackendSettings, environment_python
 
     if prefs is None:
         return BackendSettings(python=str(environment_python(default_env_dir())),

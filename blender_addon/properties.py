@@ -1,4 +1,5 @@
 """The panel's settings: one property group, ``Scene.dynapose4d``, saved with the .blend file.
+Its job settings are made from the add-on's one table of them (``link/job_settings.py``).
 
 Operators copy these into plain objects (:func:`job_options`, :func:`sampling`,
 :func:`import_options`) and hand those to functions that know nothing about bpy properties.
@@ -9,43 +10,63 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from .link import job_settings
+from .link.job_settings import JobSetting
+
+# Nothing here is animatable: a job setting keyed over time means nothing to the backend, and
+# Blender draws a keyframe dot beside every animatable property.
+STILL: set = set()
+
 KIND_ITEMS = (
     ("generate", "Generate", "Image to 4D: static Gaussians, a generated driving video, the dynamic stage (needs the diffusion weights)"),
     ("demo", "Demo", "The built-in procedural scene: runs without any model weights, to try the add-on"),
     ("animate", "Animate", "Animate an existing Gaussian PLY with a video"),
 )
-PRESET_ITEMS = (
-    ("fast", "Fast", "Fewer steps: a first look in minutes"),
-    ("standard", "Standard", "The paper's settings"),
-    ("high", "High", "More steps and views"),
-    ("low-vram", "Low VRAM", "Smaller batches for GPUs with little memory"),
-)
-MOTION_ITEMS = (("lamp", "Lamp", ""), ("swing", "Swing", ""), ("bend", "Bend", ""))
 TIME_MODE_ITEMS = (
     ("clamp", "Hold", "Hold the last pose past the end of the clip"),
     ("loop", "Loop", "Start the clip again"),
     ("pingpong", "Ping-pong", "Play the clip backwards, then forwards again"),
 )
-CHOOSE_VIDEO_ITEMS = (
-    ("auto", "Automatic", "Drive the motion with the best-scored candidate video"),
-    ("ask", "Let Me Pick", "Wait after the candidate videos until one is picked in the panel"),
-)
-UP_AXIS_ITEMS = (("z", "Z up", "A PLY exported from Blender"), ("y", "Y up", "A PLY from 3DGS tools"))
-
-
-OUTPUT_ITEMS = [
+OUTPUT_ITEMS = (
     ("POINTS", "Point Cloud", "The Gaussians as points, one shape key per frame: exact, heavy"),
     ("MESH", "Mesh", "One mesh skinned to a keyframed armature: light, editable, plays in engines"),
     ("BOTH", "Both", "The point cloud and the skinned mesh"),
-]
+)
+
+
+def job_property(setting: JobSetting):
+    """The bpy property of one row of the job-settings table."""
+    common = {"name": setting.label, "description": setting.tooltip, "options": STILL}
+    if setting.choices:
+        return EnumProperty(items=setting.choices, default=setting.default, **common)
+    if setting.type is bool:
+        return BoolProperty(default=setting.default, **common)
+    if setting.type is int:
+        return IntProperty(default=setting.default, min=int(setting.minimum), max=int(setting.maximum), **common)
+    if setting.type is float:
+        return FloatProperty(default=setting.default, min=setting.minimum, max=setting.maximum, **common)
+    return StringProperty(default=setting.default, subtype=setting.path or "NONE", **common)
+
+
+def job_properties(places: tuple[str, ...]) -> dict:
+    """Annotations for the table's rows drawn in ``places``: one property per row, and an
+    Override checkbox beside each number the preset decides."""
+    out = {}
+    for setting in job_settings.rows(places=places):
+        out[setting.name] = job_property(setting)
+        if setting.overridable:
+            auto = "the preset's, or the backend's default" if setting.auto == job_settings.PRESET else setting.auto
+            out[job_settings.override_name(setting.name)] = BoolProperty(
+                name="Override", default=False, options=STILL, description=f"Set {setting.label} yourself (off: Auto, {auto})")
+    return out
 
 
 class DynaPose4DRetargetPair(bpy.types.PropertyGroup):
     """One bone of the retarget target and the keypoints that drive it."""
 
-    bone: StringProperty(name="Bone", description="Bone of the target armature")
-    head: StringProperty(name="Head", description="Keypoint the bone's head follows (empty: none)")
-    aim: StringProperty(name="Aim", description="Keypoint the bone points at (empty: none)")
+    bone: StringProperty(name="Bone", description="Bone of the target armature", options=STILL)
+    head: StringProperty(name="Head", description="Keypoint the bone's head follows (empty: none)", options=STILL)
+    aim: StringProperty(name="Aim", description="Keypoint the bone points at (empty: none)", options=STILL)
 
 
 def _is_armature(_self, obj) -> bool:
@@ -53,55 +74,46 @@ def _is_armature(_self, obj) -> bool:
 
 
 class DynaPose4DSettings(bpy.types.PropertyGroup):
-    kind: EnumProperty(name="Job", items=KIND_ITEMS, default="generate")
+    """The panel's own values; the job settings are added from the table below the class."""
+
+    kind: EnumProperty(name="Job", items=KIND_ITEMS, default="generate", options=STILL)
     # inputs
     image: PointerProperty(name="Image", type=bpy.types.Image, description="The still image to animate")
-    image_path: StringProperty(name="Image File", subtype="FILE_PATH", description="Used when no image data-block is chosen")
-    video_path: StringProperty(name="Video", subtype="FILE_PATH",
-                               description="Driving video: a video file or a folder of frames, sent as a zip "
-                                           "(Animate; optional for Generate, instead of a generated one)")
-    video_fps: FloatProperty(name="Video FPS", default=0.0, min=0.0, max=1000.0,
-                             description="Frame rate of a folder of frames (0: a video file's own; 7 for frames)")
-    video_candidates: IntProperty(name="Video Candidates", default=0, min=0, max=8,
-                                  description="Driving videos generated and scored; the best drives the motion (0: the preset's)")
-    choose_video: EnumProperty(name="Choose Video", items=CHOOSE_VIDEO_ITEMS, default="auto")
-    ply_path: StringProperty(name="Gaussians PLY", subtype="FILE_PATH", description="3D Gaussians to animate (3DGS PLY layout)")
-    ply_up_axis: EnumProperty(name="PLY Up Axis", items=UP_AXIS_ITEMS, default="z")
-    # settings
-    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="standard")
-    motion: EnumProperty(name="Motion", items=MOTION_ITEMS, default="lamp", description="The demo's built-in motion")
-    frames: IntProperty(name="Video Frames", default=0, min=0, max=64,
-                        description="Driving-video frames the optimisation fits (0: the preset's)")
-    iterations: IntProperty(name="Iterations", default=0, min=0, max=100_000, description="Dynamic-stage steps (0: the preset's)")
-    static_iterations: IntProperty(name="Static Iterations", default=0, min=0, max=100_000,
-                                   description="Static-stage steps (0: the preset's)")
-    gaussians: IntProperty(name="Gaussians", default=0, min=0, max=200_000,
-                           description="Gaussians in the demo object (0: the backend's default)")
-    num_keypoints: IntProperty(name="Keypoints", default=14, min=1, max=100, description="Automatic support keypoints")
-    lambda_kml: FloatProperty(name="KML Weight", default=20000.0, min=0.0, max=1e9, description="Keypoint Match Loss weight")
-    lambda_scl: FloatProperty(name="SCL Weight", default=100.0, min=0.0, max=1e9,
-                              description="Spatio-temporal Consistency Loss weight")
-    seed: IntProperty(name="Seed", default=0, min=0)
+    image_path: StringProperty(name="File", subtype="FILE_PATH", options=STILL,
+                               description="The still image to animate, as a file (used when no image data-block is chosen)")
+    video_path: StringProperty(name="Video", subtype="FILE_PATH", options=STILL,
+                               description="Driving video: a video file or a folder of frames, sent as a zip. Animate needs "
+                                           "one; for Generate it is optional and replaces the generated video")
+    ply_path: StringProperty(name="PLY File", subtype="FILE_PATH", options=STILL,
+                             description="3D Gaussians to animate (3DGS PLY layout)")
     # import
-    duration: FloatProperty(name="Duration", default=2.0, min=0.04, max=600.0, unit="TIME_ABSOLUTE",
+    duration: FloatProperty(name="Duration", default=2.0, min=0.04, max=600.0, unit="TIME_ABSOLUTE", options=STILL,
                             description="Length of the imported animation, sampled at the scene's frame rate")
-    length_from_video: BoolProperty(name="Length of the Video", default=False,
-                                    description="Import the driving video's own length (its real duration) at the scene's frame "
-                                                "rate; off: the Duration below")
-    time_mode: EnumProperty(name="After the Clip", items=TIME_MODE_ITEMS, default="clamp")
-    set_frame_range: BoolProperty(name="Set Frame Range", default=True, description="Make the scene's frame range cover the animation")
-    output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="POINTS",
+    length_from_video: BoolProperty(name="Video Length", default=False, options=STILL,
+                                    description="Import the driving video's own length (its real duration) at the scene's "
+                                                "frame rate; off: the Duration below")
+    time_mode: EnumProperty(name="After the Clip", items=TIME_MODE_ITEMS, default="clamp", options=STILL)
+    set_frame_range: BoolProperty(name="Set Frame Range", default=True, options=STILL,
+                                  description="Make the scene's frame range cover the animation")
+    output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="POINTS", options=STILL,
                          description="What the job becomes in the scene")
-    max_bones: IntProperty(name="Bones", default=48, min=1, max=256, description="At most this many bones in the mesh's skeleton")
-    mesh_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000, description="Faces of the mesh after decimation")
-    radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0,
+    max_bones: IntProperty(name="Bones", default=48, min=1, max=256, options=STILL,
+                           description="At most this many bones in the mesh's skeleton")
+    mesh_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000, options=STILL,
+                            description="Faces of the mesh after decimation")
+    radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0, options=STILL,
                                 description="Point radius in standard deviations of each Gaussian")
-    job_id: StringProperty(name="Job", description="The backend job shown in this scene")
+    job_id: StringProperty(name="Job", description="The backend job shown in this scene", options=STILL)
     # retargeting
     retarget_target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_armature,
                                      description="Your armature, to receive the keypoint motion")
     retarget_pairs: CollectionProperty(name="Bones", type=DynaPose4DRetargetPair)
-    retarget_preset: StringProperty(name="Preset", subtype="FILE_PATH", description="A keypoint-to-bone mapping file (.json)")
+    retarget_preset: StringProperty(name="Preset", subtype="FILE_PATH", options=STILL,
+                                    description="A keypoint-to-bone mapping file (.json)")
+
+
+SCENE_PLACES = (job_settings.MAIN, job_settings.SETTINGS, job_settings.ADVANCED)
+DynaPose4DSettings.__annotations__.update(job_properties(SCENE_PLACES))
 
 
 def settings(context) -> DynaPose4DSettings:
@@ -142,41 +154,40 @@ def image_file(image, folder: str) -> str:
 
 
 def job_options(context, prefs, temp_folder: str):
-    from .jobs import JobOptions
+    """The panel's values as a plain :class:`~.link.jobs.JobOptions`: every job setting of the
+    chosen kind (from the scene, or from the preferences for theirs), AUTO where not overridden."""
+    from .link.jobs import JobOptions
 
     s = settings(context)
+    values = {}
+    for setting in job_settings.rows(s.kind, SCENE_PLACES + (job_settings.PREFERENCES,)):
+        source = prefs if setting.place == job_settings.PREFERENCES else s
+        value = getattr(source, setting.name, setting.default)  # prefs is None where the add-on is not enabled
+        if setting.overridable and not getattr(s, job_settings.override_name(setting.name)):
+            value = job_settings.AUTO
+        elif setting.path and value:
+            value = backend_path(value, prefs)
+        elif setting.type is float:
+            # Blender keeps floats in 32 bits: send the decimal the user typed (0.02, not 0.0199999995).
+            value = float(f"{value:.7g}")
+        values[setting.name] = value
     image_path = image_file(s.image, temp_folder) if s.kind == "generate" and s.image is not None else bpy.path.abspath(s.image_path)
-    return JobOptions(
-        kind=s.kind,
-        preset=s.preset,
-        motion=s.motion,
-        static_iterations=s.static_iterations,
-        iterations=s.iterations,
-        frames=s.frames,
-        gaussians=s.gaussians,
-        num_keypoints=s.num_keypoints,
-        lambda_kml=s.lambda_kml,
-        lambda_scl=s.lambda_scl,
-        seed=s.seed,
-        device=getattr(prefs, "device", "auto"),
-        estimator=getattr(prefs, "estimator", "tracker"),
-        keypoint_weights=_weights_path(prefs),
-        up_axis=s.ply_up_axis,
-        image_path=image_path,
-        video_path=bpy.path.abspath(s.video_path) if s.video_path else "",
-        ply_path=bpy.path.abspath(s.ply_path) if s.ply_path else "",
-        video_fps=s.video_fps,
-        video_candidates=s.video_candidates,
-        choose_video=s.choose_video,
-    )
+    return JobOptions(kind=s.kind, settings=values, image_path=image_path,
+                      video_path=bpy.path.abspath(s.video_path) if s.video_path else "",
+                      ply_path=bpy.path.abspath(s.ply_path) if s.ply_path else "")
 
 
-def _weights_path(prefs) -> str:
-    path = getattr(prefs, "poseanything_weights", "")
-    if not path:
-        return ""
-    # A remote backend's path is not ours to resolve; a local one may be Blender-relative (//).
+def backend_path(path: str, prefs) -> str:
+    """A path the backend reads on its own machine: a remote backend's is not ours to resolve;
+    a local one may be Blender-relative (//)."""
     return bpy.path.abspath(path) if getattr(prefs, "backend_mode", "LOCAL") == "LOCAL" else path
+
+
+def panel_values(s) -> dict:
+    """What the panel's show-when rules read: the scene's job settings, the kind, and whether a
+    video of the user's is chosen."""
+    values = {setting.name: getattr(s, setting.name) for setting in job_settings.rows(places=SCENE_PLACES)}
+    return dict(values, kind=s.kind, has_video=bool(s.video_path))
 
 
 def scene_fps(scene) -> float:

@@ -1,7 +1,7 @@
 """What outlives one operator call: the backend, the job being followed, the environment build.
 
 One :data:`STATE` per Blender session. Worker threads never touch it directly; they queue
-messages (``follow``) or keep their own progress (``launcher``), and :meth:`Runtime.tick`,
+messages (``link.follow``) or keep their own progress (``link.launcher``), and :meth:`Runtime.tick`,
 called on Blender's main thread by the watch operator's timer (or by tests, since the bpy
 module has no event loop), reads them and updates the scene and what the panel shows.
 """
@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status
-from .launcher import Backends, BackendSettings, BuildProgress, EnvironmentBuilder
+from .link.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status
+from .link.launcher import Backends, BackendSettings, BuildProgress, EnvironmentBuilder
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import properties, runtime
+from .link import job_settings
 
 KIND_BUTTON = {"generate": "Generate", "demo": "Run Demo", "animate": "Animate"}
 
@@ -36,27 +37,19 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
             flow = box.grid_flow(columns=2, align=True)
             for name, ok in models:
                 flow.label(text=name, icon="CHECKMARK" if ok else "X")
-        # 2. What to run, on what.
+        # 2. What to run, on what: the inputs, then the settings that sit beside them.
         layout.prop(s, "kind", expand=True)
         col = layout.column()
+        col.use_property_split = True  # labels in their own column: not cut at the sidebar's default width
         if s.kind == "generate":
             col.template_ID(s, "image", open="image.open")
             if s.image is None:
                 col.prop(s, "image_path")
-            col.prop(s, "preset")
-            col.prop(s, "video_path", text="Video (optional)")
-            if s.video_path:
-                col.prop(s, "video_fps")
-            else:
-                col.prop(s, "video_candidates")
-                col.prop(s, "choose_video")
+            col.prop(s, "video_path")
         elif s.kind == "animate":
             col.prop(s, "ply_path")
-            col.prop(s, "ply_up_axis")
             col.prop(s, "video_path")
-            col.prop(s, "video_fps")
-        else:
-            col.prop(s, "motion")
+        draw_job_settings(col, s, job_settings.MAIN)
         # 3. Run, cancel, progress, errors.
         row = layout.row(align=True)
         row.scale_y = 1.4
@@ -94,21 +87,36 @@ class DYNAPOSE4D_PT_settings(DynaPose4DPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        s = properties.settings(context)
-        col = layout.column()
-        col.prop(s, "frames")
-        col.prop(s, "iterations")
-        if s.kind == "generate":
-            col.prop(s, "static_iterations")
-        if s.kind == "demo":
-            col.prop(s, "gaussians")
+        self.layout.use_property_split = True
+        draw_job_settings(self.layout.column(), properties.settings(context), job_settings.SETTINGS)
+
+
+class DYNAPOSE4D_PT_advanced(DynaPose4DPanel, bpy.types.Panel):
+    bl_label = "Advanced"
+    bl_parent_id = "DYNAPOSE4D_PT_settings"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        self.layout.use_property_split = True
+        draw_job_settings(self.layout.column(), properties.settings(context), job_settings.ADVANCED)
+
+
+def draw_job_settings(layout, s, place: str) -> None:
+    """The job settings of the table's ``place`` for the chosen kind: a number the preset decides
+    shows "Auto (...)" until its Override box is ticked."""
+    for setting in job_settings.shown_rows(s.kind, place, properties.panel_values(s)):
+        if not setting.overridable:
+            layout.prop(s, setting.name)
+            continue
+        override = job_settings.override_name(setting.name)
+        row = layout.row(heading=setting.label, align=True)
+        row.prop(s, override, text="")
+        value = row.row(align=True)
+        if getattr(s, override):
+            value.prop(s, setting.name, text="")
         else:
-            col.prop(s, "num_keypoints")
-        col.prop(s, "lambda_kml")
-        col.prop(s, "lambda_scl")
-        col.prop(s, "seed")
+            value.active = False  # greyed: the preset decides
+            value.label(text=job_settings.auto_text(setting, s.kind))
 
 
 class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
@@ -178,4 +186,4 @@ def _wrap(text: str, width: int) -> list[str]:
     return out
 
 
-CLASSES = (DYNAPOSE4D_PT_main, DYNAPOSE4D_PT_settings, DYNAPOSE4D_PT_result, DYNAPOSE4D_PT_retarget)
+CLASSES = (DYNAPOSE4D_PT_main, DYNAPOSE4D_PT_settings, DYNAPOSE4D_PT_advanced, DYNAPOSE4D_PT_result, DYNAPOSE4D_PT_retarget)

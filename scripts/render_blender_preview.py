@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 def run_demo_job(jobs_dir: Path, settings: dict, sampling, mesh: dict | None = None, python: str = sys.executable):
     """The demo job on a fresh local backend; returns the final snapshot as a Sequence."""
-    from blender_addon.client import BackendClient
-    from blender_addon.follow import Finished, JobSession, Problem, SequenceReady, Status
-    from blender_addon.jobs import JobRequest
-    from blender_addon.launcher import LaunchConfig, LocalBackend
+    from blender_addon.link.client import BackendClient
+    from blender_addon.link.follow import Finished, JobSession, Problem, SequenceReady, Status
+    from blender_addon.link.jobs import JobRequest
+    from blender_addon.link.launcher import LaunchConfig, LocalBackend
 
     backend = LocalBackend(LaunchConfig(python=python, address_file=str(jobs_dir / "server.json"),
                                         jobs_dir=str(jobs_dir / "jobs")))

@@ -130,7 +130,7 @@ class Server:
             resp = conn.getresponse()
             assert resp.status == 200, resp.read()
             assert resp.getheader("content-type", "").startswith("text/event-stream")
-            from blender_addon.client import parse_sse  # the add-on's parser: one home for SSE
+            from blender_addon.link.client import parse_sse  # the add-on's parser: one home for SSE
 
             yield from parse_sse(resp.readline)
         finally:

@@ -11,9 +11,9 @@ bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from blender_addon import candidates, preferences, runtime, ui  # noqa: E402
-from blender_addon.client import BackendClient  # noqa: E402
-from blender_addon.follow import JobView  # noqa: E402
-from blender_addon.launcher import BackendSettings  # noqa: E402
+from blender_addon.link.client import BackendClient  # noqa: E402
+from blender_addon.link.follow import JobView  # noqa: E402
+from blender_addon.link.launcher import BackendSettings  # noqa: E402
 from tests.addon_fixtures import fresh_blender  # noqa: E402,F401
 from tests.server_fixtures import start_server  # noqa: E402
 from tests.test_addon_operators import PanelStub  # noqa: E402

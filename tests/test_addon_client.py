@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 pytest.register_assert_rewrite("tests.server_fixtures")
-from blender_addon.client import BackendClient, BackendError, Connection, SnapshotReplaced  # noqa: E402
-from blender_addon.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
 from blender_addon.format.sequence import Sampling  # noqa: E402
 from blender_addon.format.wire import decode_frame  # noqa: E402
-from blender_addon.jobs import JobOptions, JobRequest, build_request  # noqa: E402
-from blender_addon.launcher import Backends, BackendSettings, EnvironmentBuilder, LaunchConfig, LocalBackend  # noqa: E402
+from blender_addon.link import job_settings  # noqa: E402
+from blender_addon.link.client import BackendClient, BackendError, Connection, SnapshotReplaced  # noqa: E402
+from blender_addon.link.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
+from blender_addon.link.jobs import JobOptions, JobRequest, build_request  # noqa: E402
+from blender_addon.link.launcher import Backends, BackendSettings, EnvironmentBuilder, LaunchConfig, LocalBackend  # noqa: E402
 from tests.server_fixtures import TINY  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
@@ -60,6 +61,10 @@ def test_health_and_kinds(client):
     kinds = client.kinds()
     assert {"demo", "generate", "animate"} <= set(kinds)
     assert kinds["generate"]["inputs"]["image"]["required"] is True
+    # The add-on's table of settings agrees with what this server publishes (test kinds aside).
+    from tests.test_addon_job_settings import disagreements
+
+    assert disagreements({kind: kinds[kind] for kind in job_settings.KINDS}) == []
 
 
 def test_session_follows_a_job_from_upload_to_done(followed):
@@ -309,21 +314,7 @@ def test_environment_builder_reports_pip_failures(tmp_path):
 
 
 def test_bundled_backend_source_is_found_in_a_checkout():
-    from blender_addon.launcher import bundled_backend_source
+    from blender_addon.link.launcher import bundled_backend_source
 
     source = bundled_backend_source()
     assert source is not None and (source / "dynapose4d" / "server" / "app.py").is_file()
-
-
-
-def test_panel_defaults_are_the_backends_defaults():
-    """The add-on always sends its loss weights: its defaults must be the backend's, or a user who
-    never touches them would silently run other settings than the command line."""
-    from dynapose4d import pipeline
-
-    options = JobOptions()
-    for kind in ("generate", "animate", "demo"):
-        declared = {s.name: s.default for s in pipeline.SETTINGS[kind]}
-        for name in ("lambda_kml", "lambda_scl", "num_keypoints", "seed"):
-            if name in declared:
-                assert getattr(options, name) == declared[name], (kind, name)

@@ -61,7 +61,7 @@ def test_the_extension_registers_its_operators_panels_and_settings(addon):
     assert bpy.context.scene.dynapose4d.kind == "generate"
     prefs = bpy.context.preferences.addons[PACKAGE].preferences  # bl_idname is __package__
     assert prefs.backend_mode == "LOCAL" and prefs.device == "auto"
-    assert addon.launcher.bundled_backend_source() == Path(addon.__file__).parent / "backend_src"
+    assert addon.link.launcher.bundled_backend_source() == Path(addon.__file__).parent / "backend_src"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,7 @@ def demo_job(addon, tmp_path_factory):
     s = scene.dynapose4d
     s.kind, s.duration = "demo", 0.5
     s.gaussians, s.frames, s.iterations = TINY["gaussians"], TINY["frames"], TINY["iterations"]
+    s.override_frames = s.override_iterations = True  # else Auto: the backend's defaults
     assert bpy.ops.dynapose4d.generate() == {"FINISHED"}
     state = addon.runtime.STATE
     t0 = time.monotonic()

@@ -15,7 +15,8 @@ from blender_addon.format.sequence import (
     srgb_to_linear,
 )
 from blender_addon.format.wire import Frame
-from blender_addon.jobs import KIND_SETTINGS, JobOptions, JobRequestError, build_request
+from blender_addon.link import job_settings
+from blender_addon.link.jobs import JobOptions, JobRequestError, build_request
 
 
 # -- sampling and sequences -------------------------------------------------------------------------
@@ -167,29 +168,27 @@ def test_bake_bones_on_a_hand_computed_bone():
 # -- job requests --------------------------------------------------------------------------------------
 
 
-def test_requests_send_only_the_kind_s_settings_and_leave_zeros_to_the_preset(tmp_path):
+def test_requests_send_only_the_kind_s_settings_and_leave_auto_ones_to_the_preset(tmp_path):
     image = tmp_path / "cat.png"
     image.write_bytes(b"png")
-    request = build_request(JobOptions(kind="generate", image_path=str(image), preset="fast", iterations=0, seed=3))
+    options = JobOptions(kind="generate", settings={"preset": "fast", "iterations": job_settings.AUTO, "seed": 3}, image_path=str(image))
+    request = build_request(options)
     assert request.files == {"image": str(image)}
     assert request.settings["preset"] == "fast" and request.settings["seed"] == 3
     assert "iterations" not in request.settings and "gaussians" not in request.settings and "motion" not in request.settings
-    demo = build_request(JobOptions(kind="demo", gaussians=600, frames=5, iterations=3))
+    demo = build_request(JobOptions(kind="demo", settings={"gaussians": 600, "frames": 5, "iterations": 3}))
     assert demo.files == {} and demo.settings["gaussians"] == 600 and "preset" not in demo.settings
 
 
 def test_request_settings_are_the_backend_s(tmp_path):
     """Every name the panel sends is a setting the backend declares, and the defaults validate."""
     pipeline = pytest.importorskip("dynapose4d.pipeline")
-    for kind, names in KIND_SETTINGS.items():
-        declared = {s.name for s in pipeline.SETTINGS[kind]}
-        assert set(names) <= declared, (kind, set(names) - declared)
     files = {}
     for name in ("image.png", "video.mp4", "model.ply"):
         files[name] = tmp_path / name
         files[name].write_bytes(b"x")
     requests = [
-        build_request(JobOptions(kind="demo", gaussians=600, frames=5, iterations=3)),
+        build_request(JobOptions(kind="demo", settings={"gaussians": 600, "frames": 5, "iterations": 3})),
         build_request(JobOptions(kind="generate", image_path=str(files["image.png"]))),
         build_request(JobOptions(kind="animate", ply_path=str(files["model.ply"]), video_path=str(files["video.mp4"]))),
     ]

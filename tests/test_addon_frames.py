@@ -6,10 +6,10 @@ import zipfile
 
 import pytest
 
-from blender_addon.client import BackendClient
-from blender_addon.follow import JobView
 from blender_addon.format.sequence import Sampling
-from blender_addon.jobs import JobOptions, JobRequestError, build_request, zip_frames
+from blender_addon.link.client import BackendClient
+from blender_addon.link.follow import JobView
+from blender_addon.link.jobs import JobOptions, JobRequestError, build_request, zip_frames
 from tests.test_frame_inputs import write_frames
 
 pytest_plugins = ["tests.server_fixtures"]
@@ -30,14 +30,15 @@ def test_a_frame_folder_is_zipped_in_natural_order_without_other_files(tmp_path)
 def test_the_request_sends_a_folder_as_a_zip_with_its_fps_and_the_candidate_settings(tmp_path):
     write_frames(tmp_path / "clip", count=3, size=32)
     (tmp_path / "m.ply").write_bytes(b"ply")
-    request = build_request(JobOptions(kind="animate", ply_path=str(tmp_path / "m.ply"), video_path=str(tmp_path / "clip"), video_fps=12.0),
-                            str(tmp_path / "tmp"))
+    request = build_request(JobOptions(kind="animate", settings={"video_fps": 12.0}, ply_path=str(tmp_path / "m.ply"),
+                                       video_path=str(tmp_path / "clip")), str(tmp_path / "tmp"))
     assert request.files["video"].endswith("clip.zip") and request.settings["video_fps"] == 12.0
     (tmp_path / "i.png").write_bytes(b"x")
-    gen = build_request(JobOptions(kind="generate", image_path=str(tmp_path / "i.png"), video_candidates=3, choose_video="ask"))
+    gen = build_request(JobOptions(kind="generate", settings={"video_candidates": 3, "choose_video": "ask"},
+                                   image_path=str(tmp_path / "i.png")))
     assert gen.settings["video_candidates"] == 3 and gen.settings["choose_video"] == "ask" and "video_fps" not in gen.settings
-    with pytest.raises(JobRequestError, match="choose_video must be one of auto, ask"):
-        build_request(JobOptions(kind="generate", image_path=str(tmp_path / "i.png"), choose_video="later"))
+    with pytest.raises(JobRequestError, match=r"Choose Video \(choose_video\) must be one of auto, ask; got 'later'"):
+        build_request(JobOptions(kind="generate", settings={"choose_video": "later"}, image_path=str(tmp_path / "i.png")))
 
 
 def test_the_server_takes_the_add_ons_zip(upload_server, tmp_path):
@@ -46,8 +47,8 @@ def test_the_server_takes_the_add_ons_zip(upload_server, tmp_path):
 
     write_frames(tmp_path / "clip", count=4, size=64)
     write_ply(tmp_path / "lamp.ply", make_articulated("lamp", 300).static)
-    request = build_request(JobOptions(kind="animate", ply_path=str(tmp_path / "lamp.ply"), video_path=str(tmp_path / "clip"), video_fps=10.0),
-                            str(tmp_path / "tmp"))
+    request = build_request(JobOptions(kind="animate", settings={"video_fps": 10.0}, ply_path=str(tmp_path / "lamp.ply"),
+                                       video_path=str(tmp_path / "clip")), str(tmp_path / "tmp"))
     client = BackendClient(upload_server.url, upload_server.token)
     job = client.create_job(request.kind, request.settings, request.files)
     assert job["inputs"]["video"]["file"] == "video_frames" and job["settings"]["video_fps"] == 10.0

@@ -8,8 +8,9 @@ bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from blender_addon import preferences, properties, runtime, ui  # noqa: E402
-from blender_addon.follow import Finished, FetchProgress, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
 from blender_addon.format.sequence import Sampling  # noqa: E402
+from blender_addon.link import job_settings  # noqa: E402
+from blender_addon.link.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
 from blender_addon.scene import export, importer  # noqa: E402
 from tests.addon_fixtures import Glb, fresh_blender, make_sequence  # noqa: E402,F401
 
@@ -55,14 +56,43 @@ def test_an_image_data_block_becomes_a_file_the_backend_can_read(tmp_path):
     assert len(bpy.data.images) == 1  # the temporary copy is gone
 
 
-def test_panel_defaults_match_the_job_options():
-    """The panel's defaults are those of JobOptions (which test_addon_client pins to the backend's)."""
-    from blender_addon.jobs import JobOptions
+def test_every_job_setting_is_a_property_with_the_table_s_label_default_and_range():
+    """The property group and the preferences are made from the table (test_addon_job_settings.py
+    pins the table to the backend's SETTINGS)."""
+    s = bpy.context.scene.dynapose4d
+    for setting in job_settings.JOB_SETTINGS:
+        if setting.place == job_settings.NOWHERE:
+            continue
+        rna = (preferences.DynaPose4DPreferences if setting.place == job_settings.PREFERENCES else type(s)).bl_rna
+        prop = rna.properties[setting.name]
+        assert prop.name == setting.label and prop.description == setting.tooltip, setting.name
+        if setting.choices:
+            assert [item.identifier for item in prop.enum_items] == [c[0] for c in setting.choices]
+        if setting.type in (int, float):
+            assert (prop.hard_min, prop.hard_max) == pytest.approx((setting.minimum, setting.maximum)), setting.name
+        if setting.place != job_settings.PREFERENCES:
+            assert getattr(s, setting.name) == pytest.approx(setting.default), setting.name
+        if setting.overridable:
+            assert getattr(s, job_settings.override_name(setting.name)) is False, setting.name
+
+
+def test_no_setting_is_animatable():
+    """A keyed job setting means nothing to the backend, and each animatable one draws a keyframe dot."""
+    for rna in (properties.DynaPose4DSettings.bl_rna, properties.DynaPose4DRetargetPair.bl_rna,
+                preferences.DynaPose4DPreferences.bl_rna):
+        animatable = [p.identifier for p in rna.properties if p.identifier != "rna_type" and p.is_animatable
+                      and p.type not in ("POINTER", "COLLECTION")]
+        assert not animatable, (rna.identifier, animatable)
+
+
+def test_a_fresh_panel_requests_the_table_s_defaults(tmp_path):
+    from blender_addon.link.jobs import build_request
 
     s = bpy.context.scene.dynapose4d
-    options = JobOptions()
-    for name in ("lambda_kml", "lambda_scl", "num_keypoints", "seed", "preset", "motion"):
-        assert getattr(s, name) == getattr(options, name), name
+    s.kind = "demo"
+    request = build_request(properties.job_options(bpy.context, None, str(tmp_path)))
+    expected = {r.name: r.default for r in job_settings.rows("demo") if not r.auto}
+    assert request.settings == expected and "iterations" not in request.settings  # Auto: the backend's default
 
 
 def test_operator_settings_copy_the_panel():
@@ -70,7 +100,11 @@ def test_operator_settings_copy_the_panel():
     s.kind, s.gaussians, s.frames, s.iterations, s.seed, s.duration = "demo", 600, 5, 3, 7, 0.5
     bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = 30, 1.001
     options = properties.job_options(bpy.context, None, "/tmp")
-    assert (options.kind, options.gaussians, options.frames, options.iterations, options.seed) == ("demo", 600, 5, 3, 7)
+    assert options.kind == "demo" and options.settings["gaussians"] == 600 and options.settings["seed"] == 7
+    assert options.settings["frames"] is job_settings.AUTO and options.settings["iterations"] is job_settings.AUTO
+    s.override_frames = s.override_iterations = True
+    options = properties.job_options(bpy.context, None, "/tmp")
+    assert (options.settings["frames"], options.settings["iterations"]) == (5, 3)
     sampling = properties.sampling(bpy.context)
     assert sampling.fps == pytest.approx(30 / 1.001) and sampling.frame_count == 15
 
@@ -221,6 +255,69 @@ def test_panels_draw_every_kind_and_state(kind):
     assert any(entry[0] == "progress" for entry in stub.log)
 
 
+def drawn_props(kind: str, video_path: str = "") -> list[str]:
+    s = bpy.context.scene.dynapose4d
+    s.kind, s.video_path = kind, video_path
+    log = []
+    for panel in ui.CLASSES:
+        stub = PanelStub()
+        panel.draw(stub, bpy.context)
+        log += stub.log
+    return log
+
+
+def test_every_scene_job_setting_is_drawn_for_its_kinds():
+    for setting in job_settings.rows(places=properties.SCENE_PLACES):
+        for kind in setting.kinds:
+            drawn = [e[1] for e in drawn_props(kind) + drawn_props(kind, "/clip.mp4") if e[0] == "prop"]
+            assert setting.name in drawn or job_settings.override_name(setting.name) in drawn, (kind, setting.name)
+
+
+def test_settings_the_preset_decides_read_auto_until_overridden():
+    s = bpy.context.scene.dynapose4d
+    log = drawn_props("generate")
+    assert ("label", (), {"text": "Auto (from preset)"}) in log
+    assert ("prop", "override_iterations") in log and ("prop", "iterations") not in log
+    s.override_iterations = True
+    assert ("prop", "iterations") in drawn_props("generate")
+    assert ("label", (), {"text": "Auto (default)"}) in drawn_props("demo")  # no presets: the backend's default
+    # The video's settings follow the video: its frame rate with one, the candidates without.
+    assert ("prop", "override_video_candidates") in log and ("prop", "override_video_fps") not in log
+    with_video = drawn_props("generate", "/clip.mp4")
+    assert ("prop", "override_video_fps") in with_video and ("prop", "override_video_candidates") not in with_video
+
+
+def test_a_new_table_row_reaches_the_property_group_the_panel_and_the_request(monkeypatch, tmp_path):
+    """One row in link/job_settings.py is all a new backend setting costs."""
+    import importlib
+
+    from blender_addon.link.jobs import build_request
+
+    new = job_settings.JobSetting("tile_size", "Tile Size", ("demo",), 16, "Side of a render tile", 1, 64,
+                                  place=job_settings.ADVANCED)
+    new_auto = job_settings.JobSetting("warmup", "Warm-up", ("demo",), 10, "Steps before the keypoints count", 0, 500,
+                                       auto=job_settings.PRESET, place=job_settings.SETTINGS)
+    blender_addon.unregister()
+    monkeypatch.setattr(job_settings, "JOB_SETTINGS", job_settings.JOB_SETTINGS + (new, new_auto))
+    try:
+        importlib.reload(properties)
+        blender_addon.register()
+        drawn = drawn_props("demo")
+        assert ("prop", "tile_size") in drawn and ("prop", "override_warmup") in drawn
+        settings = build_request(properties.job_options(bpy.context, None, str(tmp_path))).settings
+        assert settings["tile_size"] == 16 and "warmup" not in settings
+        s = bpy.context.scene.dynapose4d
+        s.tile_size, s.override_warmup, s.warmup = 32, True, 20
+        settings = build_request(properties.job_options(bpy.context, None, str(tmp_path))).settings
+        assert (settings["tile_size"], settings["warmup"]) == (32, 20)
+    finally:
+        blender_addon.unregister()
+        monkeypatch.undo()
+        importlib.reload(properties)
+        blender_addon.register()
+    assert not hasattr(bpy.context.scene.dynapose4d, "tile_size")
+
+
 def test_preferences_draw():
     from blender_addon.preferences import DynaPose4DPreferences
 
@@ -229,21 +326,20 @@ def test_preferences_draw():
 
     for mode, estimator in (("LOCAL", "tracker"), ("REMOTE", "cape+tracker")):
         stub = Prefs()
-        props = type("P", (), {"backend_mode": mode, "estimator": estimator, "bl_rna": DynaPose4DPreferences.bl_rna})()
-        stub.__dict__.update({k: getattr(props, k) for k in ("backend_mode", "estimator", "bl_rna")})
+        stub.__dict__.update(backend_mode=mode, estimator=estimator, device="auto", keypoint_weights="",
+                             bl_rna=DynaPose4DPreferences.bl_rna)
         DynaPose4DPreferences.draw(stub, bpy.context)
         names = [e[1] for e in stub.log if e[0] == "prop"]
         assert ("url" in names) == (mode == "REMOTE") and ("python_path" in names) == (mode == "LOCAL")
-        assert "estimator" in names and ("poseanything_weights" in names) == (estimator != "tracker")
+        assert "estimator" in names and ("keypoint_weights" in names) == (estimator != "tracker")
 
 
 def test_preferences_choose_the_keypoint_estimator_and_its_weights():
     from types import SimpleNamespace
 
-    from blender_addon.jobs import ESTIMATORS
-
-    assert tuple(item[0] for item in preferences.ESTIMATOR_ITEMS) == ESTIMATORS
-    prefs = SimpleNamespace(device="cpu", estimator="poseanything", poseanything_weights="/w/pa", backend_mode="REMOTE")
+    prefs = SimpleNamespace(device="cpu", estimator="poseanything", keypoint_weights="//pa", backend_mode="REMOTE")
     options = properties.job_options(bpy.context, prefs, "/tmp")
-    assert (options.estimator, options.keypoint_weights) == ("poseanything", "/w/pa")
-    assert properties.job_options(bpy.context, None, "/tmp").estimator == "tracker"
+    assert (options.settings["estimator"], options.settings["keypoint_weights"]) == ("poseanything", "//pa")  # the backend's path
+    prefs.backend_mode = "LOCAL"
+    assert properties.job_options(bpy.context, prefs, "/tmp").settings["keypoint_weights"] == bpy.path.abspath("//pa")
+    assert properties.job_options(bpy.context, None, "/tmp").settings["estimator"] == "tracker"

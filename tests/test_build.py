@@ -22,6 +22,7 @@ def test_zip_layout(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names  # manifest at the root
     assert "format/coords.py" in names
+    assert "link/__init__.py" in names and "link/client.py" in names and "link/launcher.py" in names
     assert "backend_src/pyproject.toml" in names and "backend_src/dynapose4d/render/pairs.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.register_assert_rewrite("tests.server_fixtures")
-from blender_addon.client import BackendError, Connection  # noqa: E402
+from blender_addon.link.client import BackendError, Connection  # noqa: E402
 from tests.server_fixtures import TINY, start_server, wait_gone  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]

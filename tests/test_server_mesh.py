@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 pytest.register_assert_rewrite("tests.server_fixtures")
-from blender_addon.client import BackendClient, BackendError  # noqa: E402
+from blender_addon.link.client import BackendClient, BackendError  # noqa: E402
 from blender_addon.format.sequence import Sampling  # noqa: E402
 from tests.server_fixtures import TINY  # noqa: E402
 

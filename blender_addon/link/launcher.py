@@ -23,12 +23,12 @@ from pathlib import Path
 
 from .client import ADDRESS_FORMAT, BackendError, Connection
 
-HERE = Path(__file__).resolve().parent
+ADDON_ROOT = Path(__file__).resolve().parents[1]  # blender_addon/ (the zip root in a built extension)
 
 
 def bundled_backend_source() -> Path | None:
     """The backend sources: ``backend_src/`` in the built extension, ``backend/`` in a checkout."""
-    for candidate in (HERE / "backend_src", HERE.parent / "backend"):
+    for candidate in (ADDON_ROOT / "backend_src", ADDON_ROOT.parent / "backend"):
         if (candidate / "pyproject.toml").is_file() and (candidate / "dynapose4d").is_dir():
             return candidate
     return None

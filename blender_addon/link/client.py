@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
-from .format.sequence import Sampling, Sequence, assemble
-from .format.skinned import Skinned, decode_skinned
-from .format.wire import decode_frame
+from ..format.sequence import Sampling, Sequence, assemble
+from ..format.skinned import Skinned, decode_skinned
+from ..format.wire import decode_frame
 
 ADDRESS_FORMAT = "dynapose4d.server/1"
 API = "/v1"

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..format.sequence import Sampling, Sequence
 from .client import BackendClient, BackendError, SnapshotReplaced
-from .format.sequence import Sampling, Sequence
 from .jobs import JobRequest
 
 # waiting: the job made its driving-video candidates and waits for the user's pick (its worker
