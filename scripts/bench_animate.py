@@ -107,7 +107,8 @@ def run_cli(scene_dir: Path, video: Path, keypoints: Path, job: Path, iterations
         rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - t0
     if rc != 0:
-        raise RuntimeError(f"the CLI failed (exit {rc}); see {log}")
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-5:])
+        raise RuntimeError(f"the CLI failed (exit {rc}); {log} ends with:\n{tail}")
     return seconds
 
 
