@@ -21,10 +21,15 @@ object), beside the static PLY held still.
 
 Then a profile of single steps (``stages/profile.py``) of both settings on the same inputs:
 where a step's time goes (deformation, projection, rasteriser, losses; forward and backward;
-optimiser).
+optimiser). On the CPU only.
+
+``--device cuda`` runs both jobs on the GPU (``animate --device cuda``): there "before" is still
+every frame per step (the CUDA default) and "after" is ``--after-frames-per-step K`` (the GPU
+check gives 4), so the table compares every frame per step with K per step on CUDA.
 
     python scripts/bench_animate.py [--before-iterations 500] [--iterations 500] [--frames 32]
         [--profile-steps 4] [--skip before,after,profile] [--scene crane] [--out out/bench_animate] [--reuse]
+        [--device cpu|cuda] [--after-frames-per-step K]
 
 Without ``../shared/benchmark-dev`` there is no Cycles ground truth: it says so and stops. The
 last line is ``RESULT {json}`` with ``seconds``, ``seconds_before``, ``speedup``,
@@ -87,12 +92,14 @@ def support_keypoints_file(scene_dir: Path, path: Path) -> None:
 
 
 def run_cli(scene_dir: Path, video: Path, keypoints: Path, job: Path, iterations: int, frames: int,
-            frames_per_step: int | None, env: dict, log: Path) -> float:
+            frames_per_step: int | None, env: dict, log: Path, device: str = "cpu") -> float:
     """One ``animate`` through the CLI; its wall seconds."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "backend"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), **env)
+    # The backend first, then whatever PYTHONPATH holds (the GPU check's carried wheels).
+    path = os.pathsep.join(p for p in (str(ROOT / "backend"), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), **env)
     cmd = [sys.executable, "-m", "dynapose4d", "animate", str(scene_dir / "static_gt.ply"), "--video", str(video),
            "--keypoints", str(keypoints), "--up-axis", "z", "--frames", str(frames), "--iterations", str(iterations),
-           "--no-previews", "-o", str(job), "--restart"]
+           "--no-previews", "-o", str(job), "--restart", "--device", device]
     if frames_per_step is not None:
         cmd += ["--frames-per-step", str(frames_per_step)]
     t0 = time.perf_counter()
@@ -100,7 +107,8 @@ def run_cli(scene_dir: Path, video: Path, keypoints: Path, job: Path, iterations
         rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - t0
     if rc != 0:
-        raise RuntimeError(f"the CLI failed (exit {rc}); see {log}")
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-5:])
+        raise RuntimeError(f"the CLI failed (exit {rc}); {log} ends with:\n{tail}")
     return seconds
 
 
@@ -160,6 +168,8 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma list of runs to skip: before, after, profile")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_animate")
     ap.add_argument("--reuse", action="store_true", help="score finished runs in --out again instead of rerunning them")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both jobs run (default: cpu)")
+    ap.add_argument("--after-frames-per-step", type=int, help="frames per step of the 'after' run (default: the device's default)")
     args = ap.parse_args()
     scene_dir = e2e.DEV_DIR / args.scene
     if not scene_dir.is_dir():
@@ -180,7 +190,7 @@ def main() -> int:
     # (GOMP_SPINCOUNT at libgomp's default keeps dynapose4d from choosing passive waiting).
     runs = {
         "before": dict(iterations=args.before_iterations, frames_per_step=EVERY_FRAME, env={"GOMP_SPINCOUNT": "300000"}),
-        "after": dict(iterations=args.iterations, frames_per_step=None, env={}),
+        "after": dict(iterations=args.iterations, frames_per_step=args.after_frames_per_step, env={}),
     }
     rows = {}
     for name, run in runs.items():
@@ -188,12 +198,14 @@ def main() -> int:
             continue
         job = args.out / name
         print(f"running {name}: {run['iterations']} iterations, frames per step "
-              f"{'every frame' if run['frames_per_step'] == EVERY_FRAME else 'default'}", flush=True)
+              f"{'every frame' if run['frames_per_step'] == EVERY_FRAME else run['frames_per_step'] or 'default'}"
+              f" on {args.device}", flush=True)
         log, seconds_file = args.out / f"{name}.log", args.out / f"{name}.seconds"
         if args.reuse and seconds_file.exists() and (job / "sequence" / "sequence.json").exists():
             seconds = float(seconds_file.read_text())  # a finished run at these settings
         else:
-            seconds = run_cli(scene_dir, video, keypoints, job, run["iterations"], args.frames, run["frames_per_step"], run["env"], log)
+            seconds = run_cli(scene_dir, video, keypoints, job, run["iterations"], args.frames, run["frames_per_step"], run["env"], log,
+                              args.device)
             seconds_file.write_text(f"{seconds:.1f}")
         row = {"seconds": seconds, **stage_rate(log), "iterations": run["iterations"]}
         row["extrapolated"] = run["iterations"] < DEFAULT_ITERATIONS
@@ -218,13 +230,16 @@ def main() -> int:
         print("* extrapolated from the measured seconds per iteration; that row's quality is at its own iteration count, not 500")
 
     profiles = {}
-    if "profile" not in skip and JobFolder(args.out / "after").track.exists():
+    if args.device != "cpu" and "profile" not in skip:
+        print("\nprofile: CPU only (skipped)")
+    elif "profile" not in skip and JobFolder(args.out / "after").track.exists():
         default_k = animate_config(validate_settings("animate", {})).dynamic_for(args.frames, novel_view_sds=False, device_type="cpu").frames_per_step
         profiles = profile(args.out / "after", {"before (every frame)": EVERY_FRAME, f"after ({default_k} per step)": default_k}, args.profile_steps)
         print(f"\nprofile: seconds per step over {args.profile_steps} steps, and share of the step")
         print(format_profile(profiles))
 
-    result = {"scene": args.scene, "frames": args.frames, "load_average": round(os.getloadavg()[0], 2)}
+    result = {"scene": args.scene, "frames": args.frames, "load_average": round(os.getloadavg()[0], 2), "device": args.device,
+              "frames_per_step_before": "every", "frames_per_step_after": args.after_frames_per_step or "default"}
     if "before" in rows and "after" in rows:
         b, a = rows["before"], rows["after"]
         result.update(

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV_DIR = ROOT.parent / "shared" / "benchmark-dev"
+# DYNAPOSE4D_BENCHMARK_DEV points elsewhere (the GPU check carries the crane inside the checkout).
+DEV_DIR = Path(os.environ.get("DYNAPOSE4D_BENCHMARK_DEV") or ROOT.parent / "shared" / "benchmark-dev")
 sys.path.insert(0, str(ROOT / "backend"))
 
 from dynapose4d.cameras import Cameras  # noqa: E402

@@ -13,7 +13,10 @@ The last line is ``RESULT {json}`` with the 20k / 256^2 figures of the chosen ba
 PyTorch path's time there (``torch_fwd_bwd_s``) and the chosen backend's speedup over the dense
 reference at 5k / 128^2.
 
-    python scripts/bench_render.py [--quick] [--threads N] [--backend auto|numba|torch|gsplat] [--device cpu|cuda]
+    python scripts/bench_render.py [--quick] [--sizes 5000,20000] [--threads N] [--backend auto|numba|torch|gsplat] [--device cpu|cuda]
+
+``--sizes`` measures only those Gaussian counts (the RESULT then reports 20k if measured, else
+the largest, and the dense speedup at the smallest).
 """
 
 from __future__ import annotations
@@ -88,12 +91,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip 100k")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads, torch's and numba's (the target has 2 cores)")
     ap.add_argument("--backend", default="auto", choices=["auto", "numba", "torch", "gsplat"], help="the backend measured")
+    ap.add_argument("--sizes", help="comma list of Gaussian counts (default: 1000,5000,20000,100000; --quick drops 100k)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (with --backend gsplat: gsplat against our torch path on the GPU)")
     args = ap.parse_args()
     reps = 2 if args.quick else 5
     ctx = mp.get_context("spawn")
     rows = []
-    for n in SIZES if not args.quick else SIZES[:3]:
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else (SIZES if not args.quick else SIZES[:3])
+    for n in sizes:
         for res in RESOLUTIONS:
             configs = [(args.backend, n, res)] + ([("torch", n, res)] if args.backend != "torch" else [])
             if res * res * n * 4 * 12 < DENSE_MAX_BYTES:
@@ -132,16 +137,18 @@ def main() -> None:
             f"| {r['n']:,} | {r['res']} | {r['fwd_bwd_s'] * 1000:.0f} | {r['peak_mb']:.0f} | "
             f"{r['pairs_per_s'] / 1e6:.2f} | {torch_cols} | {dense} |"
         )
-    main_row, torch_row = find(main, 20_000, 256), find("torch", 20_000, 256)
-    dense, ours = find("dense", 5_000, 128), find(main, 5_000, 128)
+    n_main = 20_000 if 20_000 in sizes else max(sizes)
+    n_dense = 5_000 if 5_000 in sizes else min(sizes)
+    main_row, torch_row = find(main, n_main, 256), find("torch", n_main, 256)
+    dense, ours = find("dense", n_dense, 128), find(main, n_dense, 128)
     result = {
         "backend": used,
-        "n": 20_000,
+        "n": n_main,
         "res": 256,
         "fwd_bwd_s": round(main_row["fwd_bwd_s"], 4),
         "peak_mb": round(main_row["peak_mb"], 1),
         "pairs_per_s": round(main_row["pairs_per_s"]),
-        "speedup_vs_dense_5k_128": round(dense["fwd_bwd_s"] / ours["fwd_bwd_s"], 2) if dense else None,
+        f"speedup_vs_dense_{n_dense // 1000}k_128": round(dense["fwd_bwd_s"] / ours["fwd_bwd_s"], 2) if dense else None,
         "torch_fwd_bwd_s": round(torch_row["fwd_bwd_s"], 4),
         "threads": args.threads,
         "device": args.device,
