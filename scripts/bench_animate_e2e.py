@@ -2,7 +2,7 @@
 """End-to-end quality of ``dynapose4d animate`` through the user's path, beside the static PLY.
 
 For each ``../shared/benchmark-dev`` scene: an MP4 is encoded from ``input/`` composited on white
-(OpenCV's VideoWriter, the same FFmpeg-backed library ``video.py`` reads it with), and the real
+(OpenCV's VideoWriter, the same FFmpeg-backed library ``video/clip.py`` reads it with), and the real
 CLI runs on files, exactly as a user would::
 
     python -m dynapose4d animate static_gt.ply --video input.mp4 --up-axis z --frames F --iterations I

@@ -169,7 +169,7 @@ def corpus():
     im("wrong suffix", {"image": ("a.exe", png())})
 
     def zf(name, members):
-        """A zip of frames as an animate job's video (framezip.py's refusals)."""
+        """A zip of frames as an animate job's video (video/frame_folder.py's refusals)."""
         import stat
         import zipfile
 

@@ -20,7 +20,7 @@ DELIBERATE_DEFAULTS = {
 
 
 def published_kinds() -> dict:
-    """What GET /v1/kinds answers, made the way the server makes it (server/app.py)."""
+    """What GET /v1/kinds answers, made the way the server makes it (server/api/app.py)."""
     pipeline = pytest.importorskip("dynapose4d.pipeline")
     return {kind: {"settings": {s.name: s.describe() for s in settings}} for kind, settings in pipeline.SETTINGS.items()}
 

@@ -117,7 +117,7 @@ def test_generate_waits_for_a_chosen_candidate(job_server, tiny_zero123, tiny_sv
     assert job["state"] == "waiting", job["error"]
     listed = job_server.get(f"/v1/jobs/{job_id}/candidates").json()
     assert listed["waiting"] and listed["chosen"] is None and [c["index"] for c in listed["candidates"]] == [0, 1]
-    # Scored by the real scorer (videoscore.py), every component reported.
+    # Scored by the real scorer (video/score.py), every component reported.
     for c in listed["candidates"]:
         assert set(c["score"]) == {"total", "object_motion", "camera_motion", "flicker", "mask_stability", "identity_drift"}
     assert listed["candidates"][1]["motion_bucket"] != listed["candidates"][0]["motion_bucket"]

@@ -1,5 +1,5 @@
-"""The driving video's front end: camera motion (stabilise.py), masks on real backgrounds (masks.py),
-a user's ONNX segmentation model, and the candidate scorer (videoscore.py).
+"""The driving video's front end: camera motion (video/stabilise.py), masks on real backgrounds (imaging/masks.py),
+a user's ONNX segmentation model, and the candidate scorer (video/score.py).
 
 Synthetic clips with known camera and object motion (testing/synthetic_video.py), and, when
 ``../shared/benchmark-dev/`` is there, its Cycles renders pasted on a textured background and

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import job_settings
 
-# A folder of frames is sent as a zip of its images (the server extracts it: dynapose4d/framezip.py).
+# A folder of frames is sent as a zip of its images (the server extracts it: dynapose4d/video/frame_folder.py).
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # kind -> (input role, JobOptions field holding its path, required)
 KIND_INPUTS = {

@@ -110,7 +110,7 @@ def generate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, s
         return {"status": "stopped", "stage": "static"}
 
     # 3. The driving video: the user's, or the chosen one of K generated candidates (candidates.py),
-    # framed like the reference layout (framing.py); the static model's reference render is
+    # framed like the reference layout (video/framing.py); the static model's reference render is
     # checked against it.
     chosen = None
     if "video" not in inputs and not folder.video_file.exists():
@@ -167,7 +167,7 @@ def animate(folder: JobFolder, settings: dict, inputs: dict, emit: EventSink, sh
     user_frame = UserFrame.from_registration(source.transform, cfg.registration.up_axis)
     support_image, support_mask = view.rgb.clamp(0, 1), view.alpha
 
-    # 2. The user's video, framed like the support render (framing.py).
+    # 2. The user's video, framed like the support render (video/framing.py).
     def make_video() -> DrivingVideo:
         video_source = FileVideoSource(folder.input(inputs["video"]), num_frames=cfg.video_frames, fps=cfg.video_fps, size=REFERENCE_SIZE,
                                        **cfg.front_end.file_source_options(device.type))

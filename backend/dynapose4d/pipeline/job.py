@@ -45,7 +45,7 @@ def _check_inputs(folder: JobFolder, kind: str, inputs: dict[str, str]) -> None:
         if Path(name).suffix.lower() not in suffixes:
             raise JobError(f"input {role!r}: {name!r} should be one of {', '.join(suffixes)}")
         if Path(name).suffix.lower() in FRAME_ARCHIVE_SUFFIXES:
-            raise JobError(f"input {role!r}: the zip {name!r} must be extracted into a frame folder first (framezip.import_frames)")
+            raise JobError(f"input {role!r}: the zip {name!r} must be extracted into a frame folder first (dynapose4d.video.frame_folder.import_frames)")
 
 
 def _check_frame_folder(path: Path, role: str) -> None:

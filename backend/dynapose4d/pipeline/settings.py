@@ -136,7 +136,7 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
 }
 
 # Input files per job kind: role -> (required, accepted suffixes). A video may also be a folder
-# of frames (the CLI), which a zip of frames becomes on arrival (framezip.py).
+# of frames (the CLI), which a zip of frames becomes on arrival (video/frame_folder.py).
 _VIDEO_INPUT = VIDEO_SUFFIXES + FRAME_ARCHIVE_SUFFIXES
 INPUTS: dict[str, dict[str, tuple[bool, tuple[str, ...]]]] = {
     "demo": {},

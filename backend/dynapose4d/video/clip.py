@@ -368,7 +368,7 @@ class FileVideoSource(VideoSource):
         rgbs, masks, info["stabilisation"] = stabilise_video(rgbs, masks, remove=self.stabilise)
         rgbs, masks = list(rgbs), list(masks)
         # 4. Composite on white and frame every frame like frame 0: onto the support when there
-        # is one (framing.py: the support is the source of truth), else by the fill rule.
+        # is one (framing.py beside this module: the support is the source of truth), else by the fill rule.
         info.update({"masks": how, "path": str(self.path), "size": self.size, "fill": self.fill})
         if mask is not None:
             filmed_masks = masks

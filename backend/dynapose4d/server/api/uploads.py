@@ -385,7 +385,7 @@ def _check_video(stored: StoredFile, max_pixels: int) -> None:
 
 
 def _extract_frames(stored: StoredFile, limits: UploadLimits) -> None:
-    """A zip of frames becomes the job's frame folder (framezip.py refuses links, paths out of
+    """A zip of frames becomes the job's frame folder (video/frame_folder.py refuses links, paths out of
     the folder, non-images and bombs); each frame's header is checked against the pixel limit
     and the first frame is decoded. ``stored.path`` is the folder afterwards."""
     from PIL import Image, UnidentifiedImageError
