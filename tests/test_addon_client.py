@@ -312,7 +312,7 @@ def test_bundled_backend_source_is_found_in_a_checkout():
     from blender_addon.launcher import bundled_backend_source
 
     source = bundled_backend_source()
-    assert source is not None and (source / "dynapose4d" / "server" / "app.py").is_file()
+    assert source is not None and (source / "dynapose4d" / "server" / "api" / "app.py").is_file()
 
 
 
