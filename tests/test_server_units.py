@@ -19,7 +19,7 @@ def test_job_ids_are_strict():
 
 def test_store_round_trip_and_recovery_skips_what_is_not_a_job(tmp_path):
     store = JobStore(tmp_path)
-    record = JobRecord(id=store.new_id(), kind="demo", state="queued", created_at=time.time(), settings={"iterations": 3})
+    record = JobRecord(id=store.new_id(), kind="demo", state="queued", created_at=time.time())
     staging = store.staging_dir(record.id)
     staging.mkdir(parents=True)
     store.save(record, folder=staging)
@@ -34,6 +34,22 @@ def test_store_round_trip_and_recovery_skips_what_is_not_a_job(tmp_path):
     assert not (tmp_path / ".incoming" / ("e" * 32)).exists()
     store.delete(record.id)
     assert store.load_all()[0] == []
+
+
+def test_state_json_holds_no_settings_and_an_old_one_with_settings_still_loads(tmp_path):
+    """The settings live in job.json alone; a state.json written by an earlier release still has
+    a copy, which is read past (and gone at the next save)."""
+    store = JobStore(tmp_path)
+    record = JobRecord(id="b" * 32, kind="demo", state="interrupted", created_at=1.0)
+    store.job_dir(record.id).mkdir()
+    store.save(record)
+    assert "settings" not in json.loads(store.job_dir(record.id).joinpath("state.json").read_text())
+    old = dict(record.to_dict(), settings={"iterations": 3, "gaussians": 200})
+    store.job_dir(record.id).joinpath("state.json").write_text(json.dumps(old))
+    records, warnings = store.load_all()
+    assert [r.to_dict() for r in records] == [record.to_dict()] and warnings == []
+    store.save(records[0])
+    assert "settings" not in json.loads(store.job_dir(record.id).joinpath("state.json").read_text())
 
 
 def test_event_log_reads_complete_lines_only(tmp_path):
@@ -90,7 +106,7 @@ def test_a_record_is_saved_in_place_when_the_disk_is_full(tmp_path, monkeypatch)
     from dynapose4d.server.runner.store import JobRecord, JobStore
 
     store = JobStore(tmp_path / "jobs")
-    record = JobRecord(id="a" * 32, kind="demo", state="running", created_at=1.0, settings={})
+    record = JobRecord(id="a" * 32, kind="demo", state="running", created_at=1.0)
     store.job_dir(record.id).mkdir()
     store.save(record)
     real_write = pathlib.Path.write_bytes

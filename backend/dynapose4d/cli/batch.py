@@ -59,7 +59,8 @@ class BatchJob:
     name: str
     kind: str
     inputs: dict  # role -> absolute Path
-    settings: dict  # as written (the job validates and fills in defaults)
+    settings: dict  # as written (its identity; what a server is sent)
+    checked: dict  # the settings through validate_settings, defaults filled in (what a job here writes)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _job_from_row(line: int, row: dict, base: Path) -> BatchJob:
     inputs = row.get("inputs") or {}
     if not isinstance(settings, dict) or not isinstance(inputs, dict):
         raise ValueError("'settings' and 'inputs' must be JSON objects")
-    validate_settings(kind, settings)  # JobError is a ValueError that names the setting
+    checked = validate_settings(kind, settings)  # the batch's one check; JobError is a ValueError that names the setting
     roles = INPUTS[kind]
     paths = {}
     for role, value in inputs.items():
@@ -172,7 +173,7 @@ def _job_from_row(line: int, row: dict, base: Path) -> BatchJob:
     name = row.get("name") or _derived_name(kind, paths, settings)
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"the job name {name!r} cannot be a folder name")
-    return BatchJob(line, name, kind, paths, settings)
+    return BatchJob(line, name, kind, paths, settings, checked)
 
 
 def _derived_name(kind: str, inputs: dict, settings: dict) -> str:
@@ -302,12 +303,13 @@ def run_here(jobs: list[BatchJob], states: list[JobState], out: Path, save, disp
 
         t0 = time.monotonic()
         try:
-            if not folder.job_file.exists():
+            written = not folder.job_file.exists()
+            if written:
                 folder.inputs.mkdir(parents=True, exist_ok=True)
                 for role, src in job.inputs.items():
                     shutil.copyfile(src, folder.input(src.name))
-                write_job(folder.root, job.kind, job.settings, {role: src.name for role, src in job.inputs.items()})
-            summary = run_job(folder.root, emit=follow)
+                write_job(folder.root, job.kind, job.checked, {role: src.name for role, src in job.inputs.items()}, validated=True)
+            summary = run_job(folder.root, emit=follow, validated=written)  # a job.json from an earlier run is checked
             state.status = FINISHED if summary.get("status") == "finished" else "interrupted"
         except KeyboardInterrupt:
             state.status, state.error = "interrupted", "interrupted by the user; run the batch again to resume"

@@ -130,7 +130,7 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
     import shutil
 
     from ..io.job_folder import FRAMES_INPUT
-    from ..pipeline import SETTINGS, JobFolder, run_job, write_job
+    from ..pipeline import SETTINGS, JobFolder, run_job, validate_settings, write_job
     from ..pipeline.progress import ConsoleProgress
 
     folder = JobFolder(args.output)
@@ -148,10 +148,12 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
             raise ValueError(f"the {role} {src} is not {what}")
         else:
             files[role] = src.name
-    if folder.job_file.exists() and not args.restart:
+    resume = folder.job_file.exists() and not args.restart
+    if resume:  # run_job checks the job.json it reads
         spec = json.loads(folder.job_file.read_text())
         print(f"resuming the {spec['kind']} job in {out} (use --restart to start over)")
     else:
+        settings = validate_settings(kind, settings)  # the CLI's one check, before anything is copied
         if out.exists() and args.restart:
             shutil.rmtree(out)
         folder.inputs.mkdir(parents=True, exist_ok=True)
@@ -166,8 +168,8 @@ def _run_job_command(args, kind: str, inputs: dict[str, str | None]) -> int:
                 print(f"{count} frames from {path}")
             else:
                 shutil.copyfile(path, folder.input(files[role]))
-        write_job(out, kind, settings, files)
-    summary = run_job(out, ConsoleProgress())
+        write_job(out, kind, settings, files, validated=True)
+    summary = run_job(out, ConsoleProgress(), validated=not resume)
     print("RESULT " + json.dumps(summary))
     if summary.get("status") == "finished":
         print(f"results in {out}: model.pt, sequence/ (PLY per frame + sequence.json), previews")

@@ -3,7 +3,7 @@ stages).
 
 - :mod:`.settings`: job kinds, their declared settings and input files, the presets;
 - :mod:`.configs`: settings -> the stages' typed configs, once;
-- :mod:`.job`: write and run (or resume) a job folder; :mod:`.folder`: its paths;
+- :mod:`.job`: write, read and run (or resume) a job folder; :mod:`.folder`: its paths;
   :mod:`.steps`: resumable steps;
 - the job kinds: :mod:`.image_to_4d` (generate, animate), :mod:`.demo`;
 - :mod:`.static_sources` (where the static Gaussians come from), :mod:`.outputs`,
@@ -11,7 +11,7 @@ stages).
 """
 
 from ..io.job_folder import JobFolder
-from .job import RUNNERS, run_job, write_job
+from .job import RUNNERS, read_job, run_job, write_job
 from .settings import INPUTS, PRESETS, SETTINGS, JobError, Preset, Setting, validate_settings
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "JobFolder",
     "Preset",
     "Setting",
+    "read_job",
     "run_job",
     "validate_settings",
     "write_job",

@@ -3,6 +3,10 @@
 A job folder (:class:`.folder.JobFolder`) holds ``job.json`` (``{"kind": ..., "settings":
 {...}, "inputs": {role: file}}``), its input files under ``inputs/``, the products of each step,
 checkpoints, and the results. Running a job folder again resumes where it stopped.
+
+Settings are checked (:func:`.settings.validate_settings`) once per entry point: the CLI and the
+server's upload check what the user gave before :func:`write_job` writes it (``validated=True``),
+and :func:`run_job` checks the job.json it reads, unless the same process has just written it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,18 @@ from ..io.job_folder import JobFolder
 from .settings import INPUTS, JobError, validate_settings
 
 
-def write_job(job_dir: str | Path, kind: str, settings: dict | None = None, inputs: dict[str, str] | None = None) -> Path:
-    """Create a job folder (inputs must already be under ``job_dir/inputs``); returns job.json."""
+def write_job(
+    job_dir: str | Path, kind: str, settings: dict | None = None, inputs: dict[str, str] | None = None, *, validated: bool = False
+) -> Path:
+    """Create a job folder (inputs must already be under ``job_dir/inputs``); returns job.json.
+
+    ``settings`` go through :func:`validate_settings` (defaults filled in) unless ``validated``
+    says they already did: the caller's entry point checked them and they are written as given.
+    """
     folder = JobFolder(job_dir)
-    spec = {"kind": kind, "settings": validate_settings(kind, settings), "inputs": dict(inputs or {})}
+    if not validated:
+        settings = validate_settings(kind, settings)
+    spec = {"kind": kind, "settings": dict(settings), "inputs": dict(inputs or {})}
     _check_inputs(folder, kind, spec["inputs"])
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.job_file.write_text(json.dumps(spec, indent=1))
@@ -56,15 +68,31 @@ def _check_frame_folder(path: Path, role: str) -> None:
         raise JobError(f"input {role!r}: the folder {path.name!r} holds no image files; a video folder holds its frames")
 
 
-def run_job(job_dir: str | Path, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Run (or resume) the job in ``job_dir``; returns its summary (``status``: finished/stopped)."""
+def read_job(job_dir: str | Path) -> dict:
+    """job.json as written (``kind``, ``settings``, ``inputs``), not checked; :class:`JobError`
+    when it cannot be read."""
     folder = JobFolder(job_dir)
     try:
         spec = json.loads(folder.job_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise JobError(f"{folder.root}: no readable {folder.job_file.name} ({exc})") from None
+    if not isinstance(spec, dict):
+        raise JobError(f"{folder.job_file}: not a JSON object")
+    return spec
+
+
+def run_job(
+    job_dir: str | Path, emit: EventSink = ignore, should_stop: Callable[[], bool] = lambda: False, *, validated: bool = False
+) -> dict:
+    """Run (or resume) the job in ``job_dir``; returns its summary (``status``: finished/stopped).
+
+    ``validated``: this process has just written job.json from checked settings (:func:`write_job`),
+    so they are not checked a second time; a job.json from elsewhere (the server's worker, a resume)
+    is checked here."""
+    folder = JobFolder(job_dir)
+    spec = read_job(folder.root)
     kind = spec.get("kind")
-    settings = validate_settings(kind, spec.get("settings"))
+    settings = spec.get("settings") if validated else validate_settings(kind, spec.get("settings"))
     inputs = spec.get("inputs", {})
     _check_inputs(folder, kind, inputs)
     return RUNNERS[kind](folder, settings, inputs, emit, should_stop)

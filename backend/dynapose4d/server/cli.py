@@ -86,30 +86,19 @@ def _limits(args) -> UploadLimits:
 
 
 def cmd_serve(args) -> int:
-    from .address import describe_stale_address_file, remove_address_file, write_address_file
-    from .api.app import build_api, create_app
+    from .api.app import build_api
     from .runner.instance import JobsFolderBusy, ServerLock
 
-    if args.executor == "ray":
-        from .runner.ray_executor import require_ray
-
-        require_ray()  # a clear message before anything else when Ray is not installed
-    if args.max_jobs is None:
-        args.max_jobs = RAY_MAX_JOBS if args.executor == "ray" else 1
-    if args.max_jobs < 0:
-        raise ValueError("--max-jobs must be >= 0")
+    _executor_defaults(args)
     jobs_dir = Path(args.jobs_dir) if args.jobs_dir else default_jobs_dir()
     if args.print_openapi:
         api = build_api(ServerConfig(jobs_dir=jobs_dir, token="-", limits=_limits(args)))
         print(json.dumps(api.openapi(), indent=1))
         return 0
     # 1. Where to listen: loopback unless explicitly asked.
-    if not is_loopback_address(args.host) and not args.allow_remote:
-        print(f"error: refusing to listen on {args.host}: this server is for this machine only.\n{REMOTE_HELP}\n"
-              "(Pass --allow-remote to listen there anyway.)", file=sys.stderr)
-        return 2
-    if args.allowed_host and not args.allow_remote:
-        print("error: --allowed-host needs --allow-remote", file=sys.stderr)
+    refusal = _listen_refusal(args)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     # 2. One server per jobs folder; everything it writes is the user's alone.
     os.umask(0o077)
@@ -125,12 +114,60 @@ def cmd_serve(args) -> int:
     except OSError:
         lock.release()
         raise
-    port = sock.getsockname()[1]
-    host = args.host if ":" not in args.host else f"[{args.host.strip('[]')}]"
-    url = f"http://{host}:{port}"
-    lock.describe({"pid": os.getpid(), "url": url, "started_at": time.time()})
+    config = _server_config(args, jobs_dir, port=sock.getsockname()[1])
+    lock.describe({"pid": os.getpid(), "url": _url(config), "started_at": time.time()})
+    # 3. A cluster is joined before the server answers, so a wrong address is an error here, not
+    # a traceback inside the web server's start-up.
+    try:
+        executor = _start_executor(config)
+    except BaseException:
+        sock.close()
+        lock.release()
+        raise
+    # 4. Serve until stopped; the address file tells clients where while it runs.
+    address_file = Path(args.address_file) if args.address_file else default_address_file()
+    try:
+        _serve(config, sock, executor, address_file)
+    finally:
+        lock.release()
+    return 0
+
+
+def _executor_defaults(args) -> None:
+    """Check the executor can run (Ray installed) and fill in ``--max-jobs`` for it."""
+    if args.executor == "ray":
+        from .runner.ray_executor import require_ray
+
+        require_ray()  # a clear message before anything else when Ray is not installed
+    if args.max_jobs is None:
+        args.max_jobs = RAY_MAX_JOBS if args.executor == "ray" else 1
+    if args.max_jobs < 0:
+        raise ValueError("--max-jobs must be >= 0")
+
+
+def _listen_refusal(args) -> str | None:
+    """Why the server must not listen where it was asked to (None: it may)."""
+    if not is_loopback_address(args.host) and not args.allow_remote:
+        return (f"refusing to listen on {args.host}: this server is for this machine only.\n{REMOTE_HELP}\n"
+                "(Pass --allow-remote to listen there anyway.)")
+    if args.allowed_host and not args.allow_remote:
+        return "--allowed-host needs --allow-remote"
+    return None
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it appears in a URL and a Host header (IPv6 in brackets)."""
+    return host if ":" not in host else f"[{host.strip('[]')}]"
+
+
+def _url(config: ServerConfig) -> str:
+    return f"http://{_url_host(config.host)}:{config.port}"
+
+
+def _server_config(args, jobs_dir: Path, port: int) -> ServerConfig:
+    host = _url_host(args.host)
     extra = tuple(args.allowed_host) + ((host,) if args.allow_remote and not is_loopback_address(args.host) else ())
-    config = ServerConfig(
+    return ServerConfig(
         jobs_dir=jobs_dir,
         token=new_token(),
         host=args.host,
@@ -145,47 +182,54 @@ def cmd_serve(args) -> int:
         executor=args.executor,
         ray_address=args.ray_address if args.executor == "ray" else None,
     )
-    # A cluster is joined before the server answers, so a wrong address is an error here, not a
-    # traceback inside the web server's start-up.
+
+
+def _start_executor(config: ServerConfig):
     from .runner.executors import make_executor
 
-    executor = make_executor(config, say=lambda line: print(line, flush=True))
-    try:
-        executor.start()
-    except BaseException:
-        sock.close()
-        lock.release()
-        raise
-    address_file = Path(args.address_file) if args.address_file else default_address_file()
+    executor = make_executor(config, say=_say)
+    executor.start()
+    return executor
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _serve(config: ServerConfig, sock: socket.socket, executor, address_file: Path) -> None:
+    """Run the web server on ``sock``. The address file appears when the server is ready and
+    goes when it stops."""
+    import uvicorn
+
+    from .address import describe_stale_address_file, remove_address_file, write_address_file
+    from .api.app import create_app
+    from .api.slowclients import header_timeout_protocol
+
     stale = describe_stale_address_file(address_file)
     if stale:
         print(f"{stale}; this server replaces it", flush=True)
+    url = _url(config)
 
-    # 3. The address file appears when the server is ready and goes when it stops.
     def ready():
         info = {
             "url": url,
-            "host": host,
-            "port": port,
+            "host": _url_host(config.host),
+            "port": config.port,
             "token": config.token,
             "pid": os.getpid(),
             "hostname": socket.gethostname(),  # a PID means something on this machine only
             "version": _version(),
             "api": "/v1",
-            "jobs_dir": str(jobs_dir.resolve()),
+            "jobs_dir": str(config.jobs_dir.resolve()),
             "started_at": time.time(),
         }
         write_address_file(address_file, info)
-        print(f"dynapose4d server listening on {url} (jobs in {jobs_dir}; address and token in {address_file})", flush=True)
+        print(f"dynapose4d server listening on {url} (jobs in {config.jobs_dir}; address and token in {address_file})", flush=True)
 
     def stopped():
         remove_address_file(address_file, config.token)
 
-    import uvicorn
-
-    from .api.slowclients import header_timeout_protocol
-
-    app = create_app(config, on_ready=ready, on_shutdown=stopped, say=lambda line: print(line, flush=True), executor=executor)
+    app = create_app(config, on_ready=ready, on_shutdown=stopped, say=_say, executor=executor)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1, server_header=False,
                        http=header_timeout_protocol(config.header_timeout_s))
@@ -194,8 +238,6 @@ def cmd_serve(args) -> int:
         server.run(sockets=[sock])
     finally:
         stopped()
-        lock.release()
-    return 0
 
 
 def _version() -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from ...io.job_folder import JobFolder
-from ...pipeline import write_job
+from ...pipeline import JobError, read_job, write_job
 from ..config import ServerConfig
 from .diskspace import DiskFull, disk_full_message, disk_low, is_disk_full, remove_partial_files
 from .eventlog import EventLog
@@ -49,12 +49,14 @@ class JobConflict(Exception):
 
 
 class Job:
-    """A job's record plus what only exists while the server runs (worker process, watchers)."""
+    """A job's record plus what only exists while the server runs (worker process, watchers),
+    and its settings as its job.json holds them (read once: they never change)."""
 
-    def __init__(self, record: JobRecord, folder: Path):
+    def __init__(self, record: JobRecord, folder: Path, settings: dict | None = None):
         self.record = record
         self.dir = folder
         self.folder = JobFolder(folder)
+        self.settings = _read_settings(self.folder) if settings is None else settings
         self.log = EventLog(self.folder.events)
         self.proc: WorkerHandle | None = None  # the running attempt's worker
         self.attempt_first_event = 0
@@ -185,13 +187,13 @@ class JobManager:
         try:
             staging.mkdir(parents=True, mode=0o700)
             spec = await receive(staging)
-            write_job(staging, spec.kind, spec.settings, {role: f.path.name for role, f in spec.files.items()})
+            # The upload checked the settings (the server's one check; the worker checks job.json).
+            write_job(staging, spec.kind, spec.settings, {role: f.path.name for role, f in spec.files.items()}, validated=True)
             record = JobRecord(
                 id=job_id,
                 kind=spec.kind,
                 state="queued",
                 created_at=time.time(),
-                settings=spec.settings,
                 inputs={r: {"file": f.path.name, "bytes": f.size, "filename": f.filename} for r, f in spec.files.items()},
             )
             self.store.save(record, folder=staging)
@@ -201,10 +203,10 @@ class JobManager:
             if is_disk_full(exc) and not isinstance(exc, DiskFull):
                 raise DiskFull(disk_full_message(self.store.root)) from None
             raise
-        return self.add(record)
+        return self.add(record, spec.settings)
 
-    def add(self, record: JobRecord) -> Job:
-        job = Job(record, self.store.job_dir(record.id))
+    def add(self, record: JobRecord, settings: dict | None = None) -> Job:
+        job = Job(record, self.store.job_dir(record.id), settings)
         self.jobs[record.id] = job
         self._start_queued()
         return job
@@ -223,7 +225,7 @@ class JobManager:
             "created_at": r.created_at,
             "started_at": r.started_at,
             "finished_at": r.finished_at,
-            "settings": r.settings,
+            "settings": job.settings,
             "inputs": r.inputs,
             "attempts": r.attempts,
             "error": r.error,
@@ -327,7 +329,7 @@ class JobManager:
             job.notify()
             return
         try:
-            job.proc = self.executor.launch(job.folder, r.settings)
+            job.proc = self.executor.launch(job.folder, job.settings)
         except OSError as exc:
             r.state, r.error, r.finished_at = "failed", f"could not start the worker process: {exc}", time.time()
         self._save(r)
@@ -390,6 +392,16 @@ class JobManager:
 
     def _log_tail(self, job: Job) -> str:
         return read_log_tail(job.folder.worker_log, LOG_TAIL_LINES)
+
+
+def _read_settings(folder: JobFolder) -> dict:
+    """The settings in a job's job.json, unchecked (the worker checks them); ``{}`` when it
+    cannot be read (the worker then fails the job, saying why)."""
+    try:
+        settings = read_job(folder.root).get("settings")
+    except JobError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
 
 
 def read_log_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> str:

@@ -4,7 +4,9 @@ lives in its folder::
 
     <jobs>/<id>/job.json            kind, settings, inputs (pipeline.write_job)
                 inputs/<role><.ext>  uploaded files
-                state.json          the server's record (:class:`JobRecord`)
+                state.json          the server's record (:class:`JobRecord`; the settings are
+                                    job.json's alone, and a "settings" key written by earlier
+                                    releases is ignored)
                 events.jsonl        events appended by the worker, one JSON object a line
                 worker.log          the worker's stdout and stderr
                 worker.lock         held by the worker while it runs
@@ -62,7 +64,6 @@ class JobRecord:
     kind: str
     state: str
     created_at: float
-    settings: dict
     inputs: dict = field(default_factory=dict)  # role -> {"file", "bytes", "filename"}
     started_at: float | None = None
     finished_at: float | None = None
