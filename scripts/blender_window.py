@@ -58,6 +58,7 @@ PACKAGES = (
 BPY_VENV = "/opt/bpy53"  # inside the root
 BPY_REQUIREMENTS = ("bpy==5.3.0", "numpy")
 RUNS = "/tmp/dp4d-runs"  # inside the root: one folder per run
+KIT = REPO / "tests" / "window" / "windowkit.py"  # the drivers' helpers, copied beside each driver
 SCREEN = "1280x800x24"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STAMPS = ".dp4d"  # inside the root: one file per finished stage, holding its fingerprint
@@ -325,10 +326,16 @@ if [ "$MODE" = window ] || [ -n "$DP4D_XVFB" ]; then
 fi
 if [ "$MODE" = window ]; then
   if [ -z "$DP4D_SPLASH" ]; then
-    # A fresh profile opens on the splash's Quick Setup, over the window: save preferences
-    # that skip it (the only thing in this profile before the driver runs).
-    blender --background --factory-startup --python-expr \
-      "import bpy; bpy.context.preferences.view.show_splash = False; bpy.ops.wm.save_userpref()" >"$W/userpref.log" 2>&1
+    # A fresh profile opens on the splash's Quick Setup, over the window: start from factory
+    # preferences saved with the splash off (the only thing in the profile before the driver
+    # runs). Made once (a Blender start) and kept in the root.
+    if [ ! -d /opt/dp4d/profile/.config ]; then
+      mkdir -p /opt/dp4d; T=$(mktemp -d /opt/dp4d/profile.XXXXXX)
+      HOME="$T" blender --background --factory-startup --python-expr \
+        "import bpy; bpy.context.preferences.view.show_splash = False; bpy.ops.wm.save_userpref()" >"$W/userpref.log" 2>&1
+      mv -T "$T" /opt/dp4d/profile 2>/dev/null || rm -rf "$T"
+    fi
+    cp -r /opt/dp4d/profile/.config "$HOME/"
   fi
   timeout -k 5 "$TIMEOUT" blender --python-exit-code 17 --python "$DRIVER"
 else
@@ -343,8 +350,8 @@ exit $RC
 def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict | None = None,
         out_dir: str | os.PathLike | None = None, timeout: float = 240, screen: str = SCREEN, root: Path | None = None) -> dict:
     """Run ``driver`` (a Python file) in the root: in Blender 4.3 with a window (``mode="window"``)
-    or under the bpy 5.3 venv's Python (``mode="bpy"``). Every ``.py`` beside the driver is
-    copied with it (drivers import ``windowkit``), ``files`` go to ``$DP4D_FILES``.
+    or under the bpy 5.3 venv's Python (``mode="bpy"``). ``tests/window/windowkit.py`` is
+    copied beside the driver (drivers import it), ``files`` go to ``$DP4D_FILES``.
 
     Returns ``{"ok", "rc", "result", "seconds", "files", "log", "log_path"}``: ``result`` is the
     driver's JSON (None if it wrote none), ``files`` the paths of what it left in ``$DP4D_OUT``,
@@ -364,7 +371,7 @@ def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict 
     (work / "home").mkdir(parents=True)
     (work / "out").mkdir()
     (work / "files").mkdir()
-    for path in driver.parent.glob("*.py"):
+    for path in {KIT, driver}:  # the driver imports windowkit from its own folder
         shutil.copy2(path, work / path.name)
     for path in files:
         shutil.copy2(path, work / "files" / Path(path).name)
@@ -372,7 +379,10 @@ def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict 
     _refresh_network_files(root)
     run_env = {
         "HOME": f"{inner}/home", "XDG_CONFIG_HOME": f"{inner}/home/.config", "XDG_CACHE_HOME": f"{inner}/home/.cache",
-        "LIBGL_ALWAYS_SOFTWARE": "1", "DP4D_OUT": f"{inner}/out", "DP4D_RESULT": f"{inner}/out/result.json",
+        "LIBGL_ALWAYS_SOFTWARE": "1",
+        # Mesa compiles each shader with LLVM (seconds of a Blender start): keep its cache across
+        # runs, whose homes are fresh.
+        "MESA_SHADER_CACHE_DIR": "/var/cache/mesa-shader-cache", "MESA_SHADER_CACHE_MAX_SIZE": "1G", "DP4D_OUT": f"{inner}/out", "DP4D_RESULT": f"{inner}/out/result.json",
         "DP4D_FILES": f"{inner}/files", "DP4D_MODE": mode, "DP4D_SCREEN": screen, "PYTHONUNBUFFERED": "1",
     }
     run_env.update({k: str(v) for k, v in (env or {}).items()})
@@ -422,7 +432,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--out", default=None, help="where screenshots, files and the log go (default out/window)")
         p.add_argument("--timeout", type=float, default=240)
     sh = sub.add_parser("shell", help="a command (default a shell) in the root")
-    sh.add_argument("cmd", nargs="*")
+    sh.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.command == "status":
         ready, reason = status(need_bpy=args.bpy)

@@ -34,6 +34,7 @@ def demo_run(window_harness, host_backend, extension_zip, tmp_path_factory):
 
     out = Path(os.environ["DP4D_WINDOW_OUT"]) if os.environ.get("DP4D_WINDOW_OUT") else tmp_path_factory.mktemp("window-demo")
     env = {**host_backend.driver_env(), "DP4D_DEMO": json.dumps(DEMO)}
+    env.update({k: os.environ[k] for k in ("DP4D_SHADING", "DP4D_CYCLES_SAMPLES") if k in os.environ})  # the result's shot
     res = window_harness.run(DRIVERS / "demo_job.py", "window", files=[extension_zip], env=env, out_dir=out, timeout=300)
     res["out"] = out
     result = res["result"] or {}

@@ -177,9 +177,11 @@ def steps():
     with kit.override():
         bpy.ops.view3d.view_selected()
     kit.redraw()
-    yield 1.0
+    yield 4.0 if SHADING == "RENDERED" else 1.0
     yield from kit.screenshot_when_still("result-viewport", {"viewport": kit.region_box(main, win),
-                                                             "sidebar": kit.region_box(sidebar, win)}, "viewport")
+                                                             "sidebar": kit.region_box(sidebar, win)}, "viewport",
+                                         # Cycles: still = no sample left (its samples change little each)
+                                         every=3.0, **({"tolerance": 1e-5, "still_shots": 2} if SHADING == "RENDERED" else {}))
     mark("result shot")
     # 7. Export glTF from the panel's operator and look inside the file.
     path = os.path.join(kit.OUT, "demo.glb")

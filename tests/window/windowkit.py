@@ -17,6 +17,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -184,35 +186,32 @@ def screenshot(name: str, crops: dict | None = None) -> dict:
     return shots
 
 
-def _pixels(path: str):
-    import numpy as np
-
-    image = bpy.data.images.load(path, check_existing=False)
-    try:
-        buf = np.empty(image.size[0] * image.size[1] * image.channels, dtype=np.float32)
-        image.pixels.foreach_get(buf)
-        return buf
-    finally:
-        bpy.data.images.remove(image)
+def image_change(a: str, b: str) -> float | None:
+    """Mean absolute difference of two same-sized images, 0..1 (ImageMagick: loading them into
+    Blender would add data-blocks, and a rendered viewport starts its render again on that)."""
+    done = subprocess.run(["compare", "-metric", "MAE", a, b, "null:"], capture_output=True, text=True)
+    found = re.search(r"\(([0-9.eE+-]+)\)", done.stderr)
+    return float(found.group(1)) if found else None
 
 
-def screenshot_when_still(name: str, crops: dict, key: str, every: float = 2.0, timeout: float = 90.0, tolerance: float = 0.002):
-    """Steps: screenshots ``every`` seconds until the ``key`` crop changes by less than
-    ``tolerance`` (mean absolute difference, 0..1) between two of them: a viewport still rendering
-    or compiling shaders keeps changing. Returns the last shots."""
-    import numpy as np
-
+def screenshot_when_still(name: str, crops: dict, key: str, every: float = 2.0, timeout: float = 90.0, tolerance: float = 0.002,
+                          still_shots: int = 1):
+    """Steps: screenshots ``every`` seconds until the ``key`` crop has changed by less than
+    ``tolerance`` (mean absolute difference, 0..1) ``still_shots`` times in a row: a viewport
+    still rendering or compiling shaders keeps changing (a slow render's sample can outlast one
+    interval: ask for more still shots there). Returns the last shots."""
     t0 = time.monotonic()
-    previous = None
+    previous, still = None, 0
     while True:
         shots = screenshot(name, crops)
-        pixels = _pixels(shots[key])
-        change = None if previous is None or previous.shape != pixels.shape else float(np.abs(pixels - previous).mean())
+        change = None if previous is None else image_change(previous, shots[key])
+        still = still + 1 if change is not None and change < tolerance else 0
         log(f"{name}: change since the last shot {change}")
-        if (change is not None and change < tolerance) or time.monotonic() - t0 > timeout:
-            RESULT["shots"][name].update(still_after_s=round(time.monotonic() - t0, 1), last_change=change)
+        if still >= still_shots or time.monotonic() - t0 > timeout:
+            RESULT["shots"][name].update(still_after_s=round(time.monotonic() - t0, 1), last_change=change, still=still >= still_shots)
             return shots
-        previous = pixels
+        previous = os.path.join(os.path.dirname(OUT), f"{name}-previous.png")  # beside OUT: not copied back
+        shutil.copyfile(shots[key], previous)
         yield every
 
 
