@@ -257,7 +257,8 @@ def _setup_stages(root: Path, with_bpy: bool, log, times: dict, say) -> None:
         # even if it is stopped half-way (nothing of the host's stays mounted under a folder removed later).
         _run_logged(["unshare", "--mount", "--propagation", "private", "--",
                      "debootstrap", "--variant=minbase", SUITE, str(partial), mirror], log,
-                    f"debootstrap {SUITE} from {mirror} (is that Debian package registry reachable? DP4D_TRIXIE_MIRROR sets another)", 1800)
+                    f"debootstrap {SUITE} from {mirror} (is that Debian package registry reachable? "
+                    "DP4D_TRIXIE_MIRROR sets another)", 1800)
         (partial / "etc" / "mtab").unlink(missing_ok=True)
         (partial / "etc" / "mtab").symlink_to("../proc/self/mounts")  # Blender lists file systems from it
         _mark(partial, "base", mirror)
@@ -269,6 +270,8 @@ def _setup_stages(root: Path, with_bpy: bool, log, times: dict, say) -> None:
         say(f"[window] installing {', '.join(PACKAGES)} in the root (about a minute)")
         _refresh_network_files(root)
         env = {"DEBIAN_FRONTEND": "noninteractive"}
+        # An install that was interrupted is finished first.
+        _run_logged(in_root_cmd(root, ["dpkg", "--configure", "-a"], env), log, "dpkg --configure -a in the root", 900)
         _run_logged(in_root_cmd(root, ["apt-get", "update", "-q"], env), log, "apt-get update in the root", 900)
         _run_logged(in_root_cmd(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES], env), log,
                     "apt-get install in the root", 1800)
@@ -347,6 +350,17 @@ exit $RC
 """ % {"bpy_python": f"{BPY_VENV}/bin/python"}
 
 
+def _remove_old_runs(root: Path, age_s: float = 6 * 3600) -> None:
+    """Folders of runs that were killed (a finished run removes its own)."""
+    runs = root / RUNS.lstrip("/")
+    for path in runs.glob("*") if runs.is_dir() else ():
+        try:
+            if time.time() - path.stat().st_mtime > age_s:
+                shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
 def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict | None = None,
         out_dir: str | os.PathLike | None = None, timeout: float = 240, screen: str = SCREEN, root: Path | None = None) -> dict:
     """Run ``driver`` (a Python file) in the root: in Blender 4.3 with a window (``mode="window"``)
@@ -365,6 +379,7 @@ def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict 
     driver = Path(driver).resolve()
     out_dir = Path(out_dir) if out_dir else Path.cwd() / "out" / "window"
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_old_runs(root)
     run_id = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:8]}"
     inner = f"{RUNS}/{run_id}"
     work = root / inner.lstrip("/")
@@ -382,7 +397,8 @@ def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict 
         "LIBGL_ALWAYS_SOFTWARE": "1",
         # Mesa compiles each shader with LLVM (seconds of a Blender start): keep its cache across
         # runs, whose homes are fresh.
-        "MESA_SHADER_CACHE_DIR": "/var/cache/mesa-shader-cache", "MESA_SHADER_CACHE_MAX_SIZE": "1G", "DP4D_OUT": f"{inner}/out", "DP4D_RESULT": f"{inner}/out/result.json",
+        "MESA_SHADER_CACHE_DIR": "/var/cache/mesa-shader-cache", "MESA_SHADER_CACHE_MAX_SIZE": "1G",
+        "DP4D_OUT": f"{inner}/out", "DP4D_RESULT": f"{inner}/out/result.json",
         "DP4D_FILES": f"{inner}/files", "DP4D_MODE": mode, "DP4D_SCREEN": screen, "PYTHONUNBUFFERED": "1",
     }
     run_env.update({k: str(v) for k, v in (env or {}).items()})

@@ -71,7 +71,8 @@ def test_demo_job_from_the_panel_runs_and_imports_live(demo_run):
 
 
 def test_the_result_plays_in_the_window(demo_run):
-    _checks(demo_run, "playback advances frames", "one shape key per frame, in order", "the result moves between its first and last frame")
+    _checks(demo_run, "playback advances frames", "one shape key per frame, in order",
+            "the result moves between its first and last frame")
 
 
 def test_gltf_export_from_the_panel(demo_run):
@@ -109,7 +110,8 @@ def test_screenshots_show_the_panel_the_job_and_the_result(demo_run):
 def test_blender_printed_no_traceback(demo_run):
     log = demo_run["log"]
     assert not re.search(r"Traceback|Exception in module|Error: Python", log), log[-6000:]
-    assert demo_run["rc"] == 0 and demo_run["ok"], demo_run["result"].get("error") if demo_run["result"] else demo_run["log"][-3000:]
+    why = demo_run["result"].get("error") if demo_run["result"] else demo_run["log"][-3000:]
+    assert demo_run["rc"] == 0 and demo_run["ok"], why
 
 
 def test_bpy53_imports_a_demo_result_and_has_gaussian_splats(bpy53_harness, host_backend, extension_zip, finished_demo_job,

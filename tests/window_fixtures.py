@@ -75,7 +75,8 @@ class Backend:
         headers = {"Authorization": f"Bearer {self.token}"}
         if content_type:
             headers["Content-Type"] = content_type
-        req = urllib.request.Request(self.url + "/v1" + path, data=body, headers=headers, method="POST" if body is not None else "GET")
+        method = "POST" if body is not None else "GET"
+        req = urllib.request.Request(self.url + "/v1" + path, data=body, headers=headers, method=method)
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 

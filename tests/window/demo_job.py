@@ -193,7 +193,8 @@ def steps():
     points = [p for p in (summary or {}).get("primitives", []) if p["mode"] == 0]
     check("glb holds the points", bool(points) and points[0]["count"] == R["scene"]["vertices"], points)
     check("glb morph targets per frame", bool(points) and points[0]["targets"] == frames, points and points[0]["targets"])
-    check("glb animation", any("weights" in a["channels"] for a in (summary or {}).get("animations", [])), summary and summary["animations"])
+    animations = (summary or {}).get("animations", [])
+    check("glb animation", any("weights" in a["channels"] for a in animations), animations)
     mark("exported")
     if state is not None:
         R["addon_error"] = state.error

@@ -208,7 +208,8 @@ def screenshot_when_still(name: str, crops: dict, key: str, every: float = 2.0, 
         still = still + 1 if change is not None and change < tolerance else 0
         log(f"{name}: change since the last shot {change}")
         if still >= still_shots or time.monotonic() - t0 > timeout:
-            RESULT["shots"][name].update(still_after_s=round(time.monotonic() - t0, 1), last_change=change, still=still >= still_shots)
+            RESULT["shots"][name].update(still_after_s=round(time.monotonic() - t0, 1), last_change=change,
+                                         still=still >= still_shots)
             return shots
         previous = os.path.join(os.path.dirname(OUT), f"{name}-previous.png")  # beside OUT: not copied back
         shutil.copyfile(shots[key], previous)
@@ -279,7 +280,8 @@ def glb_summary(path: str) -> dict:
     prims = [p for m in gltf.get("meshes", []) for p in m.get("primitives", [])]
     accessors = gltf.get("accessors", [])
     return {
-        "magic": magic.decode(errors="replace"), "version": version, "length_ok": length == len(data), "json_chunk": chunk_type.decode(),
+        "magic": magic.decode(errors="replace"), "version": version, "length_ok": length == len(data),
+        "json_chunk": chunk_type.decode(),
         "bytes": len(data), "nodes": [n.get("name") for n in gltf.get("nodes", [])],
         "primitives": [{"mode": p.get("mode", 4), "count": accessors[p["attributes"]["POSITION"]]["count"],
                         "targets": len(p.get("targets", []))} for p in prims if "POSITION" in p.get("attributes", {})],
