@@ -24,7 +24,7 @@ its bind mounts (/proc, /sys, /dev) disappear with it, and runs can go side by s
 
 Environment: ``DP4D_TRIXIE_ROOT`` (default /var/cache/dynapose4d/trixie-root), ``DP4D_TRIXIE_MIRROR``
 (default: the first Debian mirror in the host's apt sources), ``DP4D_WINDOW_KEEP=1`` keeps a run's
-folder in the root. Needs root (debootstrap, chroot, mounts), Linux, ~3 GB of disk, and a Debian
+folder in the root. Needs root (debootstrap, chroot, mounts), Linux, ~2.5 GB of disk, and a Debian
 package registry (plus PyPI for bpy 5.3). Standard library only: it runs before any environment.
 """
 
