@@ -14,6 +14,11 @@ step runs the bpy-5 test file after the main suite, the Khronos glTF validator (
 `gltf-validator`) under `.node/` and three.js (npm `three`, the engine test) under
 `.node-three/`, where Node.js and npm exist. `DP4D_SKIP_BPY5=1` skips the
 second step; it is also skipped when test paths are given on the command line.
+
+It also makes (once; cached in /var/cache/dynapose4d, outside the repository) the Debian trixie
+root where the window tests run Blender 4.3 with a real window and bpy 5.3
+(`scripts/blender_window.py`; as root, with a Debian mirror and PyPI). Where it cannot be made,
+it says what is missing and those tests skip with that reason; `DP4D_SKIP_WINDOW=1` skips them.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ GLTF_VALIDATOR_PIN = "gltf-validator@2.0.0-dev.3.10"
 # three.js for the engine test of the skinned GLB (GLTFLoader + AnimationMixer under Node).
 THREE_DIR = ROOT / ".node-three"
 THREE_PIN = "three@0.187.0"
+# The real-window tests' Debian root (Blender 4.3 + Xvfb, bpy 5.3): made by this script.
+WINDOW_HARNESS = ROOT / "scripts" / "blender_window.py"
 PROFILES = {
     "runtime": ["-e", f"{BACKEND}"],
     "dev": ["-e", f"{BACKEND}[dev,cluster]"],  # cluster: the Ray executor's tests run too
@@ -134,6 +141,18 @@ def _npm_install(folder: Path, pin: str, package: str, what: str, stamp_name: st
     return True
 
 
+def ensure_window_root() -> bool:
+    """Make or update the window tests' trixie root (a no-op once made); False, after saying
+    what is missing, where it cannot be made: those tests then skip with that reason."""
+    if os.environ.get("DP4D_SKIP_WINDOW"):
+        print("[setup] DP4D_SKIP_WINDOW is set: the real-window Blender tests will be skipped", flush=True)
+        return False
+    if subprocess.call([sys.executable, str(WINDOW_HARNESS), "setup"], cwd=ROOT) != 0:
+        print("[setup] the real-window Blender tests will be skipped (the reason is above)", flush=True)
+        return False
+    return True
+
+
 def _selects_tests(args: list[str]) -> bool:
     """Whether pytest arguments name tests (paths or node ids) rather than only options."""
     return any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in args)
@@ -151,6 +170,8 @@ def main(argv: list[str]) -> int:
     if command == "test":
         ensure_gltf_validator()
         ensure_three()
+        if not _selects_tests(rest) or any("window" in a for a in rest):
+            ensure_window_root()
         rc = subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT)
         if os.environ.get("DP4D_SKIP_BPY5") or _selects_tests(rest):
             return rc

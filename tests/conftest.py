@@ -15,7 +15,8 @@ os.environ.setdefault("XDG_CACHE_HOME", str(_BLENDER_TMP / "cache"))
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK_DEV = ROOT.parent / "shared" / "benchmark-dev"
 
-pytest_plugins = ["tests.bpy_exit"]  # bpy deadlocks at exit after add-on registration
+# bpy deadlocks at exit after add-on registration; the real-window tests' fixtures (window_harness, ...)
+pytest_plugins = ["tests.bpy_exit", "tests.window_fixtures"]
 
 
 @pytest.fixture(autouse=True)
