@@ -56,6 +56,10 @@ def steps():
     s = bpy.context.scene.dynapose4d
     s.kind = "demo"
     s.gaussians, s.frames, s.iterations, s.duration = DEMO["gaussians"], DEMO["frames"], DEMO["iterations"], DEMO["duration"]
+    # Numbers the preset decides are sent only once overridden (the panel's Override box).
+    for name in ("frames", "iterations"):
+        if hasattr(s, f"override_{name}"):
+            setattr(s, f"override_{name}", True)
     # 2. The sidebar on the add-on's tab; connect.
     yield from kit.open_sidebar_tab()
     check("sidebar tab", kit.view3d()[2].active_panel_category == kit.CATEGORY, kit.view3d()[2].active_panel_category)
