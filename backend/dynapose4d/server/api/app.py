@@ -25,6 +25,7 @@ from ...pipeline import INPUTS, SETTINGS, JobError
 from ...pipeline import candidates as video_candidates
 from ..config import ServerConfig
 from ..frames import MAX_FPS, MIN_FPS, BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
+from ..limits import TooMuchWork
 from ..mesh import MESH_MEDIA_TYPE, SkinnedMeshes
 from ..probe import DeviceProbe
 from ..results import NoResults, result_zip
@@ -49,7 +50,7 @@ _ERRORS = {
         404: "no such job, or nothing to show yet",
         408: "the request body stalled (slow client)",
         409: "the job is in the wrong state for this",
-        413: "upload too large",
+        413: "upload too large, or a result request over the server's memory limit per request",
         415: "wrong content or file type",
         422: "invalid settings, inputs or parameters",
         507: "not enough disk space",
@@ -102,7 +103,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     ``executor``: where workers run (default: the one ``config.executor`` names)."""
     store = JobStore(config.jobs_dir)
     manager = JobManager(store, config, say=say, executor=executor)
-    frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes)
+    frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes, work_bytes=config.work_memory_bytes)
     meshes = SkinnedMeshes(frames)
     probe = DeviceProbe()
     file_checks = asyncio.Semaphore(config.limits.max_file_checks)
@@ -147,6 +148,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
             SnapshotGone: 409,
             NoResults: 409,
             BadFrameRequest: 422,
+            TooMuchWork: 413,
             JobError: 422,
             video_candidates.CandidateError: 404,
         },
