@@ -236,7 +236,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     async def resume_job(job_id: str) -> dict:
         """Queue a failed, cancelled or interrupted job again; it continues from its last checkpoint."""
         job = manager.get(job_id)
-        manager.resume(job)
+        await manager.resume(job)
         return manager.status(job)
 
     @router.get("/jobs/{job_id}/log", response_class=PlainTextResponse, responses=_errors(404, 422, json_route=False))
