@@ -18,6 +18,12 @@ from tests.server_fixtures import UPLOAD_KIND  # noqa: E402
 pytest_plugins = ["tests.server_fixtures"]
 
 
+def _transparent_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (64, 64), (200, 30, 30, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _png(width=64, height=64, seed=0) -> bytes:
     rgb = np.random.default_rng(seed).uniform(0, 255, (height, width, 3)).astype(np.uint8)
     buf = io.BytesIO()
@@ -73,6 +79,7 @@ BAD_FILES = [
     ("truncated", {"image": ("photo.png", _png(256, 256)[:3000])}, 422, "photo.png"),
     ("zero bytes", {"image": ("photo.png", b"")}, 422, "empty"),
     ("1x1", {"image": ("photo.png", _png(1, 1))}, 422, "photo.png"),
+    ("fully transparent", {"image": ("photo.png", _transparent_png())}, 422, "'photo.png') is fully transparent"),  # issue 27: was 201
     ("decompression bomb", {"image": ("photo.png", _bomb_png())}, 422, "decompression"),
     ("wrong suffix", {"image": ("photo.txt", _png())}, 415, ".png"),
     ("no suffix", {"image": ("photo", _png())}, 415, "suffix"),
