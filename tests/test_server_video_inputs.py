@@ -149,3 +149,8 @@ def test_a_job_without_candidates_lists_none(upload_server):
     listed = upload_server.get(f"/v1/jobs/{job['id']}/candidates").json()
     assert listed == {"candidates": [], "waiting": False, "chosen": None, "chosen_by": None}
     assert upload_server.post(f"/v1/jobs/{job['id']}/candidates/0/choose").status == 409  # queued
+    # Stopped: a demo job has no candidates, said without the server's path (issue 27, finding 9).
+    assert upload_server.post(f"/v1/jobs/{job['id']}/cancel").status == 200
+    reply = upload_server.post(f"/v1/jobs/{job['id']}/candidates/0/choose")
+    assert reply.status == 404 and "this job has no video candidates" in reply.detail, reply.detail
+    assert str(upload_server.jobs_dir) not in reply.detail and "/" not in reply.detail

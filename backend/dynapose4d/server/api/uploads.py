@@ -116,7 +116,7 @@ def file_limit(suffix: str, limits: UploadLimits) -> int:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.3g} MiB"
+    return f"{n / 2**20:,.4g} MiB"
 
 
 class _FormSink:
@@ -240,27 +240,66 @@ async def receive_form(
     limits: UploadLimits,
 ) -> ReceivedForm:
     """Stream a multipart body into ``staging``; raises :class:`UploadError` the moment a limit
-    is passed or the body is malformed."""
+    is passed or the body is malformed (after reading and discarding what is left of a body of
+    bounded size, :func:`_drain`)."""
+    declared = int(content_length) if content_length is not None and content_length.strip().isdigit() else None
+    received = [0]
+    try:
+        return await _receive_form(content_type, content_length, body, staging, roles, limits, received)
+    except (UploadError, DiskFull):
+        if declared is None or declared - received[0] <= DRAIN_BYTES:
+            await _drain(body, DRAIN_BYTES, DRAIN_S)
+        raise
+
+
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_S = 10.0
+
+
+async def _drain(body: AsyncIterator[bytes], max_bytes: int, seconds: float) -> None:
+    """Read and discard the rest of a refused request body, up to ``max_bytes`` within
+    ``seconds``. A client that sends its whole body before it reads the answer (Python's
+    http.client, requests) otherwise meets a closed connection (a reset) instead of our 413 or
+    507; a body larger than the bound still gets the reset, as sending it would cost more."""
+    loop = asyncio.get_running_loop()
+    deadline, drained = loop.time() + seconds, 0
+    try:
+        async for chunk in body:
+            drained += len(chunk)
+            if drained > max_bytes or loop.time() > deadline:
+                return
+    except Exception:  # noqa: BLE001 - a stalled or vanished client: nothing more to read
+        return
+
+
+def _sizes(size: int, limit: int) -> tuple[str, str]:
+    """A size and a limit as MiB, in bytes where rounding would show them equal."""
+    if _mib(size) == _mib(limit):
+        return f"{size:,} bytes", f"{_mib(limit)} ({limit:,} bytes)"
+    return _mib(size), _mib(limit)
+
+
+async def _receive_form(content_type, content_length, body, staging, roles, limits, received: list[int]) -> ReceivedForm:
     # 1. Headers: the content type, and a declared length we can refuse without reading.
     kind, params = parse_options_header(content_type or "")
     if kind.lower() != b"multipart/form-data" or not params.get(b"boundary"):
         raise UploadError(415, "a job is created with a multipart/form-data body (fields kind, settings and the input files)")
     if content_length is not None:
         if not content_length.strip().isdigit():
-            raise UploadError(400, f"bad Content-Length {content_length!r}")
+            raise UploadError(400, f"bad Content-Length {content_length[:40]!r}")
         if int(content_length) > limits.max_request_bytes:
-            raise UploadError(413, f"the upload ({_mib(int(content_length))}) is larger than the limit of {_mib(limits.max_request_bytes)}")
+            size, limit = _sizes(int(content_length), limits.max_request_bytes)
+            raise UploadError(413, f"the upload ({size}) is larger than the limit of {limit}")
         if int(content_length) + RESERVE_BYTES > free_bytes(staging):
             raise DiskFull(disk_full_message(staging.parents[1]))
     # 2. The body, chunk by chunk.
     sink = _FormSink(staging, roles, limits)
     parser = MultipartParser(params[b"boundary"], sink.callbacks())
-    total = 0
     try:
         async for chunk in body:
-            total += len(chunk)
-            if total > limits.max_request_bytes:
-                raise UploadError(413, f"the upload is larger than the limit of {_mib(limits.max_request_bytes)}")
+            received[0] += len(chunk)
+            if received[0] > limits.max_request_bytes:
+                raise UploadError(413, f"the upload is larger than the limit of {_sizes(received[0], limits.max_request_bytes)[1]}")
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
@@ -388,8 +427,12 @@ def _check_ply(stored: StoredFile) -> None:
         gaussians = read_ply(stored.path)
     except PlyError as exc:
         raise UploadError(422, _named(stored, str(exc))) from None
-    if gaussians.num == 0:
-        raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) holds no Gaussians (0 vertices)")
+    from ...pipeline.static_sources import check_ply_size
+
+    try:
+        check_ply_size(gaussians.num, f"input {stored.role!r} ({stored.filename!r})")
+    except ValueError as exc:
+        raise UploadError(422, str(exc)) from None
 
 
 def _check_json(stored: StoredFile, image_size: tuple[int, int] | None) -> None:
