@@ -5,14 +5,34 @@
    videos, multipart bodies, frame parameters, job ids, HTTP-level abuse) sent to a server that
    accepts jobs but never runs them. Every answer must be a 4xx (or a dropped connection where
    the client stalls); a 5xx, or a server that stops answering, counts in ``inputs_5xx``.
-2. Faults, each on a running demo job: kill -9 of the worker, kill -9 of the server, a graceful
+   Issue 27 added zips with a corrupt member, small flat members adding up to a bomb, frames the
+   pipeline cannot use, a fully transparent image, a 1-Gaussian PLY, and an upload over the limit
+   sent as http.client sends it (whole body first: the 413 must arrive, not a reset); for these
+   a wrong answer counts in ``inputs_5xx`` too.
+2. Memory bounds: result requests within the documented ranges on a planted snapshot with the
+   demo job's 512 control points (the mesh of 10,000 frames that grew the server to 23 GB) and
+   on a 10-hour clip (fetchable with the defaults and any fps). A wrong status, or a request
+   that raised the server's peak memory by more than its per-request limit (+256 MB), counts in
+   ``memory_bound_violations``.
+3. Races: pairs of cancel, resume, choose and delete fired at once at a real job, many times;
+   a 5xx, a record that disagrees with its worker (running without one, or queued with one),
+   ``state.json`` against the API, or a cancel answered and then undone count in
+   ``race_inconsistencies``.
+4. ``dynapose4d batch`` on hostile manifests and state files: a traceback counts in
+   ``inputs_5xx``.
+5. Faults, each on a running demo job: kill -9 of the worker, kill -9 of the server, a graceful
    stop, then a restart (jobs resume by themselves); a full disk (a small tmpfs when run as
-   root; otherwise this fault is skipped and says so); a second server on the same jobs folder.
+   root; otherwise this fault is skipped and says so; a torn line in ``events.jsonl`` is lost
+   data); a second server on the same jobs folder (its job cannot finish during the check).
    A fault "lost data" when a snapshot or checkpoint that existed before it is gone or no longer
    loads, a finished job has no results, or ``state.json`` on disk disagrees with the API.
 
+Every case runs under a time limit; one that runs out counts in ``hangs``. The servers' peak
+memory (VmHWM) over the whole probe is reported as ``server_peak_mb`` (target: under 2 GB).
+
 Prints one table per part; the last line is ``RESULT {"inputs_tried", "inputs_5xx",
-"faults_tried", "faults_lost_data", ...}``.
+"faults_tried", "faults_lost_data", ..., "memory_bound_violations", "race_inconsistencies",
+"hangs", "server_peak_mb"}``.
 
     python scripts/probe_server.py [--skip-faults]
 """
@@ -42,6 +62,27 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tests.server_fixtures import TINY, UPLOAD_KIND, Server, multipart, start_server  # noqa: E402
+
+CASE_LIMIT_S = 120.0  # any one case; longer counts as a hang
+PEAK_MB = {"server": 0.0}
+
+
+def vm_peak_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM) in MB; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")), "0")) / 1024
+
+
+def _record_peak(server: Server) -> None:
+    PEAK_MB["server"] = max(PEAK_MB["server"], vm_peak_mb(server.proc.pid))
+
+
+_stop, _kill = Server.stop, Server.kill
+Server.stop = lambda self, *a, **k: (_record_peak(self), _stop(self, *a, **k))[1]  # every server's peak, before it goes
+Server.kill = lambda self: (_record_peak(self), _kill(self))[1]
 
 
 # -- input corpus ---------------------------------------------------------------------------------
@@ -83,6 +124,27 @@ def ply(count, fmt="binary_little_endian", props=None, body=b"", extra=()) -> by
     lines = ["ply", f"format {fmt} 1.0", *extra, f"element vertex {count}"]
     lines += [f"property float {p}" for p in (props or property_names(0))]
     return ("\n".join(lines + ["end_header"]) + "\n").encode() + body
+
+
+def rgba_png(side=64, alpha=0) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (side, side), (200, 40, 40, alpha)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def corrupt_zip(members: dict, name: str) -> bytes:
+    """A zip whose member ``name`` has its deflate stream overwritten (zlib.error on reading)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+    data = bytearray(buf.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(name)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start : start + 8] = b"\xff" * 8
+    return bytes(data)
 
 
 def corpus():
@@ -168,7 +230,12 @@ def corpus():
     im("video of 0 frames", {**image, "video": ("v.mp4", video_ok[:48])})
     im("wrong suffix", {"image": ("a.exe", png())})
 
-    def zf(name, members):
+    vertices = np.zeros((128, 17), "<f4")
+    vertices[:, :3] = np.random.default_rng(0).normal(size=(128, 3)) * 0.2
+    vertices[:, 13] = 1.0  # rot_0: unit quaternions, so the PLY itself is valid (and big enough: 100+ Gaussians)
+    valid_ply = ply(128, body=vertices.tobytes())
+
+    def zf(name, members, raw=None, category="frame zips"):
         """A zip of frames as an animate job's video (video/frame_folder.py's refusals)."""
         import stat
         import zipfile
@@ -182,10 +249,8 @@ def corpus():
                     z.writestr(info, b"/etc/passwd")
                 else:
                     z.writestr(member, data)
-        vertex = np.zeros(17, "<f4")
-        vertex[13] = 1.0  # rot_0: a unit quaternion, so the PLY itself is valid
-        files = {"ply": ("s.ply", ply(1, body=vertex.tobytes())), "video": ("frames.zip", buf.getvalue())}
-        cases.append(("frame zips", name, ("job", "animate", {}, files)))
+        files = {"ply": ("s.ply", valid_ply), "video": ("frames.zip", buf.getvalue() if raw is None else raw)}
+        cases.append((category, name, ("job", "animate", {}, files)))
 
     zf("path traversal", {"../../escape.png": png()})
     zf("absolute path", {"/tmp/escape.png": png()})
@@ -194,6 +259,18 @@ def corpus():
     zf("2001 members", {f"{i}.png": b"" for i in range(2001)})
     zf("an executable among the frames", {"a.png": png(), "run.sh": b"#!/bin/sh\n"})
     zf("junk named .png", {"a.png": os.urandom(3000)})
+    # issue 27
+    good = png(64, 64)
+    zf("corrupt member (zlib.error)", {}, raw=corrupt_zip({"f0.png": good, "f1.png": png(64, 64)}, "f1.png"), category="issue 27")
+    zf("40 flat 1 MiB BMPs (a small bomb)", {f"{i:03d}.bmp": b"\0" * (1 << 20) for i in range(40)}, category="issue 27")
+    zf("1x1 frame", {"f0.png": good, "f1.png": png(1, 1)}, category="issue 27")
+    zf("fully transparent frame", {"f0.png": good, "f1.png": rgba_png(alpha=0)}, category="issue 27")
+    zf("garbage frame 5", {**{f"f{i}.png": good for i in range(5)}, "f5.png": b"\x89PNG garbage"}, category="issue 27")
+    zf("5,000 empty folders", {f"d{i}/": b"" for i in range(5000)}, category="issue 27")
+    cases.append(("issue 27", "fully transparent image", ("job", UPLOAD_KIND, {}, {"image": ("t.png", rgba_png(alpha=0))})))
+    cases.append(("issue 27", "PLY of 1 Gaussian", ("job", "animate", {}, {
+        "ply": ("s.ply", ply(1, body=vertices[:1].tobytes())), "video": ("v.mp4", video_ok)})))
+    cases.append(("issue 27", "9 MiB upload via http.client", ("job-expect", 413, UPLOAD_KIND, {}, {"image": ("a.png", b"\0" * (9 << 20))})))
 
     boundary = "XyZ"
     ctype = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -252,6 +329,11 @@ def send(server: Server, request, job_id: str) -> int | str:
             _, job_kind, settings, files = request
             body, content_type = multipart({"kind": job_kind, "settings": settings if isinstance(settings, str) else json.dumps(settings)}, files)
             return server.post("/v1/jobs", body=body, headers={"Content-Type": content_type}, timeout=30).status
+        if kind == "job-expect":  # the whole body first, as http.client sends it: a reset instead of the answer fails
+            _, expected, job_kind, settings, files = request
+            body, content_type = multipart({"kind": job_kind, "settings": json.dumps(settings)}, files)
+            status = server.post("/v1/jobs", body=body, headers={"Content-Type": content_type}, timeout=30).status
+            return status if status == expected else f"{status} (expected {expected})"
         if kind == "raw":
             _, method, path, body, headers = request
             head = {"Host": f"127.0.0.1:{server.port}", "Authorization": f"Bearer {server.token}", **headers}
@@ -266,6 +348,8 @@ def send(server: Server, request, job_id: str) -> int | str:
                     "Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 100000\r\n\r\n--xx\r\n")
             return _raw_socket(server, head.encode())
     except (ConnectionError, OSError) as exc:
+        if request[0] == "job-expect":
+            return f"reset ({type(exc).__name__}), expected {request[1]}"
         return f"closed ({type(exc).__name__})"
     raise ValueError(kind)
 
@@ -287,10 +371,10 @@ def _raw_socket(server: Server, data: bytes) -> int | str:
     return int(answer.split()[1])
 
 
-def probe_inputs(tmp: Path) -> tuple[list[tuple], int, int]:
+def probe_inputs(tmp: Path) -> tuple[list[tuple], int, int, dict, int, int]:
     server = start_server(tmp / "inputs", "--max-jobs", "0", "--max-upload-mb", "8", "--header-timeout", "2",
                           "--body-timeout", "2", upload_kind=True)
-    rows, bad = [], 0
+    rows, bad, hangs = [], 0, 0
     try:
         job_id = server.create_job(UPLOAD_KIND, {}, {"image": ("a.png", png())}).json()["id"]
         for category, name, request in corpus():
@@ -298,14 +382,206 @@ def probe_inputs(tmp: Path) -> tuple[list[tuple], int, int]:
             status = send(server, request, job_id)
             seconds = time.monotonic() - t0
             healthy = server.alive() and server.get("/v1/health", timeout=10).status == 200
-            failed = (isinstance(status, int) and status >= 500) or not healthy
+            hung = seconds >= CASE_LIMIT_S or "Timeout" in str(status)
+            failed = (isinstance(status, int) and status >= 500) or not healthy or "expected" in str(status)
             bad += failed
-            rows.append((category, name, status, f"{seconds:.2f}", "FAIL" if failed else "ok"))
+            hangs += hung
+            rows.append((category, name, status, f"{seconds:.2f}", "FAIL" if failed else "HANG" if hung else "ok"))
         assert server.status(job_id)["state"] == "queued"
+        memory_rows, violations, memory_hangs = probe_memory(server, job_id)
         load = image_load(server)
     finally:
         server.stop()
-    return rows, len(rows), bad, load
+    return rows + memory_rows, len(rows), bad, load, violations, hangs + memory_hangs
+
+
+# -- memory bounds (issue 27, findings 1 and 7) ----------------------------------------------------
+
+
+def _plant_snapshot(server: Server, job_id: str, long_clip: bool) -> None:
+    """A snapshot in the job's folder, as a worker would leave it: 512 control points (the demo
+    job's), or a 10-hour clip sampled at 14 frames."""
+    from dataclasses import replace
+
+    from dynapose4d.io.job_folder import JobFolder
+    from dynapose4d.testing.moving import articulated_model
+
+    model, _ = articulated_model(controls=32 if long_clip else 512, frames=6, steps=1)
+    if long_clip:
+        model = replace(model, video_fps=14 / 36_000, num_frames=14)
+    model.save(JobFolder(server.jobs_dir / job_id).snapshot)
+
+
+MEMORY_CASES = [
+    # (name, which snapshot, path after /v1/jobs/{job}, the statuses that are right)
+    ("mesh of 10,000 frames (issue: 23 GB)", "demo", "/mesh?fps=0.01&frame_count=10000&mode=pingpong", (413,)),
+    ("mesh 384 voxels, 1M faces, 10,000 frames", "demo", "/mesh?frame_count=10000&resolution=384&target_faces=1000000", (413,)),
+    ("mesh of 48 frames", "demo", "/mesh?fps=24&frame_count=48&resolution=64&target_faces=5000", (200,)),
+    ("keypoints of 2,000 frames", "demo", "/keypoints?fps=0.01&frame_count=2000&mode=pingpong", (200,)),
+    ("frame 9,999 of 10,000", "demo", "/frames/9999?fps=0.01&frame_count=10000&mode=pingpong", (200,)),
+    ("10-hour clip: keypoints, defaults", "long", "/keypoints", (200,)),
+    ("10-hour clip: frame 0, defaults", "long", "/frames/0", (200,)),
+    ("10-hour clip: keypoints at 24 fps", "long", "/keypoints?fps=24", (200,)),
+    ("10-hour clip: frame 9,999 at 24 fps", "long", "/frames/9999?fps=24", (200,)),
+    ("10-hour clip: mesh, defaults", "long", "/mesh?resolution=48&target_faces=2000", (200,)),
+]
+
+
+def probe_memory(server: Server, job_id: str, limit_mb: float = 1024.0) -> tuple[list[tuple], int, int]:
+    """Result requests against planted snapshots: the right status, and the server's peak memory
+    raised by at most the per-request limit (+256 MB)."""
+    long_id = server.create_job(UPLOAD_KIND, {}, {"image": ("a.png", png())}).json()["id"]
+    _plant_snapshot(server, job_id, long_clip=False)
+    _plant_snapshot(server, long_id, long_clip=True)
+    rows, violations, hangs = [], 0, 0
+    for name, which, path, right in MEMORY_CASES:
+        before, t0 = vm_peak_mb(server.proc.pid), time.monotonic()
+        try:
+            status = server.get(f"/v1/jobs/{job_id if which == 'demo' else long_id}{path}", timeout=CASE_LIMIT_S).status
+        except (ConnectionError, OSError) as exc:
+            status = f"closed ({type(exc).__name__})"
+        seconds = time.monotonic() - t0
+        grew = vm_peak_mb(server.proc.pid) - before
+        hung = seconds >= CASE_LIMIT_S or "Timeout" in str(status)
+        wrong = status not in right or grew > limit_mb + 256 or not server.alive()
+        violations += wrong
+        hangs += hung
+        rows.append(("memory bounds", name, status, f"{seconds:.2f}", ("FAIL" if wrong else "HANG" if hung else "ok") + f" (+{grew:.0f} MB)"))
+    return rows, violations, hangs
+
+
+# -- races (issue 27, finding 2) --------------------------------------------------------------------
+
+RACE_PAIRS = [("cancel", "cancel"), ("cancel", "resume"), ("resume", "resume"), ("cancel", "delete"), ("resume", "delete"),
+              ("delete", "delete"), ("cancel", "choose"), ("resume", "choose"), ("choose", "choose")]
+
+
+def _race_action(server: Server, job_id: str, action: str) -> tuple[int | str, float, str | None]:
+    method, path = {"cancel": ("POST", "/cancel"), "resume": ("POST", "/resume"), "choose": ("POST", "/candidates/0/choose"),
+                    "delete": ("DELETE", "")}[action]
+    try:
+        reply = server.request(method, f"/v1/jobs/{job_id}{path}", timeout=CASE_LIMIT_S)
+        state = reply.json().get("state") if reply.status == 200 and action != "delete" else None
+        return reply.status, time.monotonic(), state
+    except (ConnectionError, OSError) as exc:
+        return f"closed ({type(exc).__name__})", time.monotonic(), None
+
+
+def _race_problems(server: Server, job_id: str, results: dict) -> list[str]:
+    problems = [f"{a} answered {r[0]}" for a, r in results.items() if not isinstance(r[0], int) or r[0] >= 500]
+    reply = server.get(f"/v1/jobs/{job_id}")
+    if reply.status == 404:
+        return problems if any(a.startswith("delete") and r[0] == 200 for a, r in results.items()) else problems + ["the job vanished"]
+    status = reply.json()
+    if (status["state"] == "running") != (status["worker_pid"] is not None):
+        problems.append(f"state {status['state']} with worker {status['worker_pid']}")
+    on_disk = json.loads((server.jobs_dir / job_id / "state.json").read_text())["state"]
+    if on_disk != status["state"]:
+        problems.append(f"state.json says {on_disk}, the API {status['state']}")
+    cancel = next((r for a, r in results.items() if a.startswith("cancel") and r[0] == 200), None)
+    if cancel is not None:
+        undone = any(a.startswith(("resume", "choose")) and r[0] == 200 and r[1] > cancel[1] for a, r in results.items())
+        if cancel[2] in ("queued", "running"):
+            problems.append(f"cancel answered 200 with the job {cancel[2]}")
+        elif not undone and status["state"] != cancel[2]:
+            problems.append(f"cancel answered {cancel[2]}, then the job became {status['state']}")
+    return problems
+
+
+def probe_races(tmp: Path, rounds: int = 3) -> tuple[list[tuple], int, int, int]:
+    """Each pair fired at once at a fresh demo job (running, or cancelled when no cancel is in
+    the pair), ``rounds`` times; returns rows, rounds run, inconsistencies, hangs."""
+    server = start_server(tmp / "races", "--cancel-grace", "1")
+    rows, inconsistent, hangs, tried = [], 0, 0, 0
+    try:
+        for a, b in RACE_PAIRS:
+            problems, t0 = [], time.monotonic()
+            for _ in range(rounds):
+                job_id = server.create_job("demo", dict(TINY, iterations=100_000)).json()["id"]
+                if "cancel" not in (a, b):
+                    server.post(f"/v1/jobs/{job_id}/cancel", timeout=CASE_LIMIT_S)
+                barrier, results = threading.Barrier(2), {}
+
+                def fire(action, key):
+                    barrier.wait()
+                    results[key] = _race_action(server, job_id, action)
+
+                threads = [threading.Thread(target=fire, args=(a, f"{a}-1")), threading.Thread(target=fire, args=(b, f"{b}-2"))]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(CASE_LIMIT_S)
+                if any(thread.is_alive() for thread in threads):
+                    hangs += 1
+                    problems.append("a request did not return")
+                    continue
+                time.sleep(0.3)
+                problems += _race_problems(server, job_id, results)
+                tried += 1
+                server.request("DELETE", f"/v1/jobs/{job_id}", timeout=CASE_LIMIT_S)  # stops its worker, if any
+            inconsistent += bool(problems)
+            rows.append(("races", f"{a} + {b} (x{rounds})", "; ".join(problems)[:60] or "consistent",
+                         f"{time.monotonic() - t0:.2f}", "FAIL" if problems else "ok"))
+    finally:
+        server.stop()
+    return rows, tried, inconsistent, hangs
+
+
+# -- batch (issue 27, findings 4, 5, 9) -------------------------------------------------------------
+
+
+def _batch_cases(folder: Path) -> list[tuple[str, Path, str | None]]:
+    """``(name, manifest, batch-state.json text or None)``; every line is bad, so no job runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = []
+
+    def manifest(name, text, suffix=".jsonl", state=None):
+        path = folder / f"{len(cases)}{suffix}"
+        path.write_text(text)
+        cases.append((name, path, state))
+
+    manifest("kind of the wrong type", json.dumps({"kind": ["demo"]}) + "\n")
+    manifest("a line nested 100,000 deep", '{"settings": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    manifest("a CSV field of 140,000 characters", "name,kind,settings\na,demo," + "x" * 140_000 + "\n", suffix=".csv")
+    manifest("a name of 1,000,000 characters", json.dumps({"name": "n" * 1_000_000, "kind": "demo"}) + "\n")
+    manifest("a name of 10,000 characters", json.dumps({"name": "n" * 10_000, "kind": "demo"}) + "\n")
+    manifest("batch-state.json holding []", json.dumps({"kind": "paint"}) + "\n", state="[]")
+    secret = folder / "outside" / "secret"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text("not yours")
+    inner = folder / f"links{len(cases)}"
+    inner.mkdir()
+    (inner / "x.png").symlink_to(secret)
+    (inner / "jobs.jsonl").write_text(json.dumps({"kind": "generate", "inputs": {"image": "x.png"}}) + "\n")
+    cases.append(("an input linked outside the folder", inner / "jobs.jsonl", None))
+    zero = folder / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    cases.append(("a manifest linked to /dev/zero", zero, None))
+    fifo = folder / "fifo.jsonl"
+    os.mkfifo(fifo)
+    cases.append(("a FIFO as the manifest", fifo, None))
+    return cases
+
+
+def probe_batch(tmp: Path) -> tuple[list[tuple], int, int]:
+    """``dynapose4d batch`` on each hostile manifest: exit 1 with a message, no traceback, in time."""
+    rows, bad, hangs = [], 0, 0
+    for i, (name, manifest, state) in enumerate(_batch_cases(tmp / "batch")):
+        out = tmp / "batch" / f"out{i}"
+        out.mkdir(parents=True, exist_ok=True)
+        if state is not None:
+            (out / "batch-state.json").write_text(state)
+        t0 = time.monotonic()
+        try:
+            done = subprocess.run([sys.executable, "-m", "dynapose4d", "batch", str(manifest), "--out", str(out)],
+                                  capture_output=True, text=True, timeout=CASE_LIMIT_S, cwd=tmp, env=dict(os.environ, COLUMNS="200"))
+            outcome, failed, hung = f"exit {done.returncode}", done.returncode != 1 or "Traceback" in done.stderr, False
+        except subprocess.TimeoutExpired:
+            outcome, failed, hung = "timed out", False, True
+        bad += failed
+        hangs += hung
+        rows.append(("batch", name, outcome, f"{time.monotonic() - t0:.2f}", "FAIL" if failed else "HANG" if hung else "ok"))
+    return rows, bad, hangs
 
 
 def image_load(server: Server, uploads: int = 3, side: int = 4900) -> dict:
@@ -380,6 +656,19 @@ def lost_data(server: Server, job_id: str, before: dict[str, Path]) -> list[str]
     return problems
 
 
+def torn_event_lines(folder: Path) -> list[str]:
+    """Issue 27, finding 10: every line of events.jsonl is a whole JSON object."""
+    path = folder / "events.jsonl"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    torn = 0
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            torn += 1
+    return [f"{torn} torn line(s) in events.jsonl"] if torn else []
+
+
 def _wait_gone(pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -451,6 +740,7 @@ def fault_disk_full(tmp: Path) -> tuple[str, list[str]]:
         lost = lost_data(server, job_id, before)
         if list((server.jobs_dir / job_id).rglob("*.tmp")):
             lost.append("temporary files left behind")
+        lost += torn_event_lines(server.jobs_dir / job_id)
         upload = server.create_job("demo", TINY).status
         filler.unlink()
         server.post(f"/v1/jobs/{job_id}/resume")
@@ -468,7 +758,8 @@ def fault_second_server(tmp: Path) -> tuple[str, list[str]]:
     jobs, address = tmp / "jobs", tmp / "server.json"
     first = start_server(tmp, jobs_dir=jobs, address_file=address)
     try:
-        job_id = first.create_job("demo", dict(TINY, iterations=30, checkpoint_every=5)).json()["id"]
+        # It cannot finish during the check (the probe once counted its own tiny job ending as lost data).
+        job_id = first.create_job("demo", dict(TINY, iterations=100_000, checkpoint_every=5)).json()["id"]
         worker = _training(first, job_id, 4)["worker_pid"]
         before = job_files(jobs, job_id)
         text = address.read_text()
@@ -480,7 +771,8 @@ def fault_second_server(tmp: Path) -> tuple[str, list[str]]:
         status = first.status(job_id)
         if status["worker_pid"] != worker or status["state"] != "running":
             lost.append(f"the first server's job changed: {status['state']}")
-        first.wait_state(job_id, "done", "failed", timeout=180)
+        first.post(f"/v1/jobs/{job_id}/cancel")
+        first.wait_state(job_id, "cancelled", "failed", timeout=60)
         return f"refused (exit {second.returncode}): {second.stderr.strip()[7:60]}...", lost + lost_data(first, job_id, before)
     finally:
         first.stop()
@@ -493,11 +785,18 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="dp4d-probe-") as tmp_name:
         tmp = Path(tmp_name)
-        rows, tried, bad, load = probe_inputs(tmp)
+        rows, tried, bad, load, violations, hangs = probe_inputs(tmp)
+        race_rows, race_rounds, inconsistent, race_hangs = probe_races(tmp)
+        batch_rows, batch_bad, batch_hangs = probe_batch(tmp)
+        tried += len(batch_rows)
+        bad += batch_bad
+        hangs += race_hangs + batch_hangs
         print(f"{'category':18} {'input':40} {'status':>8} {'s':>6}  verdict")
-        for category, name, status, seconds, verdict in rows:
+        for category, name, status, seconds, verdict in rows + race_rows + batch_rows:
             print(f"{category:18} {name[:40]:40} {str(status):>8} {seconds:>6}  {verdict}")
-        print(f"\n{tried} inputs, {bad} answered 5xx or took the server down")
+        print(f"\n{tried} inputs, {bad} answered 5xx, the wrong answer (issue 27 cases), a traceback, or took the server down")
+        print(f"{len(MEMORY_CASES)} result requests, {violations} over their memory bound or wrongly answered")
+        print(f"{race_rounds} races, {inconsistent} pairs inconsistent; {hangs} cases ran out of time")
         print(f"images under the limit, at once: {load}\n")
         faults = [] if args.skip_faults else [
             ("kill -9 of the worker, then resume", lambda t: fault_worker_kill(t)),
@@ -523,7 +822,10 @@ def main() -> int:
                 print(f"{name:40} {seconds:>4}  {lost[:60]:12} {outcome}")
     result = {"inputs_tried": tried, "inputs_5xx": bad, "faults_tried": faults_tried, "faults_lost_data": lost_count,
               "health_max_ms_during_image_checks": load["health_max_ms"], "rss_peak_growth_mb_image_checks": load["rss_peak_growth_mb"],
-              "image_check_speedup_vs_full_decode": round(load["full_float_decode_s"] / max(load["check_s"], 1e-6), 1)}
+              "image_check_speedup_vs_full_decode": round(load["full_float_decode_s"] / max(load["check_s"], 1e-6), 1),
+              "memory_bound_violations": violations, "race_inconsistencies": inconsistent, "hangs": hangs,
+              "server_peak_mb": round(PEAK_MB["server"])}
+    print(f"servers' peak memory over the probe: {PEAK_MB['server']:.0f} MB (target: under 2048)")
     print("RESULT " + json.dumps(result))
     return 0
 

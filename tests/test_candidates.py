@@ -147,4 +147,4 @@ def test_cli_lists_candidates_and_continues_from_a_chosen_one(tmp_path, lamp, ti
     assert json.loads(chosen.stdout.splitlines()[-1][7:])["status"] == "finished"
     assert cand.read_choice(folder)["by"] == "user" and folder.sequence_file.exists()
     none = _cli("candidates", str(tmp_path / "inputs"))
-    assert none.returncode == 1 and "no video candidates" in none.stderr
+    assert none.returncode == 1 and "is not a job folder" in none.stderr  # issue 27: it said "has no video candidates"

@@ -88,3 +88,12 @@ def test_render_and_demo(tmp_path):
     result = result_line(demo.stdout)
     assert {"ref_psnr", "novel_psnr", "novel_psnr_static_baseline", "moving_psnr", "kp_err", "jitter", "seconds"} <= set(result)
     assert (tmp_path / "d" / "model.pt").exists() and (tmp_path / "d" / "metrics.json").exists()
+
+
+def test_candidates_of_a_missing_or_non_job_folder_say_so(tmp_path):
+    """Issue 27, finding 9: a missing folder was reported as having no video candidates."""
+    out = run("candidates", str(tmp_path / "missing"))
+    assert out.returncode == 1 and "missing does not exist" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    (tmp_path / "empty").mkdir()
+    out = run("candidates", str(tmp_path / "empty"), "--choose", "0")
+    assert out.returncode == 1 and "is not a job folder" in out.stderr, out.stderr

@@ -84,8 +84,8 @@ def _zip(path: Path, members: dict) -> Path:
     return path
 
 
-def _png_bytes() -> bytes:
-    ok, buf = cv2.imencode(".png", np.full((8, 8, 3), 200, np.uint8))
+def _png_bytes(side: int = 32) -> bytes:
+    ok, buf = cv2.imencode(".png", np.full((side, side, 3), 200, np.uint8))
     return buf.tobytes()
 
 
@@ -134,6 +134,97 @@ def test_zip_sizes_are_counted_not_trusted(tmp_path):
     assert not (tmp_path / "out2").exists()
     with pytest.raises(FrameZipError, match="not a readable zip"):
         extract_frames_zip(tmp_path / "forged.zip.missing", tmp_path / "out3")
+
+
+def corrupt_member(data: bytes, name: str, offset: int = 0) -> bytes:
+    """``data`` (a zip) with 8 bytes of member ``name``'s compressed data overwritten: at offset 0
+    the deflate stream breaks (zlib.error), further on its CRC (BadZipFile)."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + offset
+    out = bytearray(data)
+    out[start : start + 8] = b"\xff" * 8
+    return bytes(out)
+
+
+def _noise_png(side: int = 48, seed: int = 0, mode: str = "RGB", alpha: int | None = None) -> bytes:
+    from PIL import Image
+
+    arr = np.random.default_rng(seed).integers(0, 255, (side, side, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+    if alpha is not None:
+        arr[..., 3] = alpha
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("offset, error", [(0, "zlib: Error -3"), (10, "BadZipFile: Bad CRC-32")])
+def test_a_member_that_cannot_be_read_is_named_and_nothing_stays(tmp_path, offset, error):
+    """Issue 27, finding 3: corrupt compressed data raised zlib.error through (a bare 500, a
+    traceback in the CLI)."""
+    data = zip_bytes({f"f{i}.png": _noise_png(seed=i) for i in range(4)})
+    path = tmp_path / "bad.zip"
+    path.write_bytes(corrupt_member(data, "f2.png", offset))
+    with pytest.raises(FrameZipError, match="member 'f2.png' cannot be read") as err:
+        extract_frames_zip(path, tmp_path / "out")
+    assert not err.value.too_large and error in str(err.value)
+    assert not (tmp_path / "out").exists()  # frames 0 and 1 were written, then removed
+
+
+def test_small_members_cannot_add_up_to_a_bomb(tmp_path, monkeypatch):
+    """Issue 27, finding 6: members of 1 MiB or less skipped the expansion check, so a 2.2 MiB
+    zip of flat BMPs unpacked to 2 GB. The whole zip is bounded against its size, and against
+    the free disk, before a byte is written."""
+    path = _zip(tmp_path / "flat.zip", {f"{i:03d}.bmp": b"\0" * (1 << 20) for i in range(40)})  # 40 MiB from ~40 kB
+    with pytest.raises(FrameZipError, match="a zip bomb is refused") as err:
+        extract_frames_zip(path, tmp_path / "out")
+    assert err.value.too_large and "expands to 40.0 MiB" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    # The free disk: frames that would not leave the reserve free are refused (507 on a server).
+    import shutil
+
+    frames = _zip(tmp_path / "ok.zip", {f"{i}.png": _noise_png(seed=i) for i in range(3)})
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(FrameZipError, match="not enough disk space to unpack ok.zip") as err:
+        extract_frames_zip(frames, tmp_path / "out")
+    assert err.value.no_space and not (tmp_path / "out").exists()
+
+
+BAD_FRAMES = [
+    ("1x1 frame", {"f0.png": _noise_png(), "f1.png": _noise_png(1)}, "member 'f1.png' is only 1x1 pixels"),
+    ("transparent frame", {"f0.png": _noise_png(), "f1.png": _noise_png(mode="RGBA", alpha=0)}, "member 'f1.png' is fully transparent"),
+    ("garbage frame 5", {**{f"f{i}.png": _noise_png(seed=i) for i in range(5)}, "f5.png": b"\x89PNG garbage"}, "member 'f5.png' is not an image"),
+    ("truncated frame", {"f0.png": _noise_png(), "f1.png": _noise_png(seed=1)[:200]}, "member 'f1.png' is damaged or truncated"),
+]
+
+
+@pytest.mark.parametrize("members, message", [c[1:] for c in BAD_FRAMES], ids=[c[0] for c in BAD_FRAMES])
+def test_every_frame_is_checked_as_an_image_by_its_member_name(tmp_path, members, message):
+    """Issue 27, finding 8: such frames got 201 (the job failed later, naming a renamed file in
+    a server path), and the CLI read only the frames it sampled. Now the zip's every frame is
+    checked, here for the CLI (import_frames) and the server alike."""
+    path = _zip(tmp_path / "frames.zip", members)
+    with pytest.raises(FrameZipError, match=message):
+        import_frames(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, data in members.items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(FrameZipError, match=message.split("'")[-1].strip()):
+        import_frames(folder, tmp_path / "out2")  # a folder of the same frames, named by file
+
+
+def test_the_cli_refuses_a_zip_with_a_garbage_frame_it_would_not_sample(tmp_path, lamp_ply):
+    write_frames(tmp_path / "f", count=6, size=64)
+    (tmp_path / "f" / "shot5.png").write_bytes(b"\x89PNG garbage")
+    zip_folder(tmp_path / "f", tmp_path / "frames.zip")
+    proc = run("animate", str(lamp_ply), "--video", str(tmp_path / "frames.zip"), "--frames", "3", "-o", str(tmp_path / "job"))
+    assert proc.returncode == 1 and "member 'shot5.png' is not an image" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # A corrupt member is the same: named, no traceback (it was zlib.error's).
+    data = zip_bytes({f"f{i}.png": _noise_png(seed=i) for i in range(3)})
+    (tmp_path / "bad.zip").write_bytes(corrupt_member(data, "f1.png"))
+    proc = run("animate", str(lamp_ply), "--video", str(tmp_path / "bad.zip"), "-o", str(tmp_path / "job2"))
+    assert proc.returncode == 1 and "member 'f1.png' cannot be read" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_a_folder_copies_its_frames_only(tmp_path):

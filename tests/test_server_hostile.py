@@ -92,6 +92,8 @@ PLYS = [
     ("bare property line", b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty\nend_header\n", "malformed property line"),
     ("ascii, not numbers", _ply_header(2, fmt="ascii") + b"a b c d e f g h i j k l m n o p q\n" * 2, "must be numbers"),
     ("0 vertices", _ply_header(0), "holds no Gaussians"),
+    # issue 27: a valid PLY of 1 Gaussian got 201, then failed with "could not find the object in the first video frame"
+    ("1 Gaussian", _ply_header(1) + np.eye(1, 17, 13, dtype="<f4").tobytes(), "holds only 1 Gaussian; an animate job needs a 3D Gaussian splat"),
     ("20-digit count", _ply_header(10**20), "malformed element line"),
 ]
 

@@ -1,6 +1,8 @@
 """The server's parts without a server: job store, event log, worker event file, failures."""
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -63,9 +65,12 @@ def test_event_log_reads_complete_lines_only(tmp_path):
         fh.write(b'ess", "iteration": 2, "total": 4}\nnot json\n{"type": "snapshot", "version": 3, "time": 1.0}\n')
     assert log.poll() == 3
     assert log.progress.iteration == 2 and log.progress.snapshot == {"version": 3}
-    assert [(i, kind) for i, kind, _ in log.since(-1)] == [(0, "progress"), (1, "progress"), (3, "snapshot")]
-    assert [i for i, _, _ in log.since(1)] == [3]
-    assert len(log) == 4  # the bad line keeps its id
+    assert [(i, kind) for i, kind, _ in log.since(-1)] == [(0, "progress"), (1, "progress"), (2, "log"), (3, "snapshot")]
+    assert [i for i, _, _ in log.since(2)] == [3]
+    assert len(log) == 4  # the bad line keeps its id, and says it is broken (issue 27: it was skipped silently)
+    broken = json.loads(log.since(1)[0][2])
+    assert broken["broken"] and broken["level"] == "warning" and "event 2 of this job is broken" in broken["message"]
+    assert log.progress.message is None  # a broken line is no progress
 
 
 def test_worker_event_file_survives_a_torn_line(tmp_path):
@@ -77,7 +82,8 @@ def test_worker_event_file_survives_a_torn_line(tmp_path):
     log = EventLog(tmp_path / "events.jsonl")
     log.poll()
     kinds = [kind for _, kind, _ in log.since(-1)]
-    assert kinds == ["snapshot", "log"] and len(log) == 3  # the torn line stays on its own line
+    assert kinds == ["snapshot", "log", "log"] and len(log) == 3  # the torn line stays on its own line
+    assert json.loads(log.since(-1)[1][2])["broken"]
     last = json.loads(log.since(-1)[-1][2])
     assert last["message"] == "next attempt" and last["value"] is None and last["time"] > 0
     assert writer.snapshot_version == 4  # the next snapshot of this job is version 5
@@ -122,3 +128,37 @@ def test_a_record_is_saved_in_place_when_the_disk_is_full(tmp_path, monkeypatch)
     saved = json.loads(JobFolder(store.job_dir(record.id)).state.read_text())
     assert saved["state"] == "failed" and saved["error"] == "not enough disk space"
     assert not list(store.job_dir(record.id).glob("*.tmp"))
+
+
+def test_a_full_disk_never_leaves_a_torn_event_line(tmp_path):
+    """Issue 27, finding 10: the worker's buffered write left a truncated line on a full disk. In
+    a child process whose file-size limit is the disk running out (the kernel writes short, then
+    refuses), events are written until one fails: the file ends with whole lines only, and the
+    next write after space comes back lands on its own line."""
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from dynapose4d.server.runner.worker import EventWriter, StopRequest\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "writer = EventWriter(Path(sys.argv[1]), StopRequest(10))\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (5000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "for i in range(1000):\n"
+        "    try:\n"
+        "        writer.write({'type': 'log', 'message': 'x' * 97, 'i': i})\n"
+        "    except OSError as exc:\n"
+        "        print('failed at', i, exc.errno)\n"
+        "        break\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("failed at"), out.stdout + out.stderr
+    data = (tmp_path / "events.jsonl").read_bytes()
+    assert data.endswith(b"\n") and len(data) <= 5000
+    lines = data.splitlines()
+    assert [json.loads(line)["i"] for line in lines] == list(range(len(lines)))  # whole lines, none torn
+    writer = EventWriter(tmp_path, StopRequest(10))
+    writer.write({"type": "log", "message": "space again"})
+    writer.close()
+    log = EventLog(tmp_path / "events.jsonl")
+    log.poll()
+    assert not any(json.loads(text).get("broken") for _, _, text in log.since(-1))
+    assert json.loads(log.since(-1)[-1][2])["message"] == "space again"

@@ -18,6 +18,12 @@ from tests.server_fixtures import UPLOAD_KIND  # noqa: E402
 pytest_plugins = ["tests.server_fixtures"]
 
 
+def _transparent_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (64, 64), (200, 30, 30, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _png(width=64, height=64, seed=0) -> bytes:
     rgb = np.random.default_rng(seed).uniform(0, 255, (height, width, 3)).astype(np.uint8)
     buf = io.BytesIO()
@@ -73,6 +79,7 @@ BAD_FILES = [
     ("truncated", {"image": ("photo.png", _png(256, 256)[:3000])}, 422, "photo.png"),
     ("zero bytes", {"image": ("photo.png", b"")}, 422, "empty"),
     ("1x1", {"image": ("photo.png", _png(1, 1))}, 422, "photo.png"),
+    ("fully transparent", {"image": ("photo.png", _transparent_png())}, 422, "'photo.png') is fully transparent"),  # issue 27: was 201
     ("decompression bomb", {"image": ("photo.png", _bomb_png())}, 422, "decompression"),
     ("wrong suffix", {"image": ("photo.txt", _png())}, 415, ".png"),
     ("no suffix", {"image": ("photo", _png())}, 415, "suffix"),
@@ -236,3 +243,18 @@ def test_the_real_job_kinds_are_served_from_their_declarations(upload_server, ex
             reply = upload_server.create_job(kind, {}, {"image": ("photo.png", _png())})
             assert reply.status == 201 and reply.json()["kind"] == kind, reply.body
     _server_and_existing_job_unharmed(upload_server, existing_job)
+
+
+@pytest.mark.parametrize("size_mb", [4.0001, 6, 40])
+def test_a_refused_upload_reaches_a_client_that_sends_everything_first(upload_server, size_mb):
+    """Issue 27, finding 9: an early 413 (here on the declared length, or while the body
+    streams) reached http.client, which sends the whole body before it reads, as a connection
+    reset. The server reads and discards what is left of a body of bounded size, then answers;
+    the message tells a size just over the limit from the limit."""
+    data = b"\0" * int(size_mb * 2**20)
+    reply = upload_server.create_job(UPLOAD_KIND, {}, {"image": ("big.png", data)})
+    assert reply.status == 413, reply.body
+    assert "larger than the limit of 4 MiB" in reply.detail, reply.detail
+    if size_mb < 5:
+        assert "bytes" in reply.detail.split("larger")[0], reply.detail  # "(4,194,... bytes)", not "(4 MiB)"
+    assert upload_server.get("/v1/health").status == 200

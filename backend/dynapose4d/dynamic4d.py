@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .cameras import Cameras
 from .deform.anchors import Anchors
-from .deform.deformations import Binding, Deformation, DeformConfig, make_deformation
+from .deform.deformations import Binding, Deformation, DeformConfig, Deformed, make_deformation
 from .gaussians import Gaussians
 
 TIME_MODES = ("clamp", "loop", "pingpong")
@@ -97,9 +97,17 @@ class Dynamic4D:
         return Gaussians.cat_batch(parts), torch.cat(kps)
 
     @torch.no_grad()
-    def sample_keypoints(self, times: Tensor) -> Tensor:
+    def sample_keypoints(self, times: Tensor, chunk: int = 64) -> Tensor:
         """Keypoints ``[F, P, 3]`` at ``times [F]`` without deforming every Gaussian."""
-        return self.keypoints.anchors.positions(self.deformation().handle_motion(self.static, times))
+        anchors = self.keypoints.anchors
+        return torch.cat([anchors.positions(self.handle_motion(times[i : i + chunk])) for i in range(0, len(times), chunk)])
+
+    @torch.no_grad()
+    def handle_motion(self, times: Tensor, chunk: int = 64) -> Deformed:
+        """The handles' motion at ``times [F]``, evaluated ``chunk`` times at a time: the field's
+        intermediates take about 1 kB per handle and time, the motion itself under 100 bytes."""
+        deformation = self.deformation()
+        return Deformed.cat_times([deformation.handle_motion(self.static, times[i : i + chunk]) for i in range(0, len(times), chunk)])
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

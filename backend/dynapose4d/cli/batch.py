@@ -32,9 +32,9 @@ import argparse
 import csv
 import hashlib
 import http.client
-import io
 import json
 import os
+import stat
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -69,20 +69,22 @@ class BadLine:
     error: str
 
 
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024  # a line, and its settings: the server's limit on a form field (UploadLimits.field_bytes)
+MAX_NAME_CHARS = 128
+MAX_PATH_CHARS = 4096
+
+
 def read_manifest(path: Path) -> tuple[list[BatchJob], list[BadLine]]:
-    """The jobs of a manifest and the lines that cannot be jobs (with why)."""
+    """The jobs of a manifest and the lines that cannot be jobs (with why). Each line is parsed
+    on its own, with the server's JSON limits (``io.jsontext``), so a bad line never stops the
+    others."""
     path = Path(path)
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the manifest {path}: {exc}") from None
-    if suffix in JSON_SUFFIXES:
-        rows = _json_rows(text)
-    elif suffix in CSV_SUFFIXES:
-        rows = _csv_rows(text)
-    else:
+    if suffix not in JSON_SUFFIXES + CSV_SUFFIXES:
         raise ValueError(f"the manifest {path} should be JSON lines ({', '.join(JSON_SUFFIXES)}) or CSV (.csv)")
+    text = _read_manifest_text(path)
+    rows = _json_rows(text) if suffix in JSON_SUFFIXES else _csv_rows(text)
     jobs, bad, names = [], [], {}
     for line, row in rows:
         try:
@@ -91,20 +93,55 @@ def read_manifest(path: Path) -> tuple[list[BatchJob], list[BadLine]]:
             job = _job_from_row(line, row, path.parent)
             if job.name in names:
                 raise ValueError(f"the job name {job.name!r} is already used on line {names[job.name]}")
-        except ValueError as exc:
-            bad.append(BadLine(line, str(exc)))
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+            bad.append(BadLine(line, str(exc)[:500]))
             continue
         names[job.name] = line
         jobs.append(job)
     return jobs, bad
 
 
-def _json_rows(text: str):
+def _read_manifest_text(path: Path) -> str:
+    """The manifest's text, read as a regular file of at most MAX_MANIFEST_BYTES: a link to a
+    device (/dev/zero) or a pipe (which would block for ever) is refused before any read."""
+    try:  # O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused just below
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ValueError(f"cannot read the manifest {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"the manifest {path} is not a regular file (a device, a pipe or a folder); give a .jsonl or .csv file")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"the manifest {path} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB; split it into several batches")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the manifest {path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _lines(text: str):
+    """``(number, line)`` of the lines that are not blank or comments; a line longer than the
+    limit is a ValueError in its place."""
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+            yield number, ValueError(f"the line is longer than {MAX_LINE_BYTES // 1024} KiB")
+            continue
+        yield number, raw
+
+
+def _json_rows(text: str):
+    from ..io.jsontext import load_json
+
+    for number, raw in _lines(text):
+        if isinstance(raw, Exception):
+            yield number, raw
+            continue
         try:
-            row = json.loads(raw)
+            row = load_json(raw, "the line", max_bytes=MAX_LINE_BYTES)
         except ValueError as exc:
             yield number, ValueError(f"not a JSON object: {exc}")
             continue
@@ -112,16 +149,25 @@ def _json_rows(text: str):
 
 
 def _csv_rows(text: str):
-    lines = [(n, raw) for n, raw in enumerate(text.splitlines(), 1) if raw.strip() and not raw.lstrip().startswith("#")]
-    if not lines:
-        return
-    reader = csv.reader(io.StringIO("\n".join(raw for _, raw in lines)))
-    rows = list(reader)
-    header = [h.strip() for h in rows[0]]
-    if "kind" not in header:
-        yield lines[0][0], ValueError(f"the CSV header needs a 'kind' column (it has: {', '.join(header)})")
-        return
-    for (number, _), values in zip(lines[1:], rows[1:]):
+    from ..io.jsontext import load_json
+
+    header = None
+    for number, raw in _lines(text):
+        try:
+            if isinstance(raw, Exception):
+                raise raw
+            values = next(csv.reader([raw]))
+        except (ValueError, csv.Error) as exc:
+            if header is None:
+                raise ValueError(f"line {number}: the CSV header cannot be read ({exc})") from None
+            yield number, ValueError(f"not a CSV row: {exc}")
+            continue
+        if header is None:
+            header = [h.strip() for h in values]
+            if "kind" not in header:
+                yield number, ValueError(f"the CSV header needs a 'kind' column (it has: {', '.join(header)[:200]})")
+                return
+            continue
         if len(values) != len(header):
             yield number, ValueError(f"{len(values)} fields where the header has {len(header)}")
             continue
@@ -133,7 +179,7 @@ def _csv_rows(text: str):
         settings = cells.pop("settings", "")
         if settings:
             try:
-                row["settings"] = json.loads(settings)
+                row["settings"] = load_json(settings, "the settings column", max_bytes=MAX_LINE_BYTES)
             except ValueError as exc:
                 yield number, ValueError(f"the settings column is not JSON: {exc}")
                 continue
@@ -141,39 +187,59 @@ def _csv_rows(text: str):
         yield number, row
 
 
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _job_from_row(line: int, row: dict, base: Path) -> BatchJob:
     from ..pipeline import INPUTS, SETTINGS, validate_settings
 
     unknown = set(row) - {"name", "kind", "inputs", "settings"}
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}; a line has name, kind, inputs and settings")
+        fields = ", ".join(sorted(map(str, unknown)))
+        raise ValueError(f"unknown field(s) {fields if len(fields) <= 80 else fields[:80] + '...'}; a line has name, kind, inputs and settings")
     kind = row.get("kind")
-    if kind not in SETTINGS:
-        raise ValueError(f"unknown job kind {kind!r}; choose one of {', '.join(SETTINGS)}")
+    if not isinstance(kind, str) or kind not in SETTINGS:
+        raise ValueError(f"unknown job kind {_shown(kind)}; choose one of {', '.join(SETTINGS)}")
     settings = row.get("settings") or {}
     inputs = row.get("inputs") or {}
     if not isinstance(settings, dict) or not isinstance(inputs, dict):
         raise ValueError("'settings' and 'inputs' must be JSON objects")
     checked = validate_settings(kind, settings)  # the batch's one check; JobError is a ValueError that names the setting
-    roles = INPUTS[kind]
-    paths = {}
-    for role, value in inputs.items():
-        if role not in roles:
-            raise ValueError(f"a {kind} job takes no {role!r} input; it takes: {', '.join(roles) or 'none'}")
-        p = Path(str(value)).expanduser()
-        p = p if p.is_absolute() else base / p
-        if not p.is_file():
-            raise ValueError(f"input {role!r}: {p} is not a file")
-        if p.suffix.lower() not in roles[role][1]:
-            raise ValueError(f"input {role!r}: {p.name} should be one of {', '.join(roles[role][1])}")
-        paths[role] = p.resolve()
-    for role, (required, _) in roles.items():
+    paths = {role: _input_path(kind, role, value, base) for role, value in inputs.items()}
+    for role, (required, _) in INPUTS[kind].items():
         if required and role not in paths:
             raise ValueError(f"a {kind} job needs an {role!r} input")
     name = row.get("name") or _derived_name(kind, paths, settings)
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"the job name {name!r} cannot be a folder name")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") or not name.isprintable():
+        raise ValueError(f"the job name {_shown(name)} cannot be a folder name")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"the job name {_shown(name, 40)} has {len(name):,} characters; at most {MAX_NAME_CHARS} are allowed")
     return BatchJob(line, name, kind, paths, settings, checked)
+
+
+def _input_path(kind: str, role: str, value, base: Path) -> Path:
+    """An input file of a line: a regular file with the role's suffix; a link must stay inside
+    the manifest's folder (``x.png -> /etc/shadow`` would upload a file the line does not name)."""
+    from ..pipeline import INPUTS
+
+    roles = INPUTS[kind]
+    if role not in roles:
+        raise ValueError(f"a {kind} job takes no {role!r} input; it takes: {', '.join(roles) or 'none'}")
+    if not isinstance(value, str) or not value or len(value) > MAX_PATH_CHARS:
+        raise ValueError(f"input {role!r} must be a file path (text of at most {MAX_PATH_CHARS} characters), got {_shown(value)}")
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise ValueError(f"input {role!r}: {p} is not a file")
+    real = p.resolve()
+    if real != Path(os.path.normpath(p.absolute())) and not real.is_relative_to(base.resolve()):
+        raise ValueError(f"input {role!r}: {p.name} is a link to a file outside the manifest's folder; copy the file in instead")
+    for name in (p.name, real.name):
+        if Path(name).suffix.lower() not in roles[role][1]:
+            raise ValueError(f"input {role!r}: {name} should be one of {', '.join(roles[role][1])}")
+    return real
 
 
 def _derived_name(kind: str, inputs: dict, settings: dict) -> str:
@@ -199,16 +265,35 @@ class JobState:
 
 
 class BatchState:
-    """``batch-state.json``: what earlier runs of this batch did, saved after every change."""
+    """``batch-state.json``: what earlier runs of this batch did, saved after every change. A file
+    that is not a batch state (not JSON, not ``{"jobs": {...}}``, too large) is set aside as
+    ``batch-state.json.bad-<time>`` and the batch starts over; ``warning`` says so."""
+
+    MAX_BYTES = 64 * 1024 * 1024
 
     def __init__(self, out: Path):
         self.path = out / STATE_FILE
         self.jobs: dict[str, dict] = {}
-        if self.path.exists():
+        self.warning: str | None = None
+        if self.path.exists() or self.path.is_symlink():
             try:
-                self.jobs = json.loads(self.path.read_text()).get("jobs", {})
-            except ValueError as exc:
-                raise ValueError(f"{self.path} is not readable JSON ({exc}); move it away to start the batch over") from None
+                self.jobs = self._read()
+            except (OSError, ValueError) as exc:
+                aside = self.path.with_name(f"{STATE_FILE}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(self.path, aside)
+                self.warning = f"{self.path} is not a batch state ({str(exc)[:200]}); it was set aside as {aside.name} and the batch starts over"
+
+    def _read(self) -> dict[str, dict]:
+        from ..io.jsontext import load_json
+
+        if not self.path.is_file():
+            raise ValueError("not a regular file")
+        with open(self.path, "rb") as fh:
+            data = load_json(fh.read(self.MAX_BYTES + 1), "it", max_bytes=self.MAX_BYTES)
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if not isinstance(jobs, dict):
+            raise ValueError('it should be a JSON object {"jobs": {...}}')
+        return {name: _state_entry(entry) for name, entry in jobs.items() if isinstance(entry, dict)}
 
     def save(self, states: list[JobState]) -> None:
         for s in states:
@@ -218,6 +303,27 @@ class BatchState:
         os.replace(tmp, self.path)
 
 
+def _state_entry(entry: dict) -> dict:
+    """The fields of an earlier run's record that have the right type (a server job id must be
+    one: it becomes part of a URL)."""
+    from ..server.runner.store import UnknownJob, check_job_id
+
+    out = {}
+    for key in ("status", "folder", "error", "server_job"):
+        if isinstance(entry.get(key), str) and len(entry[key]) <= MAX_PATH_CHARS:
+            out[key] = entry[key]
+    if isinstance(entry.get("seconds"), (int, float)) and not isinstance(entry["seconds"], bool):
+        out["seconds"] = float(entry["seconds"])
+    if out.get("status") not in (*SERVER_FINAL, "pending", "queued", "running", None):
+        out.pop("status")
+    try:
+        if "server_job" in out:
+            check_job_id(out["server_job"])
+    except UnknownJob:
+        out.pop("server_job")
+    return out
+
+
 # -- the progress display -----------------------------------------------------------------------
 class BatchProgress:
     """Per-job stage, progress and ETA and the batch's done/failed counts (rich, on stderr; plain
@@ -225,6 +331,7 @@ class BatchProgress:
 
     def __init__(self, states: list[JobState], console=None):
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, Progress, TextColumn
 
         self.console = console or Console(stderr=True)
@@ -238,7 +345,7 @@ class BatchProgress:
             transient=False,
         )
         self.overall = self.progress.add_task("batch", total=len(states) or 1, info="")
-        self.tasks = {s.name: self.progress.add_task(f"  {s.name}", total=1.0, info=s.status) for s in states}
+        self.tasks = {s.name: self.progress.add_task(f"  {escape(s.name)}", total=1.0, info=s.status) for s in states}
         self._reported: set[str] = {s.name for s in states if s.skipped}
 
     def __enter__(self):
@@ -260,7 +367,7 @@ class BatchProgress:
                 self._reported.add(s.name)
                 took = f" in {s.seconds:.1f} s" if s.seconds is not None else ""
                 why = f": {s.error.splitlines()[0]}" if s.error else ""
-                self.progress.console.print(f"{s.name} (line {s.line}): {s.status}{took}{why}")
+                self.progress.console.print(f"{s.name} (line {s.line}): {s.status}{took}{why}", markup=False, highlight=False)
         counts = _counts(self.states)
         self.progress.update(self.overall, completed=counts["done"] + counts["failed"],
                              info=f"{counts['done']} done, {counts['failed']} failed, {counts['active']} to go")
@@ -415,6 +522,7 @@ def _take_status(state: JobState, status: dict, client: ServerClient) -> None:
 # -- the command --------------------------------------------------------------------------------
 def run_batch(manifest: Path, out: Path, server: Path | None = None, console=None) -> dict:
     """Run (or continue) a batch; returns the summary that is also written to ``summary.json``."""
+    from rich.markup import escape  # manifest text is shown as text, never as rich markup
     jobs, bad = read_manifest(manifest)
     out.mkdir(parents=True, exist_ok=True)
     state_file = BatchState(out)
@@ -430,8 +538,10 @@ def run_batch(manifest: Path, out: Path, server: Path | None = None, console=Non
     client = ServerClient(server) if server is not None else None
 
     with BatchProgress(states, console) as display:
+        if state_file.warning:
+            display.console.print(f"[bold yellow]warning[/]: {escape(state_file.warning)}", highlight=False)
         for b in bad:
-            display.console.print(f"[bold red]line {b.line}[/] of {manifest.name}: {b.error} (skipped)", highlight=False)
+            display.console.print(f"[bold red]line {b.line}[/] of {escape(manifest.name)}: {escape(b.error)} (skipped)", highlight=False)
 
         def save():
             state_file.save(states)
@@ -464,6 +574,7 @@ def run_batch(manifest: Path, out: Path, server: Path | None = None, console=Non
 
 
 def _print_summary(summary: dict, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"batch: {summary['counts']['done']} done, {summary['counts']['failed']} failed, "
@@ -473,9 +584,9 @@ def _print_summary(summary: dict, console) -> None:
     for j in summary["jobs"]:
         status = j["status"] + (" (earlier run)" if j["skipped"] else "")
         took = f"{j['seconds']:.1f} s" if j["seconds"] is not None else "-"
-        table.add_row(str(j["line"]), j["name"], j["kind"], status, took, j["folder"] or "-")
+        table.add_row(str(j["line"]), escape(j["name"]), j["kind"], status, took, escape(j["folder"] or "-"))
     for b in summary["bad_lines"]:
-        table.add_row(str(b["line"]), "-", "-", "bad line", "-", b["error"])
+        table.add_row(str(b["line"]), "-", "-", "bad line", "-", escape(b["error"]))
     console.print(table)
 
 

@@ -201,8 +201,14 @@ def cmd_candidates(args) -> int:
     from ..pipeline.progress import ConsoleProgress
 
     folder = JobFolder(args.job_dir)
+    if not folder.job_file.is_file():
+        what = "does not exist" if not folder.root.exists() else "is not a job folder (it has no job.json)"
+        raise ValueError(f"{folder.root} {what}; give the folder of a generate job (its -o/--out)")
     if args.choose is not None:
-        candidates.choose(folder, args.choose)
+        try:
+            candidates.choose(folder, args.choose)
+        except candidates.CandidateError as exc:
+            raise ValueError(f"{folder.root}: {exc}") from None
         print(f"candidate {args.choose} chosen; running the job on from it")
         summary = run_job(folder.root, ConsoleProgress())
         print("RESULT " + json.dumps(summary))

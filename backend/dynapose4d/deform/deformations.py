@@ -74,6 +74,12 @@ class Deformed:
             self.handle_shift, self.handle_quat, self.handle_scale,
         )))
 
+    @staticmethod
+    def cat_times(parts: list["Deformed"]) -> "Deformed":
+        """One motion from motions at consecutive runs of times (the inverse of :meth:`select_times`)."""
+        fields = ("means", "quats", "log_scales", "handles", "handle_rot", "handle_shift", "handle_quat", "handle_scale")
+        return Deformed(*(None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
     def gaussians(self, static: Gaussians) -> Gaussians:
         """The deformed scene as a batch of F Gaussian sets (for the renderer or export)."""
         f = self.means.shape[0]

@@ -40,6 +40,7 @@ __all__ = [
     "prepare_reference",
     "MAX_PIXELS",
     "MIN_SIDE",
+    "check_image",
     "DEFAULT_FILL",
 ]
 
@@ -158,6 +159,51 @@ def load_image(
         img = ImageOps.exif_transpose(img) or img
         rgb, alpha = _to_float(img, name)
     return LoadedImage(rgb, alpha, name, mode)
+
+
+def check_image(path: str | Path, name: str, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> tuple[int, int]:
+    """Whether ``path`` can be used as an image or a video frame, checked as :func:`load_image`
+    will load it but cheaply (8-bit, JPEG at reduced scale, no float copy): its ``(width,
+    height)``. Raises :class:`ImageLoadError` naming ``name`` (what the user calls the file, never
+    our path): not an image, above ``max_pixels``, below ``min_side``, damaged or truncated, or
+    fully transparent. The server's upload check and the CLI's frame import both use it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        try:
+            img = Image.open(path)
+        except UnidentifiedImageError:
+            raise ImageLoadError(f"{name} is not an image Pillow can read; give a PNG, JPEG, WebP, BMP or TIFF file") from None
+        except Image.DecompressionBombError:
+            raise ImageLoadError(f"{name} is too large to open safely (decompression-bomb guard); resize it below {max_pixels:,} pixels") from None
+        except OSError as exc:
+            raise ImageLoadError(f"{name} could not be read ({type(exc).__name__}); re-export the file") from None
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageLoadError(
+                    f"{name} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (a decompression-bomb guard); "
+                    "the pipeline works at 256-1024 px, so resize it (2048 px on the long side is plenty)"
+                )
+            if min(w, h) < min_side:
+                raise ImageLoadError(f"{name} is only {w}x{h} pixels; give an image at least {min_side} px on each side (256+ recommended)")
+            img.draft("RGB", (1024, 1024))  # JPEG: decode at 1/2..1/8 scale (no alpha there); other formats ignore it
+            try:
+                img.load()
+                transparent = _fully_transparent(img)
+            except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+                why = str(exc).replace(str(path), "the file") if str(exc) else type(exc).__name__
+                raise ImageLoadError(f"{name} is damaged or truncated ({why}); re-export or re-download the file") from None
+    if transparent:
+        raise ImageLoadError(f"{name} is fully transparent (alpha is 0 everywhere): there is nothing to see; export it with the object visible")
+    return w, h
+
+
+def _fully_transparent(img: Image.Image) -> bool:
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return img.getchannel("A").getextrema()[1] == 0
+    if img.mode == "P" and "transparency" in img.info:
+        return img.convert("RGBA").getchannel("A").getextrema()[1] == 0
+    return False
 
 
 def load_on_white(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

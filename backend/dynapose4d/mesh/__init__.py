@@ -2,7 +2,7 @@
 deformation's control points (what animators and game engines take)."""
 
 from .skeleton import Skeleton, SkeletonConfig, build_skeleton
-from .skinned import SkinnedMesh, build_skinned_mesh
+from .skinned import SkinnedMesh, build_skinned_mesh, skin_surface
 from .surface import MeshError, SurfaceConfig, SurfaceMesh, extract_surface
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "build_skeleton",
     "build_skinned_mesh",
     "extract_surface",
+    "skin_surface",
 ]

@@ -129,8 +129,7 @@ def build_skeleton(rest: np.ndarray, rotations: np.ndarray, positions: np.ndarra
         label = _compact(label)
         R, t = fit_rigid(flat_rest, flat_moved, _membership(np.repeat(label, 4), label.max() + 1))
         centres = np.stack([rest[label == b].mean(0) for b in range(label.max() + 1)])
-        pred = np.einsum("fbij,mpj->fmbpi", R, rest_pts) + t[:, None, :, None, :]  # [F, M, B, 4, 3]
-        err = ((pred - moved[:, :, None]) ** 2).sum(-1).mean((0, 3))  # [M, B]
+        err = _fit_error(R, t, rest_pts, moved)  # [M, B]
         far = np.linalg.norm(rest[:, None] - centres[None], axis=-1)
         err = err + (far > 3.0 * np.sort(far, 1)[:, :1] + 4.0 * spacing) * 1e12
         new = err.argmin(1)
@@ -151,6 +150,19 @@ def build_skeleton(rest: np.ndarray, rotations: np.ndarray, positions: np.ndarra
         heads=heads[order], parents=parents, rotations=R[:, order], translations=t[:, order],
         handle_bone=new_index[label], names=[f"bone_{i:02d}" for i in range(count)],
     )
+
+
+def _fit_error(R: np.ndarray, t: np.ndarray, rest_pts: np.ndarray, moved: np.ndarray, chunk: int = 8) -> np.ndarray:
+    """``[M, B]``: mean squared distance of handle m's points ``rest_pts [M, 4, 3]`` moved by bone
+    b (``R [F, B, 3, 3]``, ``t [F, B, 3]``) from where they went (``moved [F, M, 4, 3]``), over
+    frames. Summed a few frames at a time: all frames at once is ``[F, M, B, 4, 3]`` float64,
+    about 7 MB a frame at 512 handles and 48 bones (issue 27)."""
+    frames = R.shape[0]
+    total = np.zeros((rest_pts.shape[0], R.shape[1]))
+    for s in range(0, frames, chunk):
+        pred = np.einsum("fbij,mpj->fmbpi", R[s : s + chunk], rest_pts) + t[s : s + chunk, None, :, None, :]
+        total += ((pred - moved[s : s + chunk, :, None]) ** 2).sum((0, 3, 4))
+    return total / (frames * rest_pts.shape[1])
 
 
 def _spacing(rest: np.ndarray) -> float:

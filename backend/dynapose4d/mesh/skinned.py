@@ -23,7 +23,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch
 
 from ..deform.deformations import Binding, move_bound_points
 from .skeleton import Skeleton, SkeletonConfig, build_skeleton
-from .surface import SurfaceConfig, extract_surface
+from .surface import SurfaceConfig, SurfaceMesh, extract_surface
 
 FORMAT = "dynapose4d.skinned/1"
 INFLUENCES = 4
@@ -137,45 +137,69 @@ def build_skinned_mesh(
 ) -> SkinnedMesh:
     """The skinned mesh of ``model`` (a Dynamic4D) at normalised ``times [F]`` (frame i at i / fps)."""
     t0 = time.perf_counter()
-    static = model.static.detach().to("cpu", torch.float32)
-    # 1. The surface.
-    mesh = extract_surface(static, surface)
-    t_surface = time.perf_counter() - t0
-    # 2. The full deformation of its vertices.
+    mesh = extract_surface(model.static.detach().to("cpu", torch.float32), surface)
+    result = skin_surface(model, mesh, times, fps, skeleton)
+    result.report["surface_s"] = round(time.perf_counter() - t0 - result.report["skin_s"], 4)
+    if surface_error:
+        result.report.update(_surface_error(model, times, result.deformed, surface.min_opacity))
+    result.report["build_s"] = round(time.perf_counter() - t0, 4)
+    return result
+
+
+def skin_surface(model, mesh: SurfaceMesh, times: torch.Tensor, fps: float, skeleton: SkeletonConfig = SkeletonConfig(),
+                 chunk: int = 16) -> SkinnedMesh:
+    """Steps 2-4 for an extracted surface: its vertices' full deformation, the bones and weights,
+    and the skinning error. Memory grows with frames x (vertices + handles); the per-frame work
+    runs ``chunk`` frames at a time, so only the results are held for every frame."""
+    t0 = time.perf_counter()
+    # 1. The full deformation of the vertices.
     deform = model.deformation()
-    times = times.to(static.means.dtype)
+    times = times.to(model.static.means.dtype)
     with torch.no_grad():
-        motion = deform.handle_motion(model.static, times)
+        motion = model.handle_motion(times)
         handles_rest = deform.handles_rest.detach().to(torch.float32)
         verts = torch.from_numpy(mesh.vertices)
         if handles_rest.shape[0]:
             binding = Binding.nearest(verts, handles_rest, k=INFLUENCES)
-            deformed = move_bound_points(motion, verts, binding).numpy()
+            deformed = np.concatenate([
+                move_bound_points(motion.select_times(slice(s, s + chunk)), verts, binding).numpy().astype(np.float32)
+                for s in range(0, len(times), chunk)
+            ])
         else:
             binding = Binding(torch.zeros(len(verts), 1, dtype=torch.long), torch.ones(len(verts), 1))
-            deformed = np.broadcast_to(mesh.vertices, (len(times),) + mesh.vertices.shape).copy()
-    # 3. Bones and weights.
+            deformed = np.broadcast_to(mesh.vertices.astype(np.float32), (len(times),) + mesh.vertices.shape).copy()
+    # 2. Bones and weights.
     t1 = time.perf_counter()
     positions = motion.handles.detach().numpy()
     rest = handles_rest.numpy()
     rotations = motion.handle_rot.detach().numpy()
+    del motion
     bones = build_skeleton(rest, rotations, positions, skeleton)
     joints, weights = bone_weights(binding, bones.handle_bone, bones.num_bones)
     t_skeleton = time.perf_counter() - t1
-    result = SkinnedMesh(mesh.vertices, mesh.faces, mesh.colors, joints, weights, bones, deformed.astype(np.float32), times.numpy().astype(np.float64), float(fps))
-    # 4. The reports.
-    skin = np.linalg.norm(result.skinned() - deformed, axis=-1)  # [F, V]
-    report = {
+    result = SkinnedMesh(mesh.vertices, mesh.faces, mesh.colors, joints, weights, bones, deformed, times.numpy().astype(np.float64), float(fps))
+    # 3. The report.
+    mean, worst = _skin_error(result, chunk)
+    result.report = {
         "vertices": mesh.num_vertices, "faces": mesh.num_faces, "bones": bones.num_bones,
         "surface": mesh.info,
-        "skin_err_mean": skin.mean(1).round(7).tolist(), "skin_err_max": skin.max(1).round(7).tolist(),
-        "surface_s": round(t_surface, 4), "skeleton_s": round(t_skeleton, 4),
+        "skin_err_mean": mean, "skin_err_max": worst,
+        "skeleton_s": round(t_skeleton, 4), "skin_s": round(time.perf_counter() - t0, 4),
     }
-    if surface_error:
-        report.update(_surface_error(model, times, deformed, surface.min_opacity))
-    report["build_s"] = round(time.perf_counter() - t0, 4)
-    result.report = report
     return result
+
+
+def _skin_error(result: SkinnedMesh, chunk: int) -> tuple[list[float], list[float]]:
+    """Per frame, the mean and largest distance ``[F]`` of the skinned vertices from their full
+    deformation (``result.skinned()`` a few frames at a time: it is float64 per vertex and frame)."""
+    sk, mean, worst = result.skeleton, [], []
+    for s in range(0, result.frame_count, chunk):
+        part = replace(result, skeleton=replace(sk, rotations=sk.rotations[s : s + chunk], translations=sk.translations[s : s + chunk]),
+                       times=result.times[s : s + chunk])
+        err = np.linalg.norm(part.skinned() - result.deformed[s : s + chunk], axis=-1)  # [f, V]
+        mean += err.mean(1).round(7).tolist()
+        worst += err.max(1).round(7).tolist()
+    return mean, worst
 
 
 def _surface_error(model, times, deformed: np.ndarray, min_opacity: float) -> dict:

@@ -200,7 +200,7 @@ def choose(folder: JobFolder, index: int) -> dict:
     run again drives the dynamic stage with it. Returns the choice record."""
     listed = list_candidates(folder)
     if not listed:
-        raise CandidateError(f"{folder.root} has no video candidates (a generate job without --video makes them)")
+        raise CandidateError("this job has no video candidates: only a generate job without a video of its own makes them")
     if not 0 <= index < len(listed):
         raise CandidateError(f"there is no candidate {index}; this job has candidates 0..{len(listed) - 1}")
     previous = read_choice(folder)

@@ -94,6 +94,18 @@ def register_gaussians(g: Gaussians, reg: PlyRegistration) -> tuple[Gaussians, d
     return moved, {"centre": centre.tolist(), "scale": scale, "rotation": rotation.tolist()}
 
 
+MIN_PLY_GAUSSIANS = 100  # a splat of an object has thousands; fewer cannot show it to the video's masks
+
+
+def check_ply_size(count: int, name: str) -> None:
+    """A PLY too small to be an object's splat is refused by name (with 1 Gaussian, the job used
+    to fail much later with "could not find the object in the first video frame")."""
+    if count < MIN_PLY_GAUSSIANS:
+        what = "no Gaussians" if count == 0 else f"only {count} Gaussian{'s' * (count != 1)}"
+        raise ValueError(f"{name} holds {what}; an animate job needs a 3D Gaussian splat of the object "
+                         f"(at least {MIN_PLY_GAUSSIANS}, usually thousands)")
+
+
 class PlyStatic(StaticSource):
     """An existing 3DGS PLY (animate mode)."""
 
@@ -105,8 +117,7 @@ class PlyStatic(StaticSource):
 
     def static(self, reference=None, camera=None, emit=ignore, should_stop=lambda: False, checkpoint=None):
         raw = read_ply(self.path, up_axis=self.registration.up_axis)
-        if raw.num == 0:
-            raise ValueError(f"{self.path}: the PLY holds no Gaussians")
+        check_ply_size(raw.num, self.path.name)
         g, self.transform = register_gaussians(raw, self.registration)
         return g
 

@@ -44,6 +44,8 @@ def add_serve_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=2048, help="largest request body in MiB (default 2048)")
     p.add_argument("--max-image-pixels", type=int, default=UploadLimits.max_image_pixels,
                    help=f"largest uploaded image in pixels (default {UploadLimits.max_image_pixels:,}; the pipeline works at 256-1024 px)")
+    p.add_argument("--max-request-memory-mb", type=float, default=ServerConfig.work_memory_bytes / MIB,
+                   help="memory one frames, keypoints or mesh request may use, in MiB (estimated before the work; more is refused with 413)")
     p.add_argument("--cancel-grace", type=float, default=1.5, help="seconds a worker gets to stop before it is killed")
     p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
                    help="leave jobs interrupted by a server stop or crash for a manual resume (default: resume them on start)")
@@ -179,6 +181,7 @@ def _server_config(args, jobs_dir: Path, port: int) -> ServerConfig:
         auto_resume=args.auto_resume,
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
+        work_memory_bytes=int(args.max_request_memory_mb * MIB),
         executor=args.executor,
         ray_address=args.ray_address if args.executor == "ray" else None,
     )

@@ -44,6 +44,7 @@ class ServerConfig:
     extra_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback (--allow-remote only)
     limits: UploadLimits = field(default_factory=UploadLimits)
     frame_cache_bytes: int = 256 * MIB
+    work_memory_bytes: int = 1024 * MIB  # what one frames/keypoints/mesh request may allocate (limits.py); more is 413
     poll_interval_s: float = 0.01  # how often running workers' event files are read
     auto_resume: bool = True  # queue interrupted jobs again when the server starts
     header_timeout_s: float = 10.0  # a connection that has not sent its request head by then is closed

@@ -11,6 +11,7 @@ Blocking (torch) work: call these from a worker thread, not from the event loop.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -21,11 +22,21 @@ import numpy as np
 
 from ..io.job_folder import JobFolder
 from ..userframe import to_user, user_frame_of
+from .limits import MIB, check_keypoints, frames_to_sample
 from .wire import encode_frame
 
 MAX_FRAME_COUNT = 10_000
 MAX_FPS = 1000.0
 MIN_FPS = 0.01  # one frame per 100 s; anything slower makes frame times overflow to infinity
+
+
+def default_fps(video_fps: float) -> float:
+    """The frame rate a request without ``fps`` samples at: the driving video's, within
+    [MIN_FPS, MAX_FPS] (a 10-hour clip sampled at 14 frames runs at 4e-4 fps; its result is still
+    fetched, at MIN_FPS)."""
+    if not (isinstance(video_fps, (int, float)) and math.isfinite(video_fps) and video_fps > 0):
+        return 1.0
+    return min(MAX_FPS, max(MIN_FPS, float(video_fps)))
 
 
 class NoSnapshot(LookupError):
@@ -48,8 +59,9 @@ class _Loaded:
 
 
 class SnapshotFrames:
-    def __init__(self, max_models: int = 4, frame_cache_bytes: int = 256 * 2**20, frames_ahead: int = 8):
+    def __init__(self, max_models: int = 4, frame_cache_bytes: int = 256 * 2**20, frames_ahead: int = 8, work_bytes: int = 1024 * MIB):
         self.max_models = max_models
+        self.work_bytes = work_bytes  # the memory one request may use (limits.py)
         self.frames_ahead = frames_ahead
         self.frame_cache_bytes = frame_cache_bytes
         self._models: OrderedDict[str, _Loaded] = OrderedDict()
@@ -105,10 +117,12 @@ class SnapshotFrames:
     def _timing(model, fps: float | None, frame_count: int | None, mode: str) -> tuple[float, int]:
         from ..dynamic4d import TIME_MODES, default_frame_count
 
-        fps = model.video_fps if fps is None else fps
+        fps = default_fps(model.video_fps) if fps is None else fps
         if not (MIN_FPS <= fps <= MAX_FPS):
             raise BadFrameRequest(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps}")
-        frame_count = default_frame_count(model, fps) if frame_count is None else frame_count
+        if frame_count is None:  # the clip once, or as much of a long clip as one request may ask for
+            span = model.duration_s * fps
+            frame_count = MAX_FRAME_COUNT if not math.isfinite(span) or span >= MAX_FRAME_COUNT else default_frame_count(model, fps)
         if not 1 <= frame_count <= MAX_FRAME_COUNT:
             raise BadFrameRequest(f"frame_count must be within 1..{MAX_FRAME_COUNT}, got {frame_count}")
         if mode not in TIME_MODES:
@@ -144,6 +158,7 @@ class SnapshotFrames:
             walking = index == 0 or (*sequence, index - 1) in self._frames
             stop = min(index + self.frames_ahead, frame_count) if walking else index + 1
             ahead = [i for i in range(index, stop) if (*sequence, i) not in self._frames]
+        ahead = ahead[: frames_to_sample(loaded.model.static.num, len(ahead), self.work_bytes)]
         encoded = self._encode(loaded, ahead, fps, frame_count, mode, dtype)
         with self._lock:
             for i, blob in zip(ahead, encoded):
@@ -214,6 +229,7 @@ class SnapshotFrames:
         self._check_version(loaded, version)
         model = loaded.model
         fps, frame_count = self._timing(model, fps, frame_count, mode)
+        check_keypoints(frame_count, len(model.keypoints.names), len(model.deformation().handles_rest), self.work_bytes)
         times = model.times(frame_count, fps, mode)
         with torch.no_grad():
             _, positions = to_user(model, None, model.sample_keypoints(times), up="y")  # the handles' motion only

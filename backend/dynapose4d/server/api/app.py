@@ -21,6 +21,7 @@ from ...pipeline import JobError
 from ...pipeline import candidates as video_candidates
 from ..config import ServerConfig
 from ..frames import BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
+from ..limits import TooMuchWork
 from ..mesh import SkinnedMeshes
 from ..probe import DeviceProbe
 from ..results import NoResults
@@ -44,6 +45,7 @@ ERROR_STATUS: dict[type[BaseException], int] = {
     SnapshotGone: 409,
     NoResults: 409,
     BadFrameRequest: 422,
+    TooMuchWork: 413,
     JobError: 422,
     video_candidates.CandidateError: 404,
 }
@@ -54,7 +56,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     ``executor``: where workers run (default: the one ``config.executor`` names)."""
     # 1. The job manager and the snapshot caches the routes share.
     manager = JobManager(JobStore(config.jobs_dir), config, say=say, executor=executor)
-    frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes)
+    frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes, work_bytes=config.work_memory_bytes)
     probe = DeviceProbe()
     # 2. The application and its error answers.
     app = FastAPI(

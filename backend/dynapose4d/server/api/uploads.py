@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
@@ -117,7 +116,7 @@ def file_limit(suffix: str, limits: UploadLimits) -> int:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.3g} MiB"
+    return f"{n / 2**20:,.4g} MiB"
 
 
 class _FormSink:
@@ -241,27 +240,66 @@ async def receive_form(
     limits: UploadLimits,
 ) -> ReceivedForm:
     """Stream a multipart body into ``staging``; raises :class:`UploadError` the moment a limit
-    is passed or the body is malformed."""
+    is passed or the body is malformed (after reading and discarding what is left of a body of
+    bounded size, :func:`_drain`)."""
+    declared = int(content_length) if content_length is not None and content_length.strip().isdigit() else None
+    received = [0]
+    try:
+        return await _receive_form(content_type, content_length, body, staging, roles, limits, received)
+    except (UploadError, DiskFull):
+        if declared is None or declared - received[0] <= DRAIN_BYTES:
+            await _drain(body, DRAIN_BYTES, DRAIN_S)
+        raise
+
+
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_S = 10.0
+
+
+async def _drain(body: AsyncIterator[bytes], max_bytes: int, seconds: float) -> None:
+    """Read and discard the rest of a refused request body, up to ``max_bytes`` within
+    ``seconds``. A client that sends its whole body before it reads the answer (Python's
+    http.client, requests) otherwise meets a closed connection (a reset) instead of our 413 or
+    507; a body larger than the bound still gets the reset, as sending it would cost more."""
+    loop = asyncio.get_running_loop()
+    deadline, drained = loop.time() + seconds, 0
+    try:
+        async for chunk in body:
+            drained += len(chunk)
+            if drained > max_bytes or loop.time() > deadline:
+                return
+    except Exception:  # noqa: BLE001 - a stalled or vanished client: nothing more to read
+        return
+
+
+def _sizes(size: int, limit: int) -> tuple[str, str]:
+    """A size and a limit as MiB, in bytes where rounding would show them equal."""
+    if _mib(size) == _mib(limit):
+        return f"{size:,} bytes", f"{_mib(limit)} ({limit:,} bytes)"
+    return _mib(size), _mib(limit)
+
+
+async def _receive_form(content_type, content_length, body, staging, roles, limits, received: list[int]) -> ReceivedForm:
     # 1. Headers: the content type, and a declared length we can refuse without reading.
     kind, params = parse_options_header(content_type or "")
     if kind.lower() != b"multipart/form-data" or not params.get(b"boundary"):
         raise UploadError(415, "a job is created with a multipart/form-data body (fields kind, settings and the input files)")
     if content_length is not None:
         if not content_length.strip().isdigit():
-            raise UploadError(400, f"bad Content-Length {content_length!r}")
+            raise UploadError(400, f"bad Content-Length {content_length[:40]!r}")
         if int(content_length) > limits.max_request_bytes:
-            raise UploadError(413, f"the upload ({_mib(int(content_length))}) is larger than the limit of {_mib(limits.max_request_bytes)}")
+            size, limit = _sizes(int(content_length), limits.max_request_bytes)
+            raise UploadError(413, f"the upload ({size}) is larger than the limit of {limit}")
         if int(content_length) + RESERVE_BYTES > free_bytes(staging):
             raise DiskFull(disk_full_message(staging.parents[1]))
     # 2. The body, chunk by chunk.
     sink = _FormSink(staging, roles, limits)
     parser = MultipartParser(params[b"boundary"], sink.callbacks())
-    total = 0
     try:
         async for chunk in body:
-            total += len(chunk)
-            if total > limits.max_request_bytes:
-                raise UploadError(413, f"the upload is larger than the limit of {_mib(limits.max_request_bytes)}")
+            received[0] += len(chunk)
+            if received[0] > limits.max_request_bytes:
+                raise UploadError(413, f"the upload is larger than the limit of {_sizes(received[0], limits.max_request_bytes)[1]}")
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
@@ -330,38 +368,14 @@ def _named(stored: StoredFile, message: str) -> str:
 
 
 def _check_image(stored: StoredFile, max_pixels: int) -> tuple[int, int]:
-    """Decode the image once, cheaply (8-bit, JPEG at reduced scale); its (width, height)."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode the image once, cheaply, as the pipeline will load it (``images.check_image``):
+    its (width, height)."""
+    from ...imaging.images import ImageLoadError, check_image
 
-    from ...imaging.images import MIN_SIDE
-
-    name = f"input {stored.role!r} ({stored.filename!r})"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-        try:
-            img = Image.open(stored.path)
-        except UnidentifiedImageError:
-            raise UploadError(422, f"{name} is not an image Pillow can read; give a PNG, JPEG, WebP, BMP or TIFF file") from None
-        except Image.DecompressionBombError:
-            raise UploadError(422, f"{name} is too large to open safely (decompression-bomb guard); resize it below {max_pixels:,} pixels") from None
-        except OSError as exc:
-            raise UploadError(422, f"{name} could not be read: {_named(stored, str(exc))}") from None
-        with img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise UploadError(
-                    422,
-                    f"{name} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (a decompression-bomb guard); "
-                    "the pipeline works at 256-1024 px, so resize it (2048 px on the long side is plenty)",
-                )
-            if min(w, h) < MIN_SIDE:
-                raise UploadError(422, f"{name} is only {w}x{h} pixels; give an image at least {MIN_SIDE} px on each side (256+ recommended)")
-            img.draft("RGB", (1024, 1024))  # JPEG: decode at 1/2..1/8 scale; other formats ignore it
-            try:
-                img.load()
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-                raise UploadError(422, f"{name} is damaged or truncated ({_named(stored, str(exc))}); re-export or re-download the file") from None
-    return w, h
+    try:
+        return check_image(stored.path, f"input {stored.role!r} ({stored.filename!r})", max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        raise UploadError(422, _named(stored, str(exc))) from None
 
 
 def _check_video(stored: StoredFile, max_pixels: int) -> None:
@@ -385,38 +399,25 @@ def _check_video(stored: StoredFile, max_pixels: int) -> None:
 
 
 def _extract_frames(stored: StoredFile, limits: UploadLimits) -> None:
-    """A zip of frames becomes the job's frame folder (video/frame_folder.py refuses links, paths out of
-    the folder, non-images and bombs); each frame's header is checked against the pixel limit
-    and the first frame is decoded. ``stored.path`` is the folder afterwards."""
-    from PIL import Image, UnidentifiedImageError
+    """A zip of frames becomes the job's frame folder (video/frame_folder.py refuses links, paths
+    out of the folder, non-images, bombs, unreadable members and frames the pipeline could not
+    use, each by the member's name: the same checks as the CLI's). ``stored.path`` is the folder
+    afterwards."""
+    from dataclasses import replace
 
     from ...io.job_folder import FRAMES_INPUT
-    from ...video.frame_folder import FrameZipError, extract_frames_zip, frame_files
+    from ...video.frame_folder import FrameZipError, extract_frames_zip
 
     name = f"input {stored.role!r} ({stored.filename!r})"
     folder = stored.path.with_name(FRAMES_INPUT)
     try:
-        extract_frames_zip(stored.path, folder, limits.frame_zip, name=name)
+        extract_frames_zip(stored.path, folder, replace(limits.frame_zip, max_pixels=limits.max_image_pixels), name=name)
     except FrameZipError as exc:
+        if exc.no_space:
+            raise DiskFull(str(exc)) from None
         raise UploadError(413 if exc.too_large else 422, str(exc)) from None
     stored.path.unlink()
     stored.path = folder
-    sizes = set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-        for i, path in enumerate(frame_files(folder)):
-            try:
-                with Image.open(path) as img:
-                    w, h = img.size
-                    if w * h > limits.max_image_pixels:
-                        raise UploadError(422, f"{name}: frame {i} is {w}x{h}, above the limit of {limits.max_image_pixels:,} pixels")
-                    if i == 0:
-                        img.load()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-                raise UploadError(422, f"{name}: frame {i} is not a readable image ({type(exc).__name__}); re-export the frames") from None
-            sizes.add((w, h))
-    if len(sizes) > 1:
-        raise UploadError(422, f"{name}: the frames differ in size ({', '.join(f'{w}x{h}' for w, h in sorted(sizes)[:4])}); export them at one size")
 
 
 def _check_ply(stored: StoredFile) -> None:
@@ -426,8 +427,12 @@ def _check_ply(stored: StoredFile) -> None:
         gaussians = read_ply(stored.path)
     except PlyError as exc:
         raise UploadError(422, _named(stored, str(exc))) from None
-    if gaussians.num == 0:
-        raise UploadError(422, f"input {stored.role!r} ({stored.filename!r}) holds no Gaussians (0 vertices)")
+    from ...pipeline.static_sources import check_ply_size
+
+    try:
+        check_ply_size(gaussians.num, f"input {stored.role!r} ({stored.filename!r})")
+    except ValueError as exc:
+        raise UploadError(422, str(exc)) from None
 
 
 def _check_json(stored: StoredFile, image_size: tuple[int, int] | None) -> None:

@@ -3,8 +3,9 @@
 The worker appends one JSON object a line to ``events.jsonl`` (see :mod:`.worker` for the
 types). The line number is the event's id: the SSE stream sends it, and a client that
 reconnects passes the last id it saw. Only complete lines are read (the worker may be in the
-middle of writing one); a line that is not JSON (a worker killed mid-write) keeps its id and is
-skipped.
+middle of writing one). The worker appends whole lines or nothing, but a worker killed mid-write
+leaves a fragment: such a line keeps its id and is read as a ``log`` warning that says the event
+is broken (``"broken": true``), so a client sees the gap instead of an id silently missing.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Progress:
 class EventLog:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.lines: list[tuple[str, str] | None] = []  # (type, raw JSON text) by id; None where a line was not JSON
+        self.lines: list[tuple[str, str]] = []  # (type, raw JSON text) by id
         self.progress = Progress()
         self._offset = 0
         self._partial = b""
@@ -89,7 +90,7 @@ class EventLog:
                 if not isinstance(event, dict):
                     raise ValueError("not an object")
             except ValueError:
-                self.lines.append(None)
+                self.lines.append(("log", _broken_line(len(self.lines), len(raw))))
                 continue
             self.progress.apply(event)
             self.lines.append((str(event.get("type", "event")), text))
@@ -98,4 +99,11 @@ class EventLog:
     def since(self, after: int) -> list[tuple[int, str, str]]:
         """``(id, type, json text)`` of the events with id > ``after``."""
         start = max(0, after + 1)
-        return [(i, *line) for i, line in enumerate(self.lines[start:], start) if line is not None]
+        return [(i, *line) for i, line in enumerate(self.lines[start:], start)]
+
+
+def _broken_line(event_id: int, size: int) -> str:
+    """What a reader says in place of a line that is not a JSON object."""
+    message = (f"event {event_id} of this job is broken: its line in the event file ({size:,} bytes) is not a complete "
+               "JSON object (a worker stopped in the middle of writing it); it is skipped")
+    return json.dumps({"type": "log", "level": "warning", "message": message, "broken": True})

@@ -3,7 +3,12 @@
 One supervisor task polls every few milliseconds: it reads new lines of the event files that are
 being written or watched, notices workers that exited, kills workers that did not stop in time,
 and starts queued jobs while fewer than ``max_jobs`` run (one GPU job at a time by default).
-Everything that changes a job happens on the event loop, so no locks are needed.
+Everything that changes a job happens on the event loop. A client's action on a job (choose,
+resume, cancel, delete) is one step under the job's lock (:attr:`Job.lock`): its check of the
+state and its change happen together, even where the action awaits in between (writing the
+choice, waiting for the worker to stop); a second action waits for it and then sees the new
+state. The worker's own transitions (started, ended) happen in the supervisor's synchronous
+tick, so they fall between the actions' steps, never inside a check-then-change.
 
 States: queued -> running -> done | failed | cancelled | interrupted, or waiting (a generate job
 with ``choose_video=ask`` after its video candidates) -> queued once a candidate is chosen. A failed, cancelled or
@@ -66,6 +71,7 @@ class Job:
         self.watchers = 0
         self.deleted = False
         self.result_lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held by choose, resume, cancel and delete: one state change at a time
         self._changed = asyncio.Event()
 
     @property
@@ -247,31 +253,38 @@ class JobManager:
         }
 
     # -- actions --------------------------------------------------------------------------------
+    def _check_action(self, job: Job, allowed, why: str) -> None:
+        """Under ``job.lock``: the job still exists and is in one of ``allowed`` states (a job
+        with a worker counts as running whatever its record says)."""
+        if job.deleted or self.jobs.get(job.record.id) is not job:
+            raise UnknownJob(f"no job {job.record.id!r} (it was deleted)")
+        state = "running" if job.proc is not None else job.record.state
+        if state not in allowed:
+            raise JobConflict(f"job {job.record.id} is {state}; {why}")
+
     async def cancel(self, job: Job) -> None:
         """Stop a job within ``cancel_grace_s`` (+ a kill); its last checkpoint stays."""
-        state = job.record.state
-        if state == "queued":
-            self._set_final(job, "cancelled", None)
-            return
-        if state != "running":
-            raise JobConflict(f"job {job.record.id} is {state}; only queued or running jobs can be cancelled")
-        job.cancel_requested = True
-        self._send_stop(job)
-        if job.kill_deadline is None:
-            job.kill_deadline = time.monotonic() + self.config.cancel_grace_s
-        deadline = time.monotonic() + self.config.cancel_grace_s + 3.0
-        while job.proc is not None and time.monotonic() < deadline:
-            changed = job.changed
-            try:
-                await asyncio.wait_for(changed.wait(), 0.05)
-            except asyncio.TimeoutError:
-                pass
+        async with job.lock:
+            self._check_action(job, ("queued", "running"), "only queued or running jobs can be cancelled")
+            if job.proc is None:
+                self._set_final(job, "cancelled", None)
+                return
+            job.cancel_requested = True
+            self._send_stop(job)
+            if job.kill_deadline is None:
+                job.kill_deadline = time.monotonic() + self.config.cancel_grace_s
+            deadline = time.monotonic() + self.config.cancel_grace_s + 3.0
+            while job.proc is not None and time.monotonic() < deadline:
+                changed = job.changed
+                try:
+                    await asyncio.wait_for(changed.wait(), 0.05)
+                except asyncio.TimeoutError:
+                    pass
 
-    def resume(self, job: Job) -> None:
-        state = job.record.state
-        if state not in RESUMABLE_STATES:
-            raise JobConflict(f"job {job.record.id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} jobs can be resumed")
-        self._requeue(job)
+    async def resume(self, job: Job) -> None:
+        async with job.lock:
+            self._check_action(job, RESUMABLE_STATES, f"only {', '.join(sorted(RESUMABLE_STATES))} jobs can be resumed")
+            self._requeue(job)
 
     def _requeue(self, job: Job) -> None:
         job.record.state, job.record.error, job.record.finished_at = "queued", None, None
@@ -284,24 +297,26 @@ class JobManager:
         on; a stopped or finished one re-runs its dynamic stage from that video."""
         from ...pipeline.candidates import choose
 
-        state = job.record.state
-        if state in ("queued", "running"):
-            raise JobConflict(f"job {job.record.id} is {state}; choose a video once it waits for a choice or has stopped")
-        await asyncio.to_thread(choose, job.folder, index)
-        self._requeue(job)
+        async with job.lock:
+            self._check_action(job, ("waiting", "done", *RESUMABLE_STATES), "choose a video once it waits for a choice or has stopped")
+            await asyncio.to_thread(choose, job.folder, index)
+            self._requeue(job)
 
     async def delete(self, job: Job) -> None:
-        # Marked first: event streams of this job say "deleted", not the "cancelled" of the stop.
-        job.deleted = True
-        job.notify()
-        if job.proc is not None:
-            job.cancel_requested = True
-            self._kill(job)  # the files are going away: no point in a graceful stop
-            await asyncio.to_thread(job.proc.wait, 10)
-            self._finish(job)
-        self.jobs.pop(job.record.id, None)
-        job.notify()
-        await asyncio.to_thread(self.store.delete, job.record.id)
+        async with job.lock:
+            if job.deleted:
+                raise UnknownJob(f"no job {job.record.id!r} (it was deleted)")
+            # Marked first: event streams of this job say "deleted", not the "cancelled" of the stop.
+            job.deleted = True
+            job.notify()
+            if job.proc is not None:
+                job.cancel_requested = True
+                self._kill(job)  # the files are going away: no point in a graceful stop
+                await asyncio.to_thread(job.proc.wait, 10)
+                self._finish(job)
+            self.jobs.pop(job.record.id, None)
+            job.notify()
+            await asyncio.to_thread(self.store.delete, job.record.id)
 
     # -- workers --------------------------------------------------------------------------------
     def _start_queued(self) -> None:

@@ -94,14 +94,27 @@ class EventWriter:
         self.stop = stop
         path = JobFolder(job_dir).events
         self.snapshot_version = _last_snapshot_version(path)
-        self._fh = open(path, "ab")
-        if self._fh.tell() and not _ends_with_newline(path):
-            self._fh.write(b"\n")  # a previous worker died mid-line: keep its fragment on its own line
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if os.lseek(self._fd, 0, os.SEEK_END) and not _ends_with_newline(path):
+            self._append(b"\n")  # a previous worker died mid-line: keep its fragment on its own line
 
     def write(self, event: dict) -> None:
         event = {"type": event.pop("type"), "time": time.time(), **event}
-        self._fh.write((json.dumps(_jsonable(event), separators=(",", ":"), allow_nan=False) + "\n").encode())
-        self._fh.flush()
+        self._append((json.dumps(_jsonable(event), separators=(",", ":"), allow_nan=False) + "\n").encode())
+
+    def _append(self, data: bytes) -> None:
+        """Append one whole line or nothing: a write the disk cannot take (full, or over a file
+        size limit) may be short, so what it wrote is cut back to where the line began before the
+        error is raised; a reader never meets a torn line of a live worker (issue 27)."""
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError:
+            if done:
+                os.ftruncate(self._fd, start)  # shrinking needs no space
+            raise
 
     def __call__(self, event) -> None:
         from ...events import LogEvent, ProgressEvent, SnapshotEvent, StageEvent
@@ -140,7 +153,7 @@ class EventWriter:
         self.write({"type": "snapshot", **info})
 
     def close(self) -> None:
-        self._fh.close()
+        os.close(self._fd)
 
 
 def _finite(x):

@@ -16,7 +16,7 @@ _ERRORS = {
         404: "no such job, or nothing to show yet",
         408: "the request body stalled (slow client)",
         409: "the job is in the wrong state for this",
-        413: "upload too large",
+        413: "upload too large, or a result request over the server's memory limit per request",
         415: "wrong content or file type",
         422: "invalid settings, inputs or parameters",
         507: "not enough disk space",

@@ -28,7 +28,7 @@ def frames_router(manager: JobManager, frames: SnapshotFrames, meshes: SkinnedMe
         response_class=Response,
         responses={
             200: {"content": {FRAME_MEDIA_TYPE: {}}, "description": "one frame in the wire format (docs/wire-format.md)"},
-            **errors(404, 409, 422, json_route=False),
+            **errors(404, 409, 413, 422, json_route=False),
         },
     )
     async def get_frame(
@@ -53,7 +53,7 @@ def frames_router(manager: JobManager, frames: SnapshotFrames, meshes: SkinnedMe
         response_class=Response,
         responses={
             200: {"content": {MESH_MEDIA_TYPE: {}}, "description": "the skinned mesh (.npz, docs/wire-format.md)"},
-            **errors(404, 409, 422, json_route=False),
+            **errors(404, 409, 413, 422, json_route=False),
         },
     )
     async def get_mesh(
@@ -74,7 +74,7 @@ def frames_router(manager: JobManager, frames: SnapshotFrames, meshes: SkinnedMe
         )
         return Response(content=data, media_type=MESH_MEDIA_TYPE, headers={"X-Snapshot-Version": str(snapshot.get("version", ""))})
 
-    @router.get("/jobs/{job_id}/keypoints", response_model=KeypointTracks, responses=errors(404, 409, 422))
+    @router.get("/jobs/{job_id}/keypoints", response_model=KeypointTracks, responses=errors(404, 409, 413, 422))
     async def get_keypoints(
         job_id: str,
         fps: float | None = Query(None, ge=MIN_FPS, le=MAX_FPS),

@@ -67,7 +67,7 @@ def jobs_router(config: ServerConfig, manager: JobManager, frames: SnapshotFrame
     async def resume_job(job_id: str) -> dict:
         """Queue a failed, cancelled or interrupted job again; it continues from its last checkpoint."""
         job = manager.get(job_id)
-        manager.resume(job)
+        await manager.resume(job)
         return manager.status(job)
 
     return router
