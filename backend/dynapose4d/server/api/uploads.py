@@ -247,7 +247,9 @@ async def receive_form(
     try:
         return await _receive_form(content_type, content_length, body, staging, roles, limits, received)
     except (UploadError, DiskFull):
-        if declared is None or declared - received[0] <= DRAIN_BYTES:
+        # A client that declared a small enough length sends it all before reading: drain it. A
+        # chunked one streams and reads as it goes: it gets the answer at once.
+        if declared is not None and declared - received[0] <= DRAIN_BYTES:
             await _drain(body, DRAIN_BYTES, DRAIN_S)
         raise
 
@@ -261,13 +263,16 @@ async def _drain(body: AsyncIterator[bytes], max_bytes: int, seconds: float) -> 
     ``seconds``. A client that sends its whole body before it reads the answer (Python's
     http.client, requests) otherwise meets a closed connection (a reset) instead of our 413 or
     507; a body larger than the bound still gets the reset, as sending it would cost more."""
-    loop = asyncio.get_running_loop()
-    deadline, drained = loop.time() + seconds, 0
-    try:
+
+    async def discard() -> None:
+        drained = 0
         async for chunk in body:
             drained += len(chunk)
-            if drained > max_bytes or loop.time() > deadline:
+            if drained > max_bytes:
                 return
+
+    try:
+        await asyncio.wait_for(discard(), seconds)  # a client that stalls gets the answer after `seconds`
     except Exception:  # noqa: BLE001 - a stalled or vanished client: nothing more to read
         return
 
