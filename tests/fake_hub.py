@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import pytest
 
 LFS_MIN_BYTES = 1024  # files this big are listed as LFS files (weights), as on the Hub
 
@@ -238,3 +242,68 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+
+# -- fixtures (test modules opt in with pytest_plugins = [..., "tests.fake_hub"]) ----------------------
+
+ZERO123 = "ashawkey/zero123-xl-diffusers"
+STABLE = "ashawkey/stable-zero123-diffusers"
+SVD = "stabilityai/stable-video-diffusion-img2vid"
+TOKEN = "hf_TestTokenThatMustNeverLandOnDisk0123456789"  # the account that accepted SVD's licence
+OTHER_TOKEN = "hf_AnAccountThatHasNotAcceptedTheLicence000"
+ROOT_CKPT = "sd-zero123-xl.ckpt"  # a root-level original checkpoint: never fetched
+BIG = 24 * 1024 * 1024  # over huggingface_hub's 10 MiB read chunk, so a drop after it resumes mid-file
+
+
+@pytest.fixture(scope="session")
+def hub(tiny_zero123, tiny_svd, tmp_path_factory):
+    """The hub with three repositories: the tiny Zero123-XL (and a root checkpoint beside it), a
+    Stable Zero123 whose UNet file is 24 MiB of random bytes (for drops and cancels: never
+    loaded), and the tiny SVD, gated (only :data:`TOKEN`'s account accepted its licence)."""
+    big = tmp_path_factory.mktemp("big") / "stable"
+    shutil.copytree(tiny_zero123["stable-zero123"], big)
+    (big / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(os.urandom(BIG))
+    with FakeHub() as server:
+        server.add_folder(ZERO123, tiny_zero123["zero123-xl"], extra={ROOT_CKPT: b"\0" * 4096})
+        server.add_folder(STABLE, big)
+        server.add_folder(SVD, tiny_svd, gated=True, tokens=(TOKEN,))
+        yield server
+
+
+@pytest.fixture
+def hf_home(hub, tmp_path, monkeypatch):
+    """A fresh HF_HOME (no token file or cache of the user's is read), no token in the
+    environment, and the hub's log cleared."""
+    for var in ("HF_TOKEN", "HF_HUB_OFFLINE", "DYNAPOSE4D_ZERO123", "DYNAPOSE4D_STABLE_ZERO123", "DYNAPOSE4D_SVD", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hub.log.clear()
+    hub.drops.clear()
+    hub.throttles.clear()
+    return tmp_path / "hf-home"
+
+
+@pytest.fixture
+def hub_server(hub, tmp_path, monkeypatch, hf_home):
+    """``dynapose4d serve`` (runs no jobs) whose downloads go to the fake hub (HF_ENDPOINT)."""
+    from tests.server_fixtures import start_server
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    server = start_server(tmp_path / "server", "--max-jobs", "0")
+    yield server
+    server.stop()
+
+
+def wait_download(server, name: str, timeout: float = 120) -> dict:
+    """The model's entry once its download has ended (done, failed or cancelled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entry = server.get(f"/v1/models/{name}").json()
+        if entry["download"] and entry["download"]["state"] not in ("starting", "checking", "downloading"):
+            return entry
+        assert time.monotonic() < deadline, entry
+        time.sleep(0.1)
+
+
+def post_json(server, path: str, body: dict):
+    return server.post(path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})

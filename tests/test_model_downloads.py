@@ -5,49 +5,22 @@ gated repository, a dropped connection, a cancel and the token's path through it
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 from dynapose4d.weights import DownloadRefused, check_model, get_spec, model_on_disk, plan_download
 from dynapose4d.weights.download import fetch, free_space_problem, select_download_files
-from tests.fake_hub import FakeHub
 
-pytest_plugins = ["tests.conftest_models", "tests.server_fixtures"]
+pytest.register_assert_rewrite("tests.fake_hub")  # its helpers assert; imported here before pytest_plugins loads it
+from tests.fake_hub import OTHER_TOKEN, ROOT_CKPT, STABLE, SVD, TOKEN, ZERO123, post_json, wait_download  # noqa: E402
 
-ZERO123 = "ashawkey/zero123-xl-diffusers"
-STABLE = "ashawkey/stable-zero123-diffusers"
-SVD = "stabilityai/stable-video-diffusion-img2vid"
-TOKEN = "hf_TestTokenThatMustNeverLandOnDisk0123456789"  # the account that accepted SVD's licence
-OTHER_TOKEN = "hf_AnAccountThatHasNotAcceptedTheLicence000"
-ROOT_CKPT = "sd-zero123-xl.ckpt"  # a root-level original checkpoint: never fetched
-BIG = 24 * 1024 * 1024  # over huggingface_hub's 10 MiB read chunk, so a drop after it resumes mid-file
-
-
-@pytest.fixture(scope="module")
-def hub(tiny_zero123, tiny_svd, tmp_path_factory):
-    big = tmp_path_factory.mktemp("big") / "stable"
-    import shutil
-
-    shutil.copytree(tiny_zero123["stable-zero123"], big)
-    (big / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(os.urandom(BIG))  # bytes only: never loaded
-    with FakeHub() as server:
-        server.add_folder(ZERO123, tiny_zero123["zero123-xl"], extra={ROOT_CKPT: b"\0" * 4096})
-        server.add_folder(STABLE, big)
-        server.add_folder(SVD, tiny_svd, gated=True, tokens=(TOKEN,))
-        yield server
+pytest_plugins = ["tests.conftest_models", "tests.server_fixtures", "tests.fake_hub"]
 
 
 @pytest.fixture(autouse=True)
-def hf_home(hub, tmp_path, monkeypatch):
-    """A fresh HF_HOME per test: no token file or cache of the user's is read."""
-    for var in ("HF_TOKEN", "HF_HUB_OFFLINE", "DYNAPOSE4D_ZERO123", "DYNAPOSE4D_STABLE_ZERO123", "DYNAPOSE4D_SVD", "HF_HUB_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    hub.log.clear()
-    return tmp_path / "hf-home"
+def _fresh_hf_home(hf_home):
+    return hf_home
 
 
 # -- the plan and the fetch, in this process ----------------------------------------------------------
@@ -114,34 +87,8 @@ def test_a_dropped_connection_resumes_mid_file(hub, tmp_path):
 # -- the server's /v1/models ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server(hub, tmp_path, monkeypatch, hf_home):
-    from tests.server_fixtures import start_server
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    server = start_server(tmp_path / "server", "--max-jobs", "0")
-    yield server
-    server.stop()
-
-
-def wait_download(server, name: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        entry = server.get(f"/v1/models/{name}").json()
-        if entry["download"] and entry["download"]["state"] not in ("starting", "checking", "downloading"):
-            return entry
-        assert time.monotonic() < deadline, entry
-        time.sleep(0.1)
-
-
-def post_json(server, path: str, body: dict):
-    import json
-
-    return server.post(path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-
-
-def test_the_models_list_says_state_licence_sizes_and_use(server, hub):
-    reply = server.get("/v1/models")
+def test_the_models_list_says_state_licence_sizes_and_use(hub_server, hub):
+    reply = hub_server.get("/v1/models")
     assert reply.status == 200
     body = reply.json()
     rows = {m["name"]: m for m in body["models"]}
@@ -154,64 +101,64 @@ def test_the_models_list_says_state_licence_sizes_and_use(server, hub):
     assert "Generate" in rows["svd"]["used_by"] and body["no_model_kinds"] == "Demo and Animate need no model"
     assert not rows["poseanything"]["downloadable"] and "convert" in rows["poseanything"]["how_to_get"]
     # The same access rules as the rest of the API.
-    assert server.get("/v1/models", auth=False).status == 401
-    assert server.get("/v1/models", headers={"Host": "evil.example:80"}).status == 403
-    assert server.get("/v1/models/nope").status == 404
+    assert hub_server.get("/v1/models", auth=False).status == 401
+    assert hub_server.get("/v1/models", headers={"Host": "evil.example:80"}).status == 403
+    assert hub_server.get("/v1/models/nope").status == 404
 
 
-def test_a_download_needs_the_licence_accepted_then_runs_on_the_server(server, hub):
-    refused = post_json(server, "/v1/models/zero123-xl/download", {})
+def test_a_download_needs_the_licence_accepted_then_runs_on_the_server(hub_server, hub):
+    refused = post_json(hub_server, "/v1/models/zero123-xl/download", {})
     assert refused.status == 422 and "accept the licence of Zero123-XL" in refused.detail and "MIT" in refused.detail
-    assert post_json(server, "/v1/models/zero123-xl/download", {"accept_license": True, "token": 5}).status == 400
-    assert server.post("/v1/models/zero123-xl/download/cancel").status == 409  # none runs
-    started = post_json(server, "/v1/models/zero123-xl/download", {"accept_license": True})
+    assert post_json(hub_server, "/v1/models/zero123-xl/download", {"accept_license": True, "token": 5}).status == 400
+    assert hub_server.post("/v1/models/zero123-xl/download/cancel").status == 409  # none runs
+    started = post_json(hub_server, "/v1/models/zero123-xl/download", {"accept_license": True})
     assert started.status == 202 and started.json()["download"]["state"] in ("starting", "checking", "downloading", "done")
-    entry = wait_download(server, "zero123-xl")
+    entry = wait_download(hub_server, "zero123-xl")
     assert entry["download"]["state"] == "done", entry["download"]
     assert entry["state"] == "present" and entry["download_bytes_exact"]
     assert entry["download"]["done_bytes"] == entry["download"]["total_bytes"] == entry["download_bytes"]
     assert entry["bytes_on_disk"] >= entry["download_bytes"]
-    assert post_json(server, "/v1/models/poseanything/download", {"accept_license": True}).status == 409
+    assert post_json(hub_server, "/v1/models/poseanything/download", {"accept_license": True}).status == 409
 
 
-def test_a_gated_download_takes_the_token_which_never_lands_on_disk(server, hub, tmp_path, hf_home):
-    post_json(server, "/v1/models/svd/download", {"accept_license": True})
-    failed = wait_download(server, "svd")["download"]
+def test_a_gated_download_takes_the_token_which_never_lands_on_disk(hub_server, hub, tmp_path, hf_home):
+    post_json(hub_server, "/v1/models/svd/download", {"accept_license": True})
+    failed = wait_download(hub_server, "svd")["download"]
     assert (failed["state"], failed["error_kind"]) == ("failed", "gated")
     assert "no Hugging Face token was given" in failed["error"] and "accept the licence" in failed["error"]
-    post_json(server, "/v1/models/svd/download", {"accept_license": True, "token": OTHER_TOKEN})
-    assert "has not accepted" in wait_download(server, "svd")["download"]["error"]
-    post_json(server, "/v1/models/svd/download", {"accept_license": True, "token": TOKEN})
-    entry = wait_download(server, "svd")
+    post_json(hub_server, "/v1/models/svd/download", {"accept_license": True, "token": OTHER_TOKEN})
+    assert "has not accepted" in wait_download(hub_server, "svd")["download"]["error"]
+    post_json(hub_server, "/v1/models/svd/download", {"accept_license": True, "token": TOKEN})
+    entry = wait_download(hub_server, "svd")
     assert entry["download"]["state"] == "done" and entry["state"] == "present"
     assert [r.token for r in hub.fetched(SVD)] and {r.token for r in hub.fetched(SVD)} == {TOKEN}
     # 1. Not in any answer.
     for path in ("/v1/models", "/v1/models/svd", "/v1/health", "/v1/jobs"):
-        assert TOKEN not in server.get(path).body.decode()
-    server.stop()
+        assert TOKEN not in hub_server.get(path).body.decode()
+    hub_server.stop()
     # 2. Not in any file the server and its downloads wrote: jobs, address file, log, cache, HF_HOME.
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert any(p.parent.name == "blobs" for p in written) and server.output in written
+    assert any(p.parent.name == "blobs" for p in written) and hub_server.output in written
     assert [p for p in written if TOKEN.encode() in p.read_bytes()] == []
 
 
-def test_a_cancelled_download_goes_on_from_its_complete_files(server, hub):
+def test_a_cancelled_download_goes_on_from_its_complete_files(hub_server, hub):
     name = "unet/diffusion_pytorch_model.safetensors"
     hub.slow(STABLE, name, 2 * 1024 * 1024)  # 24 MiB at 2 MiB/s: cancelled long before its end
     try:
-        post_json(server, "/v1/models/stable-zero123/download", {"accept_license": True})
+        post_json(hub_server, "/v1/models/stable-zero123/download", {"accept_license": True})
         deadline = time.monotonic() + 60
         while not any(r.path.endswith(name) for r in hub.fetched(STABLE)):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(1.0)  # the small files finish meanwhile
-        cancelled = server.post("/v1/models/stable-zero123/download/cancel")
+        cancelled = hub_server.post("/v1/models/stable-zero123/download/cancel")
         assert cancelled.status == 200 and cancelled.json()["download"]["state"] == "cancelled"
         assert cancelled.json()["state"] == "partial"
     finally:
         hub.throttles.clear()
-    post_json(server, "/v1/models/stable-zero123/download", {"accept_license": True})
-    entry = wait_download(server, "stable-zero123")
+    post_json(hub_server, "/v1/models/stable-zero123/download", {"accept_license": True})
+    entry = wait_download(hub_server, "stable-zero123")
     assert entry["download"]["state"] == "done" and entry["state"] == "present"
     assert entry["download"]["cached_bytes"] > 0  # the second download started from what the first left
     fetched = [r.path for r in hub.fetched(STABLE)]

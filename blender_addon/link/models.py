@@ -123,7 +123,8 @@ class Finished:
 
 class ModelWatch:
     """``connect`` returns a :class:`BackendClient` (it may start the local backend: call it on a
-    thread only, which is what this class does)."""
+    thread only, which is what this class does). Each action runs on a thread of its own; one
+    poller keeps the list fresh while anything downloads."""
 
     def __init__(self, connect: Callable[[], BackendClient], interval_s: float = 0.5):
         self.connect = connect
@@ -131,13 +132,16 @@ class ModelWatch:
         self.view = ModelsView()
         self.queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
+        self._again = False  # an action happened while the poller ran: poll at least once more
+        self._actions = 0
         self._closed = False
         self._started: set[str] = set()  # downloads started here whose end is still to report
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        with self._lock:
+            return self._actions > 0 or self._poller is not None
 
     def snapshot(self) -> ModelsView:
         return self.view  # replaced whole, never changed in place
@@ -150,55 +154,78 @@ class ModelWatch:
 
     def refresh(self) -> None:
         """Ask for the list now (and keep asking while something downloads)."""
-        self._run(lambda client: None)
+        self._act(lambda client: None)
 
     def download(self, name: str, *, accept_license: bool, token: str | None = None) -> None:
         def start(client):
             client.start_download(name, accept_license=accept_license, token=token)
             self._started.add(name)
 
-        self._run(start)
+        self._act(start)
 
     def cancel(self, name: str) -> None:
-        self._run(lambda client: client.cancel_download(name))
+        self._act(lambda client: client.cancel_download(name))
 
     def convert_poseanything(self, file: str) -> None:
-        self._run(lambda client: client.convert_poseanything(file))
+        self._act(lambda client: client.convert_poseanything(file))
 
     def close(self) -> None:
         self._closed = True
 
-    # -- the thread -------------------------------------------------------------------------------
-    def _run(self, action: Callable[[BackendClient], object]) -> None:
+    # -- the threads ------------------------------------------------------------------------------
+    def _failed(self, message: str) -> None:
+        self.view = ModelsView(self.view.rows, self.view.no_model_kinds, self.view.cache, message, time.time())
+
+    def _act(self, action: Callable[[BackendClient], object]) -> None:
         def run():
             try:
-                client = self.connect()
-                action(client)
-                self._poll(client)
+                action(self.connect())
+                self._poll_soon()
             except BackendError as exc:
-                self.view = ModelsView(self.view.rows, self.view.no_model_kinds, self.view.cache, str(exc), time.time())
+                self._failed(str(exc))
             except Exception as exc:  # a bug must reach the user, not die silently in a thread
-                self.view = ModelsView(self.view.rows, self.view.no_model_kinds, self.view.cache,
-                                       f"{type(exc).__name__}: {exc}", time.time())
+                self._failed(f"{type(exc).__name__}: {exc}")
+            finally:
+                with self._lock:
+                    self._actions -= 1
 
         with self._lock:
-            previous = self._thread
-            self._thread = threading.Thread(target=lambda: (previous.join() if previous else None, run()),
-                                            name="dynapose4d-models", daemon=True)
-            self._thread.start()
+            self._actions += 1
+        threading.Thread(target=run, name="dynapose4d-models", daemon=True).start()
 
-    def _poll(self, client: BackendClient) -> None:
-        while not self._closed:
-            body = client.models()
-            before = {r.name: r for r in self.view.rows}
-            rows = [ModelRow.from_json(m) for m in body.get("models", [])]
-            self.view = ModelsView(rows, body.get("no_model_kinds", ""), body.get("cache", ""), None, time.time())
-            for row in rows:
-                old = before.get(row.name)
-                ended = row.name in self._started or (old is not None and old.downloading)
-                if ended and not row.downloading and row.download:
-                    self._started.discard(row.name)
-                    self.queue.put(Finished(row.name, row.title, row.download.get("state"), row.failure))
-            if not self.view.downloading:
+    def _poll_soon(self) -> None:
+        with self._lock:
+            if self._poller is not None:
+                self._again = True
                 return
-            time.sleep(self.interval_s)
+            self._poller = threading.Thread(target=self._poll, name="dynapose4d-models-poll", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        try:
+            client = self.connect()
+            while not self._closed:
+                self._read(client.models())
+                with self._lock:  # the end is decided where _poll_soon looks: no poke is lost
+                    if not self.view.downloading and not self._again:
+                        self._poller = None
+                        return
+                    self._again = False
+                time.sleep(self.interval_s)
+        except BackendError as exc:
+            self._failed(str(exc))
+        except Exception as exc:  # as in _act
+            self._failed(f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self._poller = None
+
+    def _read(self, body: dict) -> None:
+        before = {r.name: r for r in self.view.rows}
+        rows = [ModelRow.from_json(m) for m in body.get("models", [])]
+        self.view = ModelsView(rows, body.get("no_model_kinds", ""), body.get("cache", ""), None, time.time())
+        for row in rows:
+            old = before.get(row.name)
+            ended = row.name in self._started or (old is not None and old.downloading)
+            if ended and not row.downloading and row.download:
+                self._started.discard(row.name)
+                self.queue.put(Finished(row.name, row.title, row.download.get("state"), row.failure))

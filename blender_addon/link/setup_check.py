@@ -26,13 +26,17 @@ class Line:
 
 def describe(report: dict) -> list[Line]:
     """The self-test's report (its JSON) as lines a user reads top to bottom."""
-    lines = [_device_line(report), _renderer_line(report)]
+    lines = [_device_line(report)]
     for check in report.get("checks", []):
         name, status = check.get("name", "?"), check.get("status")
-        if name.startswith("renderer:") and status == "PASS":
-            continue  # the renderer line says it; only its problems are worth a line
         if name.startswith("renderer: gsplat") and status == "SKIP" and report.get("device") != "cuda":
-            continue  # no GPU: the device line says it
+            if check.get("fix"):  # no GPU: why, and what to do (a CPU build of torch beside an NVIDIA driver)
+                lines.append(Line("INFO", f"What to do: {check['fix']}"))
+    lines.append(_renderer_line(report))
+    for check in report.get("checks", []):
+        name, status = check.get("name", "?"), check.get("status")
+        if name.startswith("renderer:") and (status == "PASS" or (status == "SKIP" and report.get("device") != "cuda")):
+            continue  # the device and renderer lines say it; only problems are worth a line
         level = {"PASS": "OK", "FAIL": "ERROR"}.get(status, "WARNING")
         lines.append(Line(level, f"{name}: {_status_words(check)}"))
         if check.get("fix"):
