@@ -84,6 +84,21 @@ def test_a_dropped_connection_resumes_mid_file(hub, tmp_path):
     assert 10 * 1024 * 1024 <= start <= 15 * 1024 * 1024  # went on from what had arrived, not from 0
 
 
+def test_the_download_process_checks_free_space_before_fetching(hub, tmp_path, capsys):
+    import json
+
+    from dynapose4d.weights import fetch as program
+
+    code = program.run("zero123-xl", cache_dir=str(tmp_path / "cache"), endpoint=hub.url, free_bytes=1000)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1 and [e["event"] for e in events] == ["checking", "plan", "error"]
+    assert events[-1]["kind"] == "disk" and "not enough free disk space" in events[-1]["message"]
+    assert not hub.fetched(ZERO123)  # refused before a single file
+    assert program.run("zero123-xl", cache_dir=str(tmp_path / "cache"), endpoint=hub.url) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["total"] == events[1]["total"]
+
+
 # -- the server's /v1/models ----------------------------------------------------------------------------
 
 

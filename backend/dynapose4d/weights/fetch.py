@@ -32,16 +32,18 @@ def emit(event: str, **fields) -> None:
         print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def run(name: str, *, cache_dir: str | None = None, full_precision: bool = False, free_bytes: int | None = None) -> int:
-    """Plan, check the free space, fetch; every step reported on stdout. ``free_bytes``: tests."""
+def run(name: str, *, cache_dir: str | None = None, full_precision: bool = False, endpoint: str | None = None,
+        free_bytes: int | None = None) -> int:
+    """Plan, check the free space, fetch; every step reported on stdout. ``endpoint`` (default
+    HF_ENDPOINT's) and ``free_bytes`` (default: measured) are for tests."""
     try:
         emit("checking")
-        plan = plan_download(name, cache_dir=cache_dir, full_precision=full_precision)
+        plan = plan_download(name, cache_dir=cache_dir, full_precision=full_precision, endpoint=endpoint)
         emit("plan", total=plan.total_bytes, cached=plan.cached_bytes, files=len(plan.files))
         problem = free_space_problem(plan, free_bytes)
         if problem:
             raise DownloadRefused(problem, "disk")
-        path = fetch(plan, cache_dir=cache_dir, on_progress=lambda p: emit(
+        path = fetch(plan, cache_dir=cache_dir, endpoint=endpoint, on_progress=lambda p: emit(
             "progress", done=p.done, total=p.total, speed=p.speed, eta_s=p.eta_s))
     except DownloadRefused as exc:
         emit("error", kind=exc.kind, message=str(exc))
