@@ -381,7 +381,6 @@ class Recorder:
         pass
 
     def prop(self, data, name, **kw):
-        import bpy
 
         assert name in data.bl_rna.properties, name
         self.log.append(("prop", name))

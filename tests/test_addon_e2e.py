@@ -129,7 +129,6 @@ def test_the_exported_glb_is_valid_and_holds_the_backend_frames(addon, demo_job,
 
 def test_reimport_at_another_frame_rate_and_duration_updates_in_place(addon, demo_job):
     state = demo_job[0]
-    job_id = state.session.job_id
     scene = bpy.context.scene
     objects = sorted(o.name for o in bpy.data.objects)
     scene.render.fps = 30

@@ -16,7 +16,7 @@ from blender_addon.format.sequence import Sampling  # noqa: E402
 from blender_addon.link.follow import Finished, JobSession, JobView, SequenceReady, Status  # noqa: E402
 from blender_addon.link.job_list import JobEntry  # noqa: E402
 from blender_addon.scene import export, importer, placement  # noqa: E402
-from blender_addon.scene.rig import ROLE, find_role  # noqa: E402
+from blender_addon.scene.rig import find_role  # noqa: E402
 from tests.addon_fixtures import Glb, drawn, make_sequence  # noqa: E402
 
 JOB = "26b85edd1df74c3f8e0f2a7c9b1d4e55"
@@ -116,7 +116,7 @@ def test_solid_shading_gets_a_hint_and_a_button():
     state.import_options = importer.ImportOptions()
     reports = state.tick(bpy.context)
     assert ("INFO", placement.COLOUR_HINT) in reports and state.colour_hint == placement.COLOUR_HINT
-    assert any(text.startswith(f"DynaPose4D job cat ") and text.endswith(" is done") for _, text in reports)
+    assert any(text.startswith("DynaPose4D job cat ") and text.endswith(" is done") for _, text in reports)
     coll = importer.job_collection(bpy.context.scene, JOB, create=False)
     assert coll.name == f"DynaPose4D {view.title}" and view.title.startswith("cat 20")
     log = drawn(ui.DYNAPOSE4D_PT_main)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from dynapose4d.weights import DownloadRefused, check_model, get_spec, model_on_disk, plan_download
 from dynapose4d.weights.download import fetch, free_space_problem, select_download_files
 

@@ -91,7 +91,6 @@ def test_a_backend_that_cannot_run_is_a_readable_failure(tmp_path):
 
 def test_a_cpu_torch_beside_an_nvidia_driver_says_to_rebuild(monkeypatch):
     import torch
-
     from dynapose4d.cli import selftest
 
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi")

@@ -17,9 +17,8 @@ from pathlib import Path
 import bpy
 from mathutils import Matrix
 
-from . import animation
+from . import animation, rig
 from . import camera as camera_mod
-from . import rig
 
 GLTF_OPTIONS = {
     "export_format": "GLB",
