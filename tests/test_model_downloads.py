@@ -156,7 +156,7 @@ def test_a_gated_download_takes_the_token_which_never_lands_on_disk(hub_server, 
     assert [p for p in written if TOKEN.encode() in p.read_bytes()] == []
 
 
-def test_a_cancelled_download_goes_on_from_its_complete_files(hub_server, hub):
+def test_a_cancelled_download_goes_on_from_its_complete_files(hub_server, hub, hf_home):
     name = "unet/diffusion_pytorch_model.safetensors"
     hub.slow(STABLE, name, 2 * 1024 * 1024)  # 24 MiB at 2 MiB/s: cancelled long before its end
     try:
@@ -169,6 +169,8 @@ def test_a_cancelled_download_goes_on_from_its_complete_files(hub_server, hub):
         cancelled = hub_server.post("/v1/models/stable-zero123/download/cancel")
         assert cancelled.status == 200 and cancelled.json()["download"]["state"] == "cancelled"
         assert cancelled.json()["state"] == "partial"
+        blobs = hf_home / "hub" / f"models--{STABLE.replace('/', '--')}" / "blobs"
+        assert blobs.is_dir() and not list(blobs.glob("*.incomplete"))  # the cut-off file went with the process
     finally:
         hub.throttles.clear()
     post_json(hub_server, "/v1/models/stable-zero123/download", {"accept_license": True})

@@ -11,15 +11,19 @@ It writes one JSON object a line on stdout:
     {"event": "done", "path": "...", "total": bytes}
     {"event": "error", "kind": "gated" | "disk" | "network" | "missing" | "other", "message": "..."}
 
-Exit status 0 after ``done``, 1 after ``error``.
+Exit status 0 after ``done``, 1 after ``error``. Ended by SIGTERM (a cancel), it first removes the
+partial file it was writing (huggingface_hub would not resume it) and exits with 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import threading
+import time
 
 from .download import DownloadRefused, fetch, free_space_problem, plan_download
 from .registry import MODELS, ModelDownloadError
@@ -30,6 +34,22 @@ _LOCK = threading.Lock()
 def emit(event: str, **fields) -> None:
     with _LOCK:  # the progress thread and the main thread both write
         print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _remove_own_parts_on_sigterm(plan, started: float) -> None:
+    """On SIGTERM: remove the partial files this process wrote (``blobs/*.incomplete``), then exit."""
+
+    def handler(signum, frame):
+        for part in (plan.storage / "blobs").glob("*.incomplete"):
+            try:
+                if part.stat().st_mtime >= started:
+                    part.unlink()
+            except OSError:
+                pass
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def run(name: str, *, cache_dir: str | None = None, full_precision: bool = False, endpoint: str | None = None,
@@ -43,6 +63,8 @@ def run(name: str, *, cache_dir: str | None = None, full_precision: bool = False
         problem = free_space_problem(plan, free_bytes)
         if problem:
             raise DownloadRefused(problem, "disk")
+        if __name__ == "__main__":  # the program, not a test calling run()
+            _remove_own_parts_on_sigterm(plan, time.time() - 1.0)
         path = fetch(plan, cache_dir=cache_dir, endpoint=endpoint, on_progress=lambda p: emit(
             "progress", done=p.done, total=p.total, speed=p.speed, eta_s=p.eta_s))
     except DownloadRefused as exc:
