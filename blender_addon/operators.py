@@ -375,20 +375,41 @@ class DYNAPOSE4D_OT_install_backend(bpy.types.Operator):
             self.report({"ERROR"}, "This build of the add-on has no backend sources (backend_src); reinstall it")
             return {"CANCELLED"}
         prefs = preferences.get(context)
+        choice = torch_choice(prefs)
         builder = EnvironmentBuilder(
             prefs.env_dir_path() if prefs else preferences.default_env_dir(),
             source,
             base_python=bpy.path.abspath(prefs.base_python) if prefs and prefs.base_python else "",
             extras=("diffusion",) if prefs is None or prefs.with_diffusion else (),
             pip_args=tuple(shlex.split(prefs.pip_args)) if prefs and prefs.pip_args else (),
+            torch=choice,
         )
         try:
-            runtime.STATE.build_environment(builder)
+            runtime.STATE.build_environment(builder, check_env=backend_env(prefs))
         except RuntimeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        self.report({"INFO"}, f"Creating the backend environment with the {choice.text()}")
         start_watching(context)
         return {"FINISHED"}
+
+
+def torch_choice(prefs):
+    """The torch build for this machine (detected now if the preferences have not yet), or the override."""
+    from .link import torch_build
+
+    override = prefs.torch_build if prefs is not None else "AUTO"
+    state = runtime.STATE
+    if override == "AUTO" and state.torch_facts is None:
+        state.torch_facts = torch_build.detect()
+    return torch_build.choose(state.torch_facts or torch_build.Facts("?"), override)
+
+
+def backend_env(prefs) -> dict:
+    """The environment the local backend's programs get from the preferences (the model cache)."""
+    if prefs is not None and prefs.backend_mode == "LOCAL" and prefs.model_dir:
+        return {"HF_HOME": bpy.path.abspath(prefs.model_dir)}
+    return {}
 
 
 class DYNAPOSE4D_OT_install_backend_cancel(bpy.types.Operator):
@@ -400,6 +421,166 @@ class DYNAPOSE4D_OT_install_backend_cancel(bpy.types.Operator):
     def execute(self, context):
         if runtime.STATE.builder is not None:
             runtime.STATE.builder.cancel()
+        return {"FINISHED"}
+
+
+# -- the models, the setup check ---------------------------------------------------------------------
+
+
+def _models(context):
+    return runtime.STATE.models_of(preferences.backend_settings(preferences.get(context)))
+
+
+class DYNAPOSE4D_OT_refresh_models(bpy.types.Operator):
+    """Ask the backend which models it has (starting the local backend if needed)"""
+
+    bl_idname = "dynapose4d.refresh_models"
+    bl_label = "Refresh Models"
+
+    def execute(self, context):
+        _models(context).refresh()
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_download_model(bpy.types.Operator):
+    """Download this model on the backend's machine, once you have read and accepted its licence"""
+
+    bl_idname = "dynapose4d.download_model"
+    bl_label = "Download Model"
+
+    name: StringProperty(name="Model", options={"HIDDEN"})
+    accept: BoolProperty(name="I have read and accept the licence", default=False, options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        self.accept = False
+        try:
+            return context.window_manager.invoke_props_dialog(self, width=560, title=f"Download {self.name}", confirm_text="Download")
+        except TypeError:  # Blender 4.2: no title or confirm_text
+            return context.window_manager.invoke_props_dialog(self, width=560)
+
+    def draw(self, context):
+        layout = self.layout
+        model = runtime.STATE.models.snapshot().row(self.name)
+        if model is None:
+            layout.label(text=f"{self.name}: refresh the models list first", icon="ERROR")
+            return
+        layout.label(text=f"{model.title} · {model.status_text()}", icon="FILE_3D")
+        layout.label(text=f"Licence: {model.license}")
+        preferences.wrapped(layout, model.license_note, "INFO", 3, 90)
+        layout.operator("wm.url_open", text="Read the licence on the model page", icon="URL").url = model.page_url
+        if model.gated:
+            preferences.wrapped(layout, "This model is gated: open its page while logged in to Hugging Face and accept the "
+                                        "licence there, then put a read token of that account in the preferences.", "ERROR", 3, 90)
+            token = context.window_manager.dynapose4d_hf_token
+            layout.label(text="A token is set (sent for this download only)" if token else
+                         "No token set: the backend's own login (HF_TOKEN, hf auth login) is tried", icon="KEYINGSET")
+        layout.prop(self, "accept")
+
+    def execute(self, context):
+        if not self.accept:
+            self.report({"ERROR"}, "Tick 'I have read and accept the licence' to download the model")
+            return {"CANCELLED"}
+        token = context.window_manager.dynapose4d_hf_token.strip() or None
+        _models(context).download(self.name, accept_license=True, token=token)
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_cancel_download(bpy.types.Operator):
+    """Stop this download (complete files stay: the next download goes on from there)"""
+
+    bl_idname = "dynapose4d.cancel_download"
+    bl_label = "Cancel Download"
+
+    name: StringProperty(name="Model", options={"HIDDEN"})
+
+    def execute(self, context):
+        _models(context).cancel(self.name)
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_convert_poseanything(bpy.types.Operator):
+    """Convert the PoseAnything checkpoint you downloaded into the weights the keypoint estimator loads"""
+
+    bl_idname = "dynapose4d.convert_poseanything"
+    bl_label = "Convert PoseAnything Checkpoint"
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        if prefs is None or not prefs.poseanything_file:
+            self.report({"ERROR"}, "Choose the downloaded checkpoint (.pth) first")
+            return {"CANCELLED"}
+        _models(context).convert_poseanything(properties.backend_path(prefs.poseanything_file, prefs))
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_check_setup(bpy.types.Operator):
+    """Run the backend's self-test: the device, the renderer, which models load, and what to do about each problem"""
+
+    bl_idname = "dynapose4d.check_setup"
+    bl_label = "Check Setup"
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        settings = preferences.backend_settings(prefs)
+        runtime.STATE.check_setup(settings.python, backend_env(prefs))
+        start_watching(context)
+        return {"FINISHED"}
+
+
+# -- the job list, the viewport ----------------------------------------------------------------------
+
+_JOB_ITEMS: list = []  # Blender needs the enum's strings kept alive while the menu is open
+
+
+def _job_items(self, context):
+    _JOB_ITEMS[:] = [(e.id, e.label, f"Job {e.id}") for e in runtime.STATE.jobs] or [("", "No jobs (refresh)", "")]
+    return _JOB_ITEMS
+
+
+class DYNAPOSE4D_OT_pick_job(bpy.types.Operator):
+    """Choose one of the backend's jobs for this scene (Import Job then brings in its result)"""
+
+    bl_idname = "dynapose4d.pick_job"
+    bl_label = "Choose Job"
+    bl_property = "job"
+
+    job: EnumProperty(name="Job", items=_job_items)
+
+    def execute(self, context):
+        if not self.job:
+            return {"CANCELLED"}
+        properties.settings(context).job_id = self.job
+        redraw(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_refresh_jobs(bpy.types.Operator):
+    """Ask the backend for its jobs"""
+
+    bl_idname = "dynapose4d.refresh_jobs"
+    bl_label = "Refresh Jobs"
+
+    def execute(self, context):
+        runtime.STATE.refresh_jobs(preferences.backend_settings(preferences.get(context)))
+        start_watching(context)
+        return {"FINISHED"}
+
+
+class DYNAPOSE4D_OT_show_colours(bpy.types.Operator):
+    """Show the splats' colours: the 3D views drawing them grey (Solid shading) switch to Material Preview"""
+
+    bl_idname = "dynapose4d.show_colours"
+    bl_label = "Show Colours"
+
+    def execute(self, context):
+        from .scene.placement import show_colours
+
+        show_colours(context)
+        runtime.STATE.colour_hint = None
         return {"FINISHED"}
 
 
@@ -418,4 +599,12 @@ CLASSES = (
     DYNAPOSE4D_OT_retarget_preset,
     DYNAPOSE4D_OT_install_backend,
     DYNAPOSE4D_OT_install_backend_cancel,
+    DYNAPOSE4D_OT_refresh_models,
+    DYNAPOSE4D_OT_download_model,
+    DYNAPOSE4D_OT_cancel_download,
+    DYNAPOSE4D_OT_convert_poseanything,
+    DYNAPOSE4D_OT_check_setup,
+    DYNAPOSE4D_OT_pick_job,
+    DYNAPOSE4D_OT_refresh_jobs,
+    DYNAPOSE4D_OT_show_colours,
 )

@@ -103,7 +103,8 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
                             description="Faces of the mesh after decimation")
     radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0, options=STILL,
                                 description="Point radius in standard deviations of each Gaussian")
-    job_id: StringProperty(name="Job", description="The backend job shown in this scene", options=STILL)
+    job_id: StringProperty(name="Job", options=STILL,
+                           description="The backend job shown in this scene (pick one from the server's list in the panel)")
     # retargeting
     retarget_target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_armature,
                                      description="Your armature, to receive the keypoint motion")
@@ -219,9 +220,25 @@ def mesh_request(context) -> dict | None:
 CLASSES = (DynaPose4DRetargetPair, DynaPose4DSettings)
 
 
+# Window-manager properties live for the Blender session only: neither a .blend file nor the
+# saved preferences hold them (a token typed here never lands on disk).
+SESSION_PROPERTIES = {
+    "dynapose4d_hf_token": lambda: StringProperty(
+        name="Hugging Face Token", subtype="PASSWORD", options=STILL,
+        description="A read token (huggingface.co/settings/tokens) of an account that accepted a gated model's licence "
+                    "(Stable Video Diffusion). Sent to the backend for that download only; kept for this session, never saved"),
+    "dynapose4d_error_details": lambda: BoolProperty(name="Details", default=False, options=STILL,
+                                                     description="Show the whole error message"),
+}
+
+
 def register_properties() -> None:
     bpy.types.Scene.dynapose4d = PointerProperty(type=DynaPose4DSettings)
+    for name, make in SESSION_PROPERTIES.items():
+        setattr(bpy.types.WindowManager, name, make())
 
 
 def unregister_properties() -> None:
+    for name in SESSION_PROPERTIES:
+        delattr(bpy.types.WindowManager, name)
     del bpy.types.Scene.dynapose4d

@@ -1,4 +1,5 @@
-"""What outlives one operator call: the backend, the job being followed, the environment build.
+"""What outlives one operator call: the backend, the job being followed, the environment build,
+the models and their downloads, the setup check and the server's job list.
 
 One :data:`STATE` per Blender session. Worker threads never touch it directly; they queue
 messages (``link.follow``) or keep their own progress (``link.launcher``), and :meth:`Runtime.tick`,
@@ -14,8 +15,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .format.messages import headline
 from .link.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status
+from .link.job_list import JobEntry, entries
 from .link.launcher import Backends, BackendSettings, BuildProgress, EnvironmentBuilder
+from .link.models import ModelWatch
+from .link.setup_check import SetupCheck
 
 
 @dataclass
@@ -60,6 +65,17 @@ class Runtime:
         self.watching = False
         self.candidates = None  # the followed job's driving-video candidates (candidates.CandidateShelf)
         self.temp = tempfile.TemporaryDirectory(prefix="dynapose4d-")
+        self.models = ModelWatch(lambda: None)  # connected on first use (models_of)
+        self.setup: SetupCheck | None = None
+        self.setup_after_build: dict | None = None  # the environment to check once the build is done
+        self.torch_choice = None  # the last build's link.torch_build.TorchChoice
+        self.torch_facts = None  # this machine's link.torch_build.Facts, once detected
+        self._torch_thread: threading.Thread | None = None
+        self.jobs: list[JobEntry] = []  # the server's jobs, newest first
+        self.jobs_error: str | None = None
+        self._jobs_thread: threading.Thread | None = None
+        self.colour_hint: str | None = None  # how to see the splats' colours, after the first import
+        self.settings: BackendSettings | None = None  # the backend last talked to (for the job list)
 
     # -- backend --------------------------------------------------------------------------------
     def check_health(self, settings: BackendSettings) -> None:
@@ -67,15 +83,59 @@ class Runtime:
         if self.health.checking:
             return
         self.health.checking = True
+        self.settings = settings
+        self.models_of(settings).refresh()
 
         def run():
             try:
-                info = self.backends.client(settings).health()
+                client = self.backends.client(settings)
+                info = client.health()
+                self.jobs = entries(client.jobs())
                 self.health = Health(info=info, at=time.time())
             except Exception as exc:  # shown in the panel
                 self.health = Health(error=str(exc), at=time.time())
 
         threading.Thread(target=run, name="dynapose4d-health", daemon=True).start()
+
+    def models_of(self, settings: BackendSettings) -> ModelWatch:
+        """The models' watch, talking to the backend ``settings`` name."""
+        self.models.connect = lambda: self.backends.client(settings)
+        return self.models
+
+    def refresh_jobs(self, settings: BackendSettings) -> None:
+        """Ask the server for its jobs (on a thread) for the panel's list."""
+        if self._jobs_thread is not None and self._jobs_thread.is_alive():
+            return
+
+        def run():
+            try:
+                self.jobs, self.jobs_error = entries(self.backends.client(settings).jobs()), None
+            except Exception as exc:  # shown under the list
+                self.jobs_error = str(exc)
+
+        self._jobs_thread = threading.Thread(target=run, name="dynapose4d-jobs", daemon=True)
+        self._jobs_thread.start()
+
+    def torch_for(self, override: str = "AUTO"):
+        """The torch build the environment would get (a :class:`~.link.torch_build.TorchChoice`);
+        None while this machine's GPU is being detected (``nvidia-smi``, on a thread, once)."""
+        from .link import torch_build
+
+        if override != "AUTO":
+            return torch_build.choose(torch_build.Facts("?"), override)
+        if self.torch_facts is None and (self._torch_thread is None or not self._torch_thread.is_alive()):
+            def run():
+                self.torch_facts = torch_build.detect()
+
+            self._torch_thread = threading.Thread(target=run, name="dynapose4d-detect-gpu", daemon=True)
+            self._torch_thread.start()
+        return torch_build.choose(self.torch_facts) if self.torch_facts is not None else None
+
+    def check_setup(self, python: str, env: dict | None = None) -> None:
+        """Run the backend's self-test with ``python`` (a thread; the preferences show the result)."""
+        if self.setup is not None and self.setup.snapshot().state == "running":
+            return
+        self.setup = SetupCheck(python, env).start()
 
     def stop_backend(self) -> bool:
         stopped = self.backends.stop()
@@ -90,6 +150,7 @@ class Runtime:
         import the driving video's own length (at the sampling's fps) instead of its frame count."""
         if self.session is not None and self.session.alive:
             self.session.close()
+        self.settings = settings
         self.session = JobSession(lambda: self.backends.client(settings), sampling, request=request, job_id=job_id, mesh=mesh,
                                   clip_length=clip_length).start()
         self.view = self.session.view
@@ -105,11 +166,14 @@ class Runtime:
         return self.session is not None and self.session.alive and self.view is not None and not self.view.final
 
     # -- environment ----------------------------------------------------------------------------
-    def build_environment(self, builder: EnvironmentBuilder) -> None:
+    def build_environment(self, builder: EnvironmentBuilder, check_env: dict | None = None) -> None:
+        """Build it on a thread; once it is done, check the setup with ``check_env`` (None: don't)."""
         if self.builder is not None and self.env_progress is not None and self.env_progress.state == "running":
             raise RuntimeError("the backend environment is already being built")
         self.builder = builder.start()
         self.env_progress = builder.snapshot()
+        self.torch_choice = builder.torch
+        self.setup_after_build = check_env
 
     # -- the main-thread side ---------------------------------------------------------------------
     def busy(self) -> bool:
@@ -118,6 +182,9 @@ class Runtime:
             (self.session is not None and (self.session.alive or not self.session.queue.empty()))
             or self.health.checking
             or (self.builder is not None and self.env_progress is not None and self.env_progress.state == "running")
+            or self.models.busy
+            or (self.setup is not None and self.setup.snapshot().state == "running")
+            or (self._jobs_thread is not None and self._jobs_thread.is_alive())
         )
 
     def tick(self, context) -> list[tuple[str, str]]:
@@ -128,10 +195,18 @@ class Runtime:
             before = self.env_progress.state if self.env_progress else None
             self.env_progress = self.builder.snapshot()
             if before == "running" and self.env_progress.state == "done":
-                reports.append(("INFO", f"DynaPose4D backend installed in {self.builder.env_dir}"))
+                reports.append(("INFO", f"DynaPose4D backend installed in {self.builder.env_dir}; checking the setup"))
+                if self.setup_after_build is not None:
+                    self.check_setup(str(self.builder.python), self.setup_after_build)
             elif before == "running" and self.env_progress.state == "failed":
                 reports.append(("ERROR", self.env_progress.error.splitlines()[0]))
-        # 2. The followed job.
+        # 2. Model downloads that ended.
+        for ended in self.models.drain():
+            if ended.state == "done":
+                reports.append(("INFO", f"{ended.title} downloaded"))
+            elif ended.state == "failed":
+                reports.append(("ERROR", f"{ended.title}: {(ended.error or 'the download failed').splitlines()[0]}"))
+        # 3. The followed job.
         session = self.session
         if session is None:
             return reports
@@ -155,14 +230,17 @@ class Runtime:
             reports += self.apply(context, latest)
         if finished:
             view = self.view
+            name = (view.title or view.id) if view is not None else None
             if view is not None and view.state == "failed":
                 self.error = view.error or "the job failed (see the backend's job log)"
-                reports.append(("ERROR", f"DynaPose4D job {view.id} failed: {self.error}"))
+                reports.append(("ERROR", f"DynaPose4D job {name} failed: {headline(self.error)}"))
             elif view is not None and view.state == "done":
-                reports.append(("INFO", f"DynaPose4D job {view.id} is done"))
+                reports.append(("INFO", f"DynaPose4D job {name} is done"))
             elif view is not None and view.state == "waiting":
-                reports.append(("INFO", f"DynaPose4D job {view.id}: its driving videos are ready; pick one in the panel"))
+                reports.append(("INFO", f"DynaPose4D job {name}: its driving videos are ready; pick one in the panel"))
             self.fetch = None
+            if self.settings is not None:
+                self.refresh_jobs(self.settings)
         return reports
 
     def apply(self, context, sequence) -> list[tuple[str, str]]:
@@ -174,16 +252,23 @@ class Runtime:
         scene = bpy.data.scenes.get(self.scene_name) if self.scene_name else None
         if scene is None:
             scene = context.scene
+        from .scene.placement import colour_hint
+
         job_id = self.session.job_id
+        title = self.view.title if self.view is not None else None
         t0 = time.perf_counter()
         if scene == context.scene:
-            import_sequence(context, sequence, job_id, self.import_options)
+            import_sequence(context, sequence, job_id, self.import_options, title=title)
         else:  # the user switched scenes while the job ran: import where Generate was pressed
             with context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
-                import_sequence(bpy.context, sequence, job_id, self.import_options)
+                import_sequence(bpy.context, sequence, job_id, self.import_options, title=title)
         self.last_update_s = time.perf_counter() - t0
+        first = self.imported_version is None
         self.imported_version = sequence.version
         scene.dynapose4d.job_id = job_id
+        if first:
+            self.colour_hint = colour_hint(context)
+            return [("INFO", self.colour_hint)] if self.colour_hint else []
         return []
 
     def shutdown(self) -> None:
@@ -195,6 +280,7 @@ class Runtime:
         if self.candidates is not None:
             self.candidates.release()
             self.candidates = None
+        self.models.close()
         self.backends.stop()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import properties, runtime
+from .format.messages import has_details, headline
 from .link import job_settings
 
 KIND_BUTTON = {"generate": "Generate", "demo": "Run Demo", "animate": "Animate"}
@@ -32,11 +33,8 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
         row.label(text=health.summary()[:90], icon=icon)
         row.operator("dynapose4d.connect", text="", icon="FILE_REFRESH")
         row.operator("dynapose4d.stop_backend", text="", icon="QUIT")
-        models = health.models()
-        if models:
-            flow = box.grid_flow(columns=2, align=True)
-            for name, ok in models:
-                flow.label(text=name, icon="CHECKMARK" if ok else "X")
+        if health.info is not None:
+            draw_models_needed(box, s.kind)
         # 2. What to run, on what: the inputs, then the settings that sit beside them.
         layout.prop(s, "kind", expand=True)
         col = layout.column()
@@ -74,11 +72,46 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
             from . import candidates
 
             candidates.draw(layout, state.candidates, waiting)
+        if state.colour_hint and state.imported_version is not None:
+            row = layout.row()
+            row.label(text="Solid shading draws the splats grey", icon="SHADING_SOLID")
+            row.operator("dynapose4d.show_colours", icon="MATERIAL")
         if state.error:
-            box = layout.box()
-            box.alert = True
-            for number, line in enumerate(_wrap(state.error, 60)[:8]):
-                box.label(text=line, icon="ERROR" if number == 0 else "BLANK1")
+            draw_error(layout, context, state.error)
+
+
+def draw_models_needed(layout, kind: str) -> None:
+    """Which models the chosen kind needs, and whether the backend has them (Demo and Animate: none)."""
+    view = runtime.STATE.models.snapshot()
+    if kind != "generate":
+        layout.label(text=f"{'Demo' if kind == 'demo' else 'Animate'} needs no model", icon="CHECKMARK")
+        return
+    rows = [r for r in view.rows if r.kind in ("zero123", "svd")] if view.rows else []
+    if not rows:  # the list is not here yet: the health answer's
+        for name, ok in runtime.STATE.health.models():
+            layout.label(text=name, icon="CHECKMARK" if ok else "X")
+        return
+    col = layout.column(align=True)
+    for row in rows:
+        col.label(text=f"{row.title}: {row.used_by}", icon="CHECKMARK" if row.state == "present" else "X")
+    if any(r.state != "present" and r.name in ("zero123-xl", "svd") for r in rows):
+        col.label(text="Download models in the add-on's preferences (Models)", icon="INFO")
+
+
+def draw_error(layout, context, error: str) -> None:
+    """One readable line, and the whole message behind a Details toggle."""
+    box = layout.box()
+    box.alert = True
+    for number, line in enumerate(_wrap(headline(error), 60)[:3]):
+        box.label(text=line, icon="ERROR" if number == 0 else "BLANK1")
+    if not has_details(error):
+        return
+    wm = context.window_manager
+    open_ = wm.dynapose4d_error_details
+    box.prop(wm, "dynapose4d_error_details", icon="TRIA_DOWN" if open_ else "TRIA_RIGHT", emboss=False)
+    if open_:
+        for line in _wrap(error, 70)[:40]:
+            box.label(text=line)
 
 
 class DYNAPOSE4D_PT_settings(DynaPose4DPanel, bpy.types.Panel):
@@ -144,10 +177,22 @@ class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
         if s.output != "POINTS":
             col.prop(s, "max_bones")
             col.prop(s, "mesh_faces")
-        col.prop(s, "job_id")
+        draw_job_picker(col, s)
         row = layout.row(align=True)
         row.operator("dynapose4d.import_job", icon="IMPORT")
         row.operator("dynapose4d.export_gltf", icon="EXPORT")
+
+
+def draw_job_picker(layout, s) -> None:
+    """The scene's job, picked from the server's list (kind, input, state, date), not typed as an id."""
+    state = runtime.STATE
+    entry = next((e for e in state.jobs if e.id == s.job_id), None)
+    text = entry.label if entry is not None else (f"Job {s.job_id[:8]}…" if s.job_id else "Choose a job")
+    row = layout.row(heading="Job", align=True)
+    row.operator_menu_enum("dynapose4d.pick_job", "job", text=text, icon="FILE_FOLDER")
+    row.operator("dynapose4d.refresh_jobs", text="", icon="FILE_REFRESH")
+    if state.jobs_error:
+        layout.label(text=headline(state.jobs_error), icon="ERROR")
 
 
 class DYNAPOSE4D_PT_retarget(DynaPose4DPanel, bpy.types.Panel):

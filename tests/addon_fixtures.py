@@ -360,3 +360,54 @@ def validate_gltf(path) -> dict:
 
 def validation_errors(report: dict) -> list[dict]:
     return [m for m in report["issues"]["messages"] if m["severity"] == 0]
+
+
+# -- drawing without a window ------------------------------------------------------------------------
+
+
+class Recorder:
+    """Stands in for a UILayout (the bpy module never draws): logs what a draw function asks for,
+    and checks every property, operator and menu it names exists."""
+
+    def __init__(self, log):
+        object.__setattr__(self, "log", log)
+
+    def __getattr__(self, name):
+        if name in ("row", "column", "box", "grid_flow", "split"):
+            return lambda *a, **k: Recorder(self.log)
+        return lambda *a, **k: self.log.append((name, a, k))
+
+    def __setattr__(self, name, value):
+        pass
+
+    def prop(self, data, name, **kw):
+
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kw):
+        import bpy
+
+        module, name = idname.split(".")
+        getattr(getattr(bpy.ops, module), name).get_rna_type()
+        self.log.append(("operator", idname))
+        return type("Props", (), {})()
+
+    def operator_menu_enum(self, idname, prop, **kw):
+        import bpy
+
+        module, name = idname.split(".")
+        assert prop in getattr(getattr(bpy.ops, module), name).get_rna_type().properties
+        self.log.append(("menu", idname, kw.get("text")))
+
+
+def drawn(panel, **attributes) -> list:
+    """What ``panel.draw`` (a Panel's, or the preferences' with ``attributes`` standing in for
+    their values) asks of its layout."""
+    import bpy
+
+    log = []
+    stub = type("Stub", (), {})()
+    stub.__dict__.update(layout=Recorder(log), **attributes)
+    panel.draw(stub, bpy.context)
+    return log

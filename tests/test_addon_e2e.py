@@ -89,10 +89,11 @@ def test_generate_runs_the_job_and_imports_it_live(demo_job):
     assert state.view.state == "done", (reports, state.error)
     assert not [r for r in reports if r[0] == "ERROR"], reports
     job_id = state.session.job_id
-    assert ("INFO", f"DynaPose4D job {job_id} is done") in reports
+    title = state.view.title  # the input's name (the demo has none: its kind) and the date, not the 32-hex id
+    assert title.startswith("demo 20") and ("INFO", f"DynaPose4D job {title} is done") in reports
     scene = bpy.context.scene
     assert scene.dynapose4d.job_id == job_id
-    coll = bpy.data.collections[f"DynaPose4D {job_id}"]
+    coll = bpy.data.collections[f"DynaPose4D {title}"]
     roles = sorted(o.get("dynapose4d_role") for o in coll.objects)
     assert roles.count("gaussians") == 1 and roles.count("armature") == 1 and roles.count("camera") == 1
     assert roles.count("keypoint") >= 2
@@ -128,14 +129,13 @@ def test_the_exported_glb_is_valid_and_holds_the_backend_frames(addon, demo_job,
 
 def test_reimport_at_another_frame_rate_and_duration_updates_in_place(addon, demo_job):
     state = demo_job[0]
-    job_id = state.session.job_id
     scene = bpy.context.scene
     objects = sorted(o.name for o in bpy.data.objects)
     scene.render.fps = 30
     scene.dynapose4d.duration = 0.3
     assert bpy.ops.dynapose4d.import_job() == {"FINISHED"}
     drive(state, lambda: not state.busy(), timeout=60)
-    coll = bpy.data.collections[f"DynaPose4D {job_id}"]
+    coll = bpy.data.collections[f"DynaPose4D {state.view.title}"]
     assert sorted(o.name for o in bpy.data.objects) == objects
     assert coll["dynapose4d_fps"] == 30.0 and coll["dynapose4d_frame_count"] == 9 and scene.frame_end == 9
 

@@ -326,8 +326,8 @@ def test_preferences_draw():
 
     for mode, estimator in (("LOCAL", "tracker"), ("REMOTE", "cape+tracker")):
         stub = Prefs()
-        stub.__dict__.update(backend_mode=mode, estimator=estimator, device="auto", keypoint_weights="",
-                             bl_rna=DynaPose4DPreferences.bl_rna)
+        stub.__dict__.update(backend_mode=mode, estimator=estimator, device="auto", keypoint_weights="", torch_build="AUTO",
+                             poseanything_file="", bl_rna=DynaPose4DPreferences.bl_rna)
         DynaPose4DPreferences.draw(stub, bpy.context)
         names = [e[1] for e in stub.log if e[0] == "prop"]
         assert ("url" in names) == (mode == "REMOTE") and ("python_path" in names) == (mode == "LOCAL")

@@ -158,6 +158,26 @@ class BackendClient:
         """Job kinds with their settings (types, ranges, defaults) and input files."""
         return self.json("GET", "/kinds")
 
+    # -- models on the backend's machine -------------------------------------------------------------
+    def models(self) -> dict:
+        """``{"models": [...], "no_model_kinds", "cache"}``: each model's licence, state, sizes, download."""
+        return self.json("GET", "/models")
+
+    def start_download(self, name: str, *, accept_license: bool, token: str | None = None, full_precision: bool = False) -> dict:
+        """Start downloading ``name`` on the backend's machine. ``token`` (a Hugging Face token for
+        a gated model) travels in the body of this one request and is used by that download only."""
+        body = json.dumps({"accept_license": bool(accept_license), "token": token or None, "full_precision": full_precision})
+        return self.json("POST", f"/models/{name}/download", body=body.encode(), headers={"Content-Type": "application/json"})
+
+    def cancel_download(self, name: str) -> dict:
+        return self.json("POST", f"/models/{name}/download/cancel")
+
+    def convert_poseanything(self, file: str) -> dict:
+        """Convert the PoseAnything checkpoint at ``file`` (a path on the backend's machine)."""
+        body = json.dumps({"file": file}).encode()
+        return self.json("POST", "/models/poseanything/convert", body=body, headers={"Content-Type": "application/json"},
+                         timeout=max(self.timeout, 600.0))
+
     # -- jobs --------------------------------------------------------------------------------------
     def create_job(self, kind: str, settings: dict, files: dict[str, str | os.PathLike] | None = None) -> dict:
         """Upload the inputs and queue a job; returns its status (``id``, ``state``, ...)."""

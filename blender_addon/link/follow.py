@@ -25,6 +25,7 @@ from typing import Callable
 
 from ..format.sequence import Sampling, Sequence
 from .client import BackendClient, BackendError, SnapshotReplaced
+from .job_list import job_title
 from .jobs import JobRequest
 
 # waiting: the job made its driving-video candidates and waits for the user's pick (its worker
@@ -51,6 +52,7 @@ class JobView:
     snapshot_version: int | None = None
     clip_duration_s: float | None = None  # the driving video's length (first to last frame), from the snapshot
     losses: dict = field(default_factory=dict)
+    title: str | None = None  # the input's name and the date (link.job_list.job_title), once the server has said
 
     @property
     def final(self) -> bool:
@@ -61,6 +63,8 @@ class JobView:
         self.id = status.get("id", self.id)
         self.kind = status.get("kind", self.kind)
         self.state = status.get("state", self.state)
+        if status.get("created_at") is not None:
+            self.title = job_title(status)
         for name in ("stage", "iteration", "total", "progress", "eta_s", "elapsed_s", "message", "error"):
             if status.get(name) is not None:
                 setattr(self, name, status[name])
@@ -100,7 +104,8 @@ class JobView:
 
     def text(self) -> str:
         """One line for the progress bar: ``dynamic 120/500 · ETA 1:23``."""
-        parts = [self.state if self.state != "running" else (self.stage or "running")]
+        # Between the worker's start and its first stage (its libraries load): say so, not just "running".
+        parts = [self.state if self.state != "running" else (self.stage or "starting the worker")]
         if self.state == "running" and self.iteration is not None and self.total:
             parts.append(f"{self.iteration}/{self.total}")
         if self.eta_s is not None and self.state == "running":

@@ -166,24 +166,27 @@ class BuildProgress:
 
     def text(self) -> str:
         if self.state == "running":
-            return f"{self.step}/{self.steps} {self.title}: {self.line}"[:160]
+            return f"{self.step}/{self.steps} {self.title}: {self.line}"[:200]
         return self.error if self.state == "failed" else self.state
 
 
 class EnvironmentBuilder:
-    """``python -m venv <env_dir>`` + ``pip install <source>[extras]`` in a background thread.
+    """``python -m venv <env_dir>``, torch from the index that fits the machine, then
+    ``pip install <source>[extras]``, in a background thread.
 
     ``base_python``: the interpreter that creates the environment (Blender's own by default).
+    ``torch``: the torch build (:func:`.torch_build.choose`; None: whatever pip picks).
     ``pip_args``: extra pip arguments (an index URL, ``--no-deps`` in tests, ...).
     """
 
     def __init__(self, env_dir: str | os.PathLike, source: str | os.PathLike, *, base_python: str = "",
-                 extras: tuple[str, ...] = ("diffusion",), pip_args: tuple[str, ...] = ()):
+                 extras: tuple[str, ...] = ("diffusion",), pip_args: tuple[str, ...] = (), torch=None):
         self.env_dir = Path(env_dir)
         self.source = Path(source)
         self.base_python = base_python or _blender_python()
         self.extras = tuple(extras)
         self.pip_args = tuple(pip_args)
+        self.torch = torch
         self.progress = BuildProgress()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -196,11 +199,13 @@ class EnvironmentBuilder:
 
     def steps(self) -> list[tuple[str, list[str]]]:
         spec = str(self.source) + (f"[{','.join(self.extras)}]" if self.extras else "")
-        return [
-            ("Creating the environment", [self.base_python, "-m", "venv", str(self.env_dir)]),
-            ("Installing the backend",
-             [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", spec, *self.pip_args]),
-        ]
+        pip = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+        steps = [("Creating the environment", [self.base_python, "-m", "venv", str(self.env_dir)])]
+        if self.torch is not None and self.torch.pip_args():
+            # First, so that the backend's "torch>=..." finds it installed and pip keeps it.
+            steps.append((f"Installing the {self.torch.text()}", pip + self.torch.pip_args()))
+        steps.append(("Installing the backend", pip + [spec, *self.pip_args]))
+        return steps
 
     def start(self) -> "EnvironmentBuilder":
         if not (self.source / "pyproject.toml").is_file():

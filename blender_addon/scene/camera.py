@@ -27,7 +27,8 @@ def write_camera(collection, camera: dict):
     data.sensor_fit = "VERTICAL"
     data.angle_y = math.radians(float(camera.get("fovy_deg", 49.1)))
     data.clip_start, data.clip_end = 0.01, 100.0
-    obj.matrix_world = Matrix(backend_to_blender_matrix(np.asarray(camera["c2w"], dtype=np.float64).reshape(4, 4)).tolist())
+    # Its own transform: under the job's root (scene.placement) that is the backend's frame.
+    obj.matrix_basis = Matrix(backend_to_blender_matrix(np.asarray(camera["c2w"], dtype=np.float64).reshape(4, 4)).tolist())
     obj["dynapose4d_resolution"] = [int(camera.get("width", 0)), int(camera.get("height", 0))]
     return obj
 

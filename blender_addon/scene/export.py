@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import bpy
+from mathutils import Matrix
 
-from . import animation
+from . import animation, rig
 from . import camera as camera_mod
-from . import rig
 
 GLTF_OPTIONS = {
     "export_format": "GLB",
@@ -57,7 +57,8 @@ def export_gltf(context, collection, filepath: str, *, camera: bool = True, reba
     if path.suffix.lower() != ".glb":
         path = path.with_suffix(".glb")
     path.parent.mkdir(parents=True, exist_ok=True)
-    objects = [o for o in collection.all_objects if camera or o.type != "CAMERA"]
+    # The job's root empty stays out: its children are written as they stand under it (at_origin).
+    objects = [o for o in collection.all_objects if (camera or o.type != "CAMERA") and o.get(rig.ROLE) != "root"]
     if not objects:
         raise ExportError(f"collection {collection.name} has nothing to export")
     if rebake and "dynapose4d_frame_count" in collection:
@@ -77,7 +78,8 @@ def export_gltf(context, collection, filepath: str, *, camera: bool = True, reba
                 pass
         if not chosen:
             raise ExportError(f"collection {collection.name} is not in the view layer {view_layer.name} (is it excluded?)")
-        with camera_resolution(context.scene, collection if camera else None), starting_at_zero(context.scene, objects, collection):
+        with camera_resolution(context.scene, collection if camera else None), starting_at_zero(context.scene, objects, collection), \
+                at_origin(context, collection):
             result = bpy.ops.export_scene.gltf(filepath=str(path), **gltf_options(**overrides))
     finally:
         for o in chosen:
@@ -91,6 +93,24 @@ def export_gltf(context, collection, filepath: str, *, camera: bool = True, reba
     if result != {"FINISHED"} or not path.is_file():
         raise ExportError(f"Blender's glTF exporter did not write {path} ({result})")
     return path
+
+
+@contextmanager
+def at_origin(context, collection):
+    """The job's root at the origin while the exporter runs: the file holds the result where the
+    backend put it, wherever the user (or the first import, beside the Cube) moved it."""
+    root = rig.find_role(collection, "root")
+    if root is None:
+        yield
+        return
+    saved = root.matrix_basis.copy()
+    root.matrix_basis = Matrix.Identity(4)
+    context.view_layer.update()
+    try:
+        yield
+    finally:
+        root.matrix_basis = saved
+        context.view_layer.update()
 
 
 @contextmanager

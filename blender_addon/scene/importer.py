@@ -1,10 +1,12 @@
 """Import a job's :class:`~..format.sequence.Sequence` into the scene, and update it in place.
 
-One collection per job (``DynaPose4D <job id>``) holds the Gaussians (``scene.points``), their
-display (``scene.display``), the keypoint empties and armature (``scene.rig``) and the
-reference camera (``scene.camera``). Importing the same job again (a newer snapshot while it
-trains) rewrites those objects: no objects are added per snapshot. Callable without the UI:
-this is what the live-import timer and the tests call.
+One collection per job (``DynaPose4D <input> <date>``, or the job's id when no title is given)
+holds the Gaussians (``scene.points``), their display (``scene.display``), the keypoint empties
+and armature (``scene.rig``) and the reference camera (``scene.camera``), all under the job's
+root empty (``scene.placement``). Importing the same job again (a newer snapshot while it
+trains) rewrites those objects: no objects are added per snapshot. The first import places the
+result beside what the scene holds, frames it in the 3D views and selects it. Callable without
+the UI: this is what the live-import timer and the tests call.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import bpy
 from ..format.sequence import Sequence
 from . import camera as camera_mod
 from . import display as display_mod
-from . import points, rig
+from . import placement, points, rig
 from . import skinned as skinned_mod
 
 JOB = "dynapose4d_job"
@@ -33,14 +35,16 @@ class ImportOptions:
     rig: bool = True
     camera: bool = True
     output: str = "POINTS"
+    place: bool = True  # the first import: beside what is there, framed, selected
 
     def __post_init__(self):
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
 
 
-def job_collection(scene, job_id: str, create: bool = True):
-    """The collection of ``job_id`` (linked into ``scene``), created when missing."""
+def job_collection(scene, job_id: str, create: bool = True, title: str | None = None):
+    """The collection of ``job_id`` (linked into ``scene``), created when missing and named
+    ``DynaPose4D <title>`` (the input's name and date; the job id without one)."""
     for coll in bpy.data.collections:
         if coll.get(JOB) == job_id:
             if create and coll.name not in scene.collection.children:
@@ -48,18 +52,20 @@ def job_collection(scene, job_id: str, create: bool = True):
             return coll
     if not create:
         return None
-    coll = bpy.data.collections.new(f"DynaPose4D {job_id}")
+    coll = bpy.data.collections.new(f"DynaPose4D {title or job_id}"[:63])
     coll[JOB] = job_id
     scene.collection.children.link(coll)
     return coll
 
 
-def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOptions | None = None):
-    """Show ``sequence`` in ``context.scene`` (new objects the first time, in place after)."""
+def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOptions | None = None, title: str | None = None):
+    """Show ``sequence`` in ``context.scene`` (new objects the first time, in place after).
+    ``title``: the collection's name after "DynaPose4D " when it is new (default: the job id)."""
     options = options or ImportOptions()
     t0 = time.perf_counter()
     scene = context.scene
-    coll = job_collection(scene, job_id)
+    first = job_collection(scene, job_id, create=False) is None
+    coll = job_collection(scene, job_id, title=title)
     # 1. The Gaussians (the exact point cloud) and/or the skinned mesh.
     if options.output in ("POINTS", "BOTH"):
         obj = rig.find_role(coll, "gaussians")
@@ -89,7 +95,16 @@ def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOpt
         if cam is not None and scene.camera is None:
             scene.camera = cam
             camera_mod.use_resolution(scene, cam)
-    # 4. Where it came from, and the scene's range.
+    # 4. One root for the job; the first time, a place beside what is there, in view, selected.
+    root = placement.ensure_root(coll)
+    placement.adopt(coll, root)
+    if first and options.place:
+        offset = placement.place(context, coll, sequence)
+        lo, hi = placement.result_box(sequence)
+        placement.frame_views(context, (lo + offset, hi + offset))
+        shown = rig.find_role(coll, "gaussians") or rig.find_role(coll, "mesh") or root
+        placement.select_only(context, shown)
+    # 5. Where it came from, and the scene's range.
     coll["dynapose4d_snapshot"] = int(sequence.version or 0)
     coll["dynapose4d_frame_start"] = options.frame_start
     coll["dynapose4d_frame_count"] = sequence.frame_count

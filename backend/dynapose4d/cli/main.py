@@ -232,10 +232,10 @@ def cmd_candidates(args) -> int:
 
 
 def cmd_selftest(args) -> int:
-    from .selftest import report, run_selftest
+    from .selftest import report, run_selftest, setup_report
 
-    checks = run_selftest(args.zero123, args.svd, args.device, args.steps)
-    print(report(checks))
+    checks = run_selftest(args.zero123, args.svd, args.device, args.steps, quick=args.quick)
+    print(json.dumps(setup_report(checks, args.device)) if args.json else report(checks))
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
 
@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--svd", default="svd", help="video model name, hub id or folder")
     test.add_argument("--device", default="auto")
     test.add_argument("--steps", type=int, default=None, help="denoising steps (default: 25 on CUDA, 2 on CPU)")
+    test.add_argument("--quick", action="store_true", help="load the models without sampling them")
+    test.add_argument("--json", action="store_true", help="one JSON object: device, renderer, checks and fixes")
     test.set_defaults(func=cmd_selftest)
 
     info = sub.add_parser("info", help="show versions, device and renderer")

@@ -13,14 +13,15 @@ Folders use the diffusers layout of the public repositories (one subfolder per c
 Zero-1-to-3, ``clip_camera_projection/``). A model that cannot be found raises
 :class:`ModelNotFoundError`, whose message says how to download it and how to point to a folder.
 
-Downloading (``dynapose4d models download <name>``) is the only step that uses the network. We
-never redistribute weights; the licence is shown before each download.
+Downloading (``dynapose4d models download <name>``, or the server's ``/v1/models`` routes, which
+run :mod:`.fetch` as a child process through :mod:`.downloads`) is the only step that uses the
+network. We never redistribute weights; the licence is shown before each download.
 """
 
-from .download import download_model, select_download_files
+from .download import DownloadPlan, DownloadRefused, download_model, format_bytes, plan_download, select_download_files
 from .layout import missing_files, weights_variant
-from .registry import MODELS, ModelDownloadError, ModelNotFoundError, ModelSpec, get_spec
-from .resolve import ModelStatus, ResolvedModel, check_model, list_models, resolve_model
+from .registry import MODELS, NO_MODEL_KINDS, ModelDownloadError, ModelNotFoundError, ModelSpec, get_spec
+from .resolve import ModelStatus, OnDisk, ResolvedModel, check_model, list_models, model_on_disk, resolve_model
 
 __all__ = [
     "MODELS",
@@ -34,6 +35,13 @@ __all__ = [
     "check_model",
     "resolve_model",
     "download_model",
+    "plan_download",
+    "DownloadPlan",
+    "DownloadRefused",
+    "format_bytes",
+    "NO_MODEL_KINDS",
+    "OnDisk",
+    "model_on_disk",
     "select_download_files",
     "missing_files",
     "weights_variant",

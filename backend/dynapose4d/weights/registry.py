@@ -57,6 +57,9 @@ class ModelSpec:
         num_frames: frames SVD was trained to generate.
         download_variant: weights variant to prefer when downloading (``"fp16"`` for SVD, whose
             repositories hold both precisions; None = the default files).
+        used_by: which job kinds need it, in words (Demo and Animate need no model: :data:`NO_MODEL_KINDS`).
+        approx_bytes: about how much a download fetches (the files :func:`~.download.select_download_files`
+            picks), to show before the hub is asked; a download plan has the exact figure.
     """
 
     name: str
@@ -72,6 +75,8 @@ class ModelSpec:
     num_frames: int | None = None
     download_variant: str | None = None
     description: str = ""
+    used_by: str = ""
+    approx_bytes: int = 0
 
     @property
     def components(self) -> dict[str, str]:
@@ -87,6 +92,9 @@ class ModelSpec:
 # The two SVD variants share their licence.
 _SVD_LICENSE = "Stability AI Community License (stable-video-diffusion-community)"
 _SVD_LICENSE_NOTE = "free below Stability's revenue threshold; accept it on the model page first."
+GB = 1_000_000_000
+# What the demo and Animate jobs need: no diffusion model at all (said beside the models list).
+NO_MODEL_KINDS = "Demo and Animate need no model"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -103,6 +111,8 @@ MODELS: dict[str, ModelSpec] = {
             gated=False,
             camera_embedding="zero123",
             description="novel-view diffusion used for SDS in the static and dynamic stages (default)",
+            used_by="Generate (the default View Model)",
+            approx_bytes=5 * GB,  # fp32 UNet 3.4 GB + CLIP ViT-L/14 vision 1.2 GB + VAE 0.3 GB
         ),
         ModelSpec(
             name="stable-zero123",
@@ -116,6 +126,8 @@ MODELS: dict[str, ModelSpec] = {
             gated=False,
             camera_embedding="stable-zero123",
             description="Stability's Zero-1-to-3 fine-tune (better views, non-commercial licence)",
+            used_by="Generate, when chosen as its View Model",
+            approx_bytes=5 * GB,
         ),
         ModelSpec(
             name="svd",
@@ -130,6 +142,8 @@ MODELS: dict[str, ModelSpec] = {
             num_frames=14,
             download_variant="fp16",
             description="driving video generator, 14 frames (default)",
+            used_by="Generate without a video of yours (presets fast, standard, low-vram)",
+            approx_bytes=45 * GB // 10,  # fp16 UNet 3.0 GB + CLIP ViT-H/14 vision 1.3 GB + VAE 0.2 GB
         ),
         ModelSpec(
             name="svd-xt",
@@ -144,6 +158,8 @@ MODELS: dict[str, ModelSpec] = {
             num_frames=25,
             download_variant="fp16",
             description="driving video generator, 25 frames",
+            used_by="Generate without a video of yours (preset high)",
+            approx_bytes=45 * GB // 10,
         ),
     )
 }

@@ -42,16 +42,25 @@ class ModelStatus:
 
 
 def _cache_snapshot(repo_id: str, cache_dir: str | Path | None) -> Path | None:
-    """The cached snapshot folder of ``repo_id`` (offline lookup), or None."""
+    """The cached snapshot folder of ``repo_id`` (offline lookup), or None.
+
+    Read from the cache's documented layout (``models--org--name/refs/main`` names the commit
+    under ``snapshots/``) rather than asked of huggingface_hub: since 2.x its offline lookup
+    refuses a snapshot that lacks any file of the repository's listing, and we download only the
+    files we load (:func:`~.download.select_download_files`). Whether the folder has those is
+    :func:`~.layout.missing_files`'s to say."""
+    repo = _cache_root(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
+        commit = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        commit = ""
+    if commit and (repo / "snapshots" / commit).is_dir():
+        return repo / "snapshots" / commit
+    try:  # no ref (a copied cache): the newest snapshot
+        snapshots = [p for p in (repo / "snapshots").iterdir() if p.is_dir()]
+    except OSError:
         return None
-    try:
-        path = snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True)
-    except Exception:  # any failure here means "not in the cache"; the caller explains
-        return None
-    return Path(path)
+    return max(snapshots, key=lambda p: p.stat().st_mtime) if snapshots else None
 
 
 def _cache_description(cache_dir: str | Path | None) -> str:
@@ -188,3 +197,61 @@ def _resolve_folder(folder: Path, kind: str | None) -> ResolvedModel:
     _check_layout(folder, kind, "model folder")
     return ResolvedModel(folder, "folder", None, kind)
 
+
+
+@dataclass
+class OnDisk:
+    """A registered model's files on this machine: ``present`` (complete), ``partial`` (some
+    files: an interrupted download, or a folder that lacks some) or ``missing``."""
+
+    state: str
+    bytes: int  # on disk now
+    path: Path | None = None
+    source: str | None = None  # as ModelStatus.source
+    lacks: list[str] = field(default_factory=list)
+
+
+def model_on_disk(name: str, *, cache_dir: str | Path | None = None, env: dict | None = None) -> OnDisk:
+    """Is ``name`` here, complete or in part, and how many bytes does it hold?"""
+    status = check_model(name, cache_dir=cache_dir, env=env)
+    env = os.environ if env is None else env
+    if status.available:
+        return OnDisk("present", _folder_bytes(_store_of(status.path)), status.path, status.source)
+    spec = status.spec
+    folder = env.get(spec.env_var)
+    if folder and Path(folder).is_dir():  # an explicit folder that lacks files: the user's to fix
+        return OnDisk("partial", _folder_bytes(Path(folder)), Path(folder), f"${spec.env_var}", missing_files(folder, spec.kind))
+    store = _cache_root(cache_dir) / ("models--" + spec.repo_id.replace("/", "--"))
+    held = _folder_bytes(store)
+    return OnDisk("partial", held, store, "hf-cache") if held else OnDisk("missing", 0)
+
+
+def _store_of(path: Path) -> Path:
+    """A cached snapshot's repository folder (its blobs hold the bytes), else the folder itself."""
+    return path.parents[1] if path.parent.name == "snapshots" else path
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        return Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (links not followed: a cache's snapshot links
+    point into its blobs, counted once)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(root, name)):
+                total += st.st_size
+    return total

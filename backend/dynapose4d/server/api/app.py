@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from ... import __version__
 from ...pipeline import JobError
 from ...pipeline import candidates as video_candidates
+from ...weights.downloads import ModelDownloads
 from ..config import ServerConfig
 from ..frames import BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from ..limits import TooMuchWork
@@ -35,6 +36,7 @@ from .routes.events import events_router
 from .routes.frames import frames_router, result_router
 from .routes.health import health_router
 from .routes.jobs import jobs_router
+from .routes.models import models_router
 from .slowclients import BodyTimeout
 
 # The status each known exception answers with (errors.py writes the {"detail": ...} body).
@@ -58,6 +60,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     manager = JobManager(JobStore(config.jobs_dir), config, say=say, executor=executor)
     frames = SnapshotFrames(frame_cache_bytes=config.frame_cache_bytes, work_bytes=config.work_memory_bytes)
     probe = DeviceProbe()
+    downloads = ModelDownloads(say=say)
     # 2. The application and its error answers.
     app = FastAPI(
         title="DynaPose4D backend",
@@ -67,7 +70,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         openapi_url=f"{API}/openapi.json",
         docs_url=None,  # the interactive pages load scripts from the internet
         redoc_url=None,
-        lifespan=_lifespan(manager, probe, on_ready, on_shutdown),
+        lifespan=_lifespan(manager, probe, downloads, on_ready, on_shutdown),
     )
     app.state.manager = manager
     install_error_handlers(app, ERROR_STATUS, config.jobs_dir)
@@ -79,14 +82,16 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         frames_router(manager, frames, SkinnedMeshes(frames)),
         result_router(manager),
         candidates_router(manager),
+        models_router(downloads),
     )
     for router in routers:
         app.include_router(router, prefix=API)
     return app
 
 
-def _lifespan(manager: JobManager, probe: DeviceProbe, on_ready, on_shutdown):
-    """Start the job manager and the device probe with the server; stop the workers with it."""
+def _lifespan(manager: JobManager, probe: DeviceProbe, downloads: ModelDownloads, on_ready, on_shutdown):
+    """Start the job manager and the device probe with the server; stop the workers and the
+    model downloads with it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -102,6 +107,7 @@ def _lifespan(manager: JobManager, probe: DeviceProbe, on_ready, on_shutdown):
         finally:
             await warm
             await manager.shutdown()
+            await asyncio.to_thread(downloads.shutdown)
             if on_shutdown is not None:
                 on_shutdown()
 

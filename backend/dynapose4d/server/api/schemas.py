@@ -160,3 +160,53 @@ class KeypointTracks:
     video_fps: float
     video_frames: int
     up: str = "+y"
+
+
+@dataclass
+class DownloadInfo:
+    """A model's download (the latest one since the server started)."""
+
+    name: str
+    state: str  # starting, checking, downloading, done, failed, cancelled
+    done_bytes: int
+    started_at: float
+    total_bytes: int | None = None
+    cached_bytes: int = 0  # already on disk when it started (a resumed download)
+    speed: float | None = None  # bytes/s
+    eta_s: float | None = None
+    error: str | None = None
+    error_kind: str | None = None  # gated, disk, network, missing, other
+    message: str = ""
+    finished_at: float | None = None
+
+
+@dataclass
+class ModelEntry:
+    """One model the backend can use: its licence, what of it is on disk, and its download."""
+
+    name: str
+    title: str
+    kind: str  # zero123, svd, keypoints
+    license: str
+    license_note: str
+    page_url: str
+    gated: bool
+    used_by: str  # which job kinds need it, in words
+    state: str  # present, partial, missing
+    bytes_on_disk: int
+    download_bytes: int | None  # what a download fetches (about, until download_bytes_exact)
+    download_bytes_exact: bool
+    downloadable: bool  # False: fetched by hand (how_to_get says how)
+    how_to_get: str
+    repo_id: str | None = None
+    description: str = ""
+    source: str | None = None  # where it was found: hf-cache, $DYNAPOSE4D_..., folder
+    path: str | None = None  # on the backend's machine
+    download: DownloadInfo | None = None
+
+
+@dataclass
+class ModelList:
+    models: list[ModelEntry]
+    no_model_kinds: str  # which job kinds need no model at all
+    cache: str  # the Hugging Face cache the downloads fill (on the backend's machine)

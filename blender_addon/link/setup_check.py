@@ -1,0 +1,125 @@
+"""Check Setup: run the backend's self-test and say what it found in words. No bpy here.
+
+:class:`SetupCheck` runs ``python -m dynapose4d selftest --quick --json`` with the local backend's
+interpreter on a thread (the models are loaded, not sampled); :func:`describe` turns its report
+(``dynapose4d.cli.selftest.setup_report``) into lines for the preferences: the device and GPU,
+the renderer in use and why, which models load, and what to do about each problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+
+TIMEOUT_S = 900.0
+MODEL_CHECKS = ("Zero-1-to-3", "Stable Video Diffusion")
+
+
+@dataclass(frozen=True)
+class Line:
+    level: str  # OK, WARNING, ERROR, INFO (the preferences pick an icon by it)
+    text: str
+
+
+def describe(report: dict) -> list[Line]:
+    """The self-test's report (its JSON) as lines a user reads top to bottom."""
+    lines = [_device_line(report)]
+    for check in report.get("checks", []):
+        name, status = check.get("name", "?"), check.get("status")
+        if name.startswith("renderer: gsplat") and status == "SKIP" and report.get("device") != "cuda":
+            if check.get("fix"):  # no GPU: why, and what to do (a CPU build of torch beside an NVIDIA driver)
+                lines.append(Line("INFO", f"What to do: {check['fix']}"))
+    lines.append(_renderer_line(report))
+    for check in report.get("checks", []):
+        name, status = check.get("name", "?"), check.get("status")
+        if name.startswith("renderer:") and (status == "PASS" or (status == "SKIP" and report.get("device") != "cuda")):
+            continue  # the device and renderer lines say it; only problems are worth a line
+        level = {"PASS": "OK", "FAIL": "ERROR"}.get(status, "WARNING")
+        lines.append(Line(level, f"{name}: {_status_words(check)}"))
+        if check.get("fix"):
+            lines.append(Line("INFO", f"What to do: {check['fix']}"))
+    lines.append(_summary(report))
+    return lines
+
+
+def _device_line(report: dict) -> Line:
+    versions = f"torch {report.get('torch')}" + (f", CUDA {report['cuda']}" if report.get("cuda") else "")
+    if report.get("device") == "cuda":
+        return Line("OK", f"GPU: {report.get('gpu')} ({versions})")
+    return Line("WARNING", f"No GPU in use: jobs run on the CPU ({versions})")
+
+
+def _renderer_line(report: dict) -> Line:
+    renderer = report.get("renderer") or {}
+    name, why = renderer.get("name"), renderer.get("why", "")
+    slow = name == "torch" or (report.get("device") == "cuda" and name != "gsplat")
+    words = {"gsplat": "gsplat", "numba": "the CPU rasteriser", "torch": "the PyTorch fallback"}.get(name, name)
+    return Line("WARNING" if slow else "OK", f"Renderer: {words} ({why})")
+
+
+def _status_words(check: dict) -> str:
+    status, detail = check.get("status"), check.get("detail", "")
+    if status == "SKIP" and check.get("name", "").startswith(MODEL_CHECKS):
+        return "not available" + (f" ({detail})" if detail else "")
+    if status == "NOT-REAL":
+        return f"test weights only ({detail})"
+    return detail or status
+
+
+def _summary(report: dict) -> Line:
+    models = [c for c in report.get("checks", []) if c.get("name", "").startswith(MODEL_CHECKS)]
+    broken = [c for c in report.get("checks", []) if c.get("status") == "FAIL"]
+    if broken:
+        return Line("ERROR", f"{len(broken)} check(s) failed: see What to do above")
+    if models and all(c.get("status") == "PASS" for c in models):
+        return Line("OK", "Ready: the Demo, Animate and Generate can run")
+    return Line("INFO", "The Demo and Animate can run; Generate needs the models above")
+
+
+@dataclass
+class CheckState:
+    state: str = "idle"  # idle, running, done, failed
+    lines: list[Line] = field(default_factory=list)
+    error: str = ""
+
+
+class SetupCheck:
+    """The self-test of the backend at ``python``, on a thread; :meth:`snapshot` for the panel."""
+
+    def __init__(self, python: str, env: dict | None = None, timeout_s: float = TIMEOUT_S):
+        self.python, self.env, self.timeout_s = python, dict(env or {}), timeout_s
+        self._state = CheckState()
+        self._lock = threading.Lock()
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "dynapose4d", "selftest", "--quick", "--json"]
+
+    def start(self) -> "SetupCheck":
+        self._state = CheckState("running")
+        threading.Thread(target=self._run, name="dynapose4d-setup-check", daemon=True).start()
+        return self
+
+    def snapshot(self) -> CheckState:
+        with self._lock:
+            return CheckState(self._state.state, list(self._state.lines), self._state.error)
+
+    def _run(self) -> None:
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # Blender's paths must not leak into the backend's interpreter
+        env.pop("PYTHONHOME", None)
+        env.update(self.env)
+        try:
+            done = subprocess.run(self.command(), capture_output=True, text=True, errors="replace", env=env,
+                                  timeout=self.timeout_s, stdin=subprocess.DEVNULL)
+            report = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
+            result = CheckState("done", describe(report))
+        except StopIteration:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+            result = CheckState("failed", error=f"the self-test ended without a report (exit status {done.returncode}):\n{tail}")
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            result = CheckState("failed", error=f"could not run the backend's self-test with {self.python}: {exc}")
+        with self._lock:
+            self._state = result
