@@ -1,0 +1,220 @@
+"""Play a GLB in a real browser: headless Chromium, three.js 0.187's GLTFLoader with its
+``KHR_gaussian_splatting`` extension on ``WebGPURenderer`` (``forceWebGL``), pictures back as arrays.
+
+A page served on 127.0.0.1 loads the GLB, finds the file's camera (the reference view), plays
+its animation with an ``AnimationMixer`` set to each requested time, renders, and posts each
+picture back to the server. Chromium runs WebGL 2 on SwiftShader (no GPU needed).
+
+The splat colour space: the file says ``srgb_rec709_display`` (the colours are display sRGB,
+blended as they are); three.js 0.187's loader does not read ``colorSpace``, and its renderer by
+default treats material colours as linear and encodes them to sRGB on output. The page shows
+them as the extension says, passing the blended colours through (``outputColorSpace`` linear);
+``float_blend`` blends in a half-float target first (as the extension's text advises) instead of
+the 8-bit canvas, by a linear tone mapping at exposure 1 (an identity that makes three.js
+render to its float target).
+
+Requirements: ``chromium`` (Debian's package), Node.js is not needed, three.js under
+``.node-three/node_modules/three`` (``scripts/dev.py test`` installs it) or ``three_dir``.
+:func:`browser_problem` says what is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[3]
+THREE_DIR = ROOT / ".node-three" / "node_modules" / "three"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><style>html,body{margin:0;background:#fff}</style>
+<script type="importmap">
+{"imports": {"three": "/three/build/three.webgpu.js", "three/webgpu": "/three/build/three.webgpu.js",
+             "three/tsl": "/three/build/three.tsl.js", "three/addons/": "/three/examples/jsm/"}}
+</script></head><body>
+<canvas id="c" width="%(width)d" height="%(height)d"></canvas>
+<script type="module">
+import * as THREE from 'three';
+import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
+import { GLTFGaussianSplatLoaderExtension } from 'three/addons/loaders/GLTFGaussianSplatLoaderExtension.js';
+const job = %(job)s;
+async function post(path, body) { await fetch(path, {method: 'POST', body: JSON.stringify(body)}); }
+try {
+  const canvas = document.getElementById('c');
+  // Our own context, so the drawing buffer survives until it is read back.
+  const context = canvas.getContext('webgl2', {preserveDrawingBuffer: true, antialias: false, alpha: true, depth: true, stencil: false});
+  const renderer = new THREE.WebGPURenderer({canvas, context, forceWebGL: true, antialias: false});
+  renderer.setPixelRatio(1);
+  renderer.setSize(job.width, job.height, false);
+  renderer.outputColorSpace = THREE.LinearSRGBColorSpace;  // srgb_rec709_display: show the blended colours as they are
+  if (job.float_blend) { renderer.toneMapping = THREE.LinearToneMapping; renderer.toneMappingExposure = 1.0; }
+  await renderer.init();
+  const loader = new GLTFLoader();
+  loader.register((parser) => new GLTFGaussianSplatLoaderExtension(parser));
+  const gltf = await loader.loadAsync('/model.glb');
+  const scene = new THREE.Scene();  // gltf.scene is a Group, which has no background
+  scene.add(gltf.scene);
+  scene.background = new THREE.Color(job.background, job.background, job.background);
+  const camera = gltf.cameras[0];
+  if (!camera) throw new Error('the file has no camera');
+  camera.aspect = job.width / job.height;
+  camera.updateProjectionMatrix();
+  const mixer = new THREE.AnimationMixer(gltf.scene);
+  for (const clip of gltf.animations) {
+    const action = mixer.clipAction(clip);
+    action.setLoop(THREE.LoopOnce);
+    action.clampWhenFinished = true;  // a looping clip at its duration would be back at the start
+    action.play();
+  }
+  let splats = 0;
+  scene.traverse((o) => { if (o.isGaussianSplat) splats += 1; });
+  for (let i = 0; i < job.times.length; i++) {
+    mixer.setTime(job.times[i]);
+    scene.updateMatrixWorld(true);
+    await renderer.renderAsync(scene, camera);
+    await renderer.renderAsync(scene, camera);  // the splats sort in onBeforeRender: draw once more with the order of this pose
+    await post('/picture', {index: i, png: canvas.toDataURL('image/png'), splats, backend: renderer.backend.isWebGLBackend ? 'webgl' : 'webgpu'});
+  }
+  await post('/done', {ok: true});
+} catch (error) {
+  await post('/done', {ok: false, error: String(error && error.stack || error)});
+}
+</script></body></html>
+"""
+
+
+class BrowserError(RuntimeError):
+    pass
+
+
+def find_chromium() -> str | None:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def browser_problem(three_dir: Path | None = None) -> str | None:
+    """Why the browser check cannot run here (None when it can)."""
+    three = Path(three_dir or THREE_DIR)
+    if find_chromium() is None:
+        return "Chromium is not installed (Debian: apt-get install chromium)"
+    if not (three / "examples" / "jsm" / "loaders" / "GLTFGaussianSplatLoaderExtension.js").is_file():
+        return f"three.js with GLTFGaussianSplatLoaderExtension is not in {three} (python3 scripts/dev.py test installs three@0.187.0 into .node-three/)"
+    return None
+
+
+def render_glb(glb: str | Path, times: list[float], width: int = 256, height: int = 256, *, background: float = 1.0,
+               float_blend: bool = True, three_dir: Path | None = None, timeout: float = 240.0) -> dict:
+    """Pictures of ``glb`` from its first camera at animation ``times`` (seconds):
+    ``{"images": [H, W, 3] float arrays in [0, 1], "splats": GaussianSplat objects, "backend",
+    "seconds"}``. Raises :class:`BrowserError` with the page's error or Chromium's output."""
+    problem = browser_problem(three_dir)
+    if problem:
+        raise BrowserError(problem)
+    three = Path(three_dir or THREE_DIR).resolve()
+    job = {"times": [float(t) for t in times], "width": width, "height": height, "background": background, "float_blend": float_blend}
+    page = (PAGE % {"width": width, "height": height, "job": json.dumps(job)}).encode()
+    glb_bytes = Path(glb).read_bytes()
+    state = {"pictures": {}, "done": None}
+    finished = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if path in ("/", "/index.html"):
+                self._send(page, "text/html")
+            elif path == "/model.glb":
+                self._send(glb_bytes, "model/gltf-binary")
+            elif path.startswith("/three/"):
+                target = (three / path[len("/three/"):]).resolve()
+                if three not in target.parents or not target.is_file():
+                    self.send_error(404)
+                    return
+                self._send(target.read_bytes(), "text/javascript" if target.suffix == ".js" else "application/octet-stream")
+            else:
+                self.send_error(404)
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/picture":
+                state["pictures"][body["index"]] = body
+            elif self.path == "/done":
+                state["done"] = body
+                finished.set()
+            self._send(b"{}", "application/json")
+
+        def _send(self, data: bytes, kind: str):
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    profile = tempfile.mkdtemp(prefix="dp4d-chromium-")
+    args = [
+        find_chromium(), "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+        "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-first-run",
+        "--disable-background-networking", "--disable-extensions", f"--window-size={width},{height}",
+        "--remote-debugging-port=0",  # keeps the headless browser running until the page is done
+        f"http://127.0.0.1:{server.server_port}/index.html",
+    ]
+    t0 = time.perf_counter()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HOME=profile))
+    try:
+        if not finished.wait(timeout):
+            raise BrowserError(f"the page did not finish in {timeout:.0f} s; Chromium said: {_tail(log)}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(profile, ignore_errors=True)
+    done = state["done"]
+    if not done.get("ok"):
+        raise BrowserError(f"the page failed: {done.get('error')}")
+    images = [_decode(state["pictures"][i]["png"]) for i in range(len(times))]
+    first = state["pictures"][0] if times else {}
+    return {"images": images, "splats": first.get("splats"), "backend": first.get("backend"), "seconds": time.perf_counter() - t0}
+
+
+def _decode(data_url: str) -> np.ndarray:
+    from PIL import Image
+
+    raw = base64.b64decode(data_url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), np.float32) / 255.0
+
+
+def _tail(log) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-2000:]
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR (dB) of images in [0, 1], over the pixels of ``mask [H, W]`` when given."""
+    diff = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+    mse = float(diff[mask].mean()) if mask is not None else float(diff.mean())
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
