@@ -80,13 +80,14 @@ loader.parse(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLengt
     out.splats.push(entry);
   }
   const mixer = new THREE.AnimationMixer(gltf.scene);
-  for (const clip of gltf.animations) {
+  const actions = gltf.animations.map((clip) => {
     const action = mixer.clipAction(clip);
     action.setLoop(THREE.LoopOnce);
-    action.clampWhenFinished = true;
-    action.play();
-  }
+    action.clampWhenFinished = true;  // hold the last pose (a looping clip at its end is at its start)
+    return action;
+  });
   for (const t of JSON.parse(timesJson)) {
+    for (const action of actions) action.reset().play();  // a finished clip stays paused otherwise
     mixer.setTime(t);
     gltf.scene.updateMatrixWorld(true);
     out.frames.push(splats.map((s) => Array.from(s.matrixWorld.elements)));

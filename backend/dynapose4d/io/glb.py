@@ -113,7 +113,7 @@ class GlbBuilder:
         inputs: dict[bytes, int] = {}
         samplers, chans = [], []
         for node, path, times, values, interpolation in channels:
-            times = np.asarray(times, np.float32)
+            times = _float32_at_or_before(times)
             key = times.tobytes()
             if key not in inputs:
                 inputs[key] = self.add_accessor(times, minmax=True)
@@ -209,6 +209,14 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     """The sRGB transfer function inverted (glTF's COLOR_0 is linear)."""
     c = np.clip(np.asarray(c, np.float64), 0.0, 1.0)
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _float32_at_or_before(times) -> np.ndarray:
+    """Key times as float32 no later than the exact times: a player asked for frame i at exactly
+    ``i / fps`` (a double) must find key i at or before it, or a STEP key shows the frame before."""
+    exact = np.asarray(times, np.float64)
+    t = exact.astype(np.float32)
+    return np.where(t.astype(np.float64) > exact, np.nextafter(t, np.float32(-np.inf)), t).astype(np.float32)
 
 
 def _plain(v, component: int):

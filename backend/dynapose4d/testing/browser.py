@@ -72,15 +72,16 @@ try {
   camera.aspect = job.width / job.height;
   camera.updateProjectionMatrix();
   const mixer = new THREE.AnimationMixer(gltf.scene);
-  for (const clip of gltf.animations) {
+  const actions = gltf.animations.map((clip) => {
     const action = mixer.clipAction(clip);
     action.setLoop(THREE.LoopOnce);
-    action.clampWhenFinished = true;  // a looping clip at its duration would be back at the start
-    action.play();
-  }
+    action.clampWhenFinished = true;  // hold the last pose (a looping clip at its end is at its start)
+    return action;
+  });
   let splats = 0;
   scene.traverse((o) => { if (o.isGaussianSplat) splats += 1; });
   for (let i = 0; i < job.times.length; i++) {
+    for (const action of actions) action.reset().play();  // a finished clip stays paused otherwise
     mixer.setTime(job.times[i]);
     scene.updateMatrixWorld(true);
     await renderer.renderAsync(scene, camera);
