@@ -101,10 +101,10 @@ def resolve_source(result: str | Path) -> Source:
 def export_result(result: str | Path, out: str | Path, options: ExportOptions = ExportOptions()) -> dict:
     """Write ``result`` as a GLB at ``out``; returns a report (path, size, timings, choices)."""
     t0 = time.perf_counter()
-    source = resolve_source(result)
     out = Path(out)
     if out.suffix.lower() != ".glb":
-        raise ExportError(f"{out}: the output must be a .glb file")
+        raise ExportError(f"{out}: the output must be a .glb file (binary glTF)")
+    source = resolve_source(result)
     if source.kind == "ply":
         report = _export_ply(source.path, out, options)
     else:
