@@ -17,7 +17,7 @@ EXT = "KHR_gaussian_splatting"
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """A finished job folder in the real layout (model.pt, sequence/ with its sidecar)."""
-    from dynapose4d.pipeline.folder import JobFolder
+    from dynapose4d.pipeline import JobFolder
     from dynapose4d.pipeline.outputs import write_results
 
     root = tmp_path_factory.mktemp("job")

@@ -29,10 +29,13 @@ BIN_COUNT = 4096  # depth bins of three.js's counting sort
 NEAR = 0.01
 
 
-def draw_order(means: np.ndarray, scales: np.ndarray, depth: np.ndarray, camera, groups: np.ndarray | None) -> np.ndarray:
+def draw_order(means: np.ndarray, scales: np.ndarray, depth: np.ndarray, camera, groups: np.ndarray | None,
+               origins: np.ndarray | None = None) -> np.ndarray:
     """Indices front to back as three.js draws them back to front: objects by the depth of their
-    bounding box's centre; within one, 4096 depth bins over its bounding sphere's depth range,
-    ties in index order (a stable counting sort), Gaussians nearer than the near plane dropped."""
+    origin (``origins [P, 3]``, world: a GaussianSplat's render geometry is a quad about its own
+    origin, whose bounding sphere three.js sorts by), within one by 4096 depth bins over the
+    splats' bounding sphere, ties in index order (a stable counting sort); Gaussians nearer than
+    the near plane dropped."""
     groups = np.zeros(len(means), np.int64) if groups is None else np.asarray(groups)
     view = camera.viewmats.double().numpy()
     obj_key = np.zeros(len(means))
@@ -45,7 +48,8 @@ def draw_order(means: np.ndarray, scales: np.ndarray, depth: np.ndarray, camera,
         centre_depth = float((view[:3, :3] @ centre + view[:3, 3])[2])
         near = max(NEAR, centre_depth - radius)
         far = max(near + 1e-4, centre_depth + radius)
-        obj_key[members] = centre_depth
+        origin = centre if origins is None else np.asarray(origins[gid], np.float64)
+        obj_key[members] = float((view[:3, :3] @ origin + view[:3, 3])[2])
         depth_bin = np.clip(np.floor((depth[members] - near) * (BIN_COUNT - 1) / max(far - near, 1e-4)), 0, BIN_COUNT - 1)
         bins[members] = depth_bin.astype(np.int64)
     index = np.arange(len(means))
@@ -55,11 +59,12 @@ def draw_order(means: np.ndarray, scales: np.ndarray, depth: np.ndarray, camera,
 
 @torch.no_grad()
 def render_three_rules(means, rotations_wxyz, scales, opacities, colors, camera, background: float = 1.0,
-                       groups: np.ndarray | None = None, rows: int = 8) -> np.ndarray:
+                       groups: np.ndarray | None = None, origins: np.ndarray | None = None, rows: int = 8) -> np.ndarray:
     """An image ``[H, W, 3]`` of Gaussians (``means [N, 3]`` world, unit quaternions wxyz, linear
     ``scales [N, 3]``, ``opacities [N]``, display colours ``[N, 3]``) from one ``camera``
     (:class:`~dynapose4d.cameras.Cameras`) drawn by three.js 0.187's rules; ``groups [N]`` the
-    GaussianSplat object of each Gaussian (sorted as whole objects), or None for one object."""
+    GaussianSplat object of each Gaussian (sorted as whole objects, by ``origins [P, 3]``, each
+    object's origin in the world), or None for one object."""
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     means, quats, scales, op, col = t(means), t(rotations_wxyz), t(scales), t(opacities), t(colors)
     width, height = camera.width, camera.height
@@ -71,7 +76,7 @@ def render_three_rules(means, rotations_wxyz, scales, opacities, colors, camera,
     base = (ca - EPS2D) * (cc - EPS2D) - cb * cb
     alpha0 = torch.round(op.clamp(0, 1) * 255) / 255 * torch.sqrt((base / (ca * cc - cb * cb)).clamp_min(0))
     col = torch.round(col.clamp(0, 1) * 255) / 255
-    order = torch.from_numpy(draw_order(means.numpy(), scales.numpy(), depth.numpy(), camera, groups))
+    order = torch.from_numpy(draw_order(means.numpy(), scales.numpy(), depth.numpy(), camera, groups, origins))
     m2, con, alpha0, col, reach = m2[order], con[order], alpha0[order], col[order], 2.0 * torch.sqrt(cc[order])
     out = np.empty((height, width, 3))
     for r0 in range(0, height, rows):

@@ -72,7 +72,7 @@ class Source:
 def resolve_source(result: str | Path) -> Source:
     """Which of the accepted RESULT forms ``result`` is; an :class:`ExportError` naming what
     was expected otherwise."""
-    from ..pipeline.folder import JobFolder
+    from . import JobFolder
 
     path = Path(result)
     if path.is_dir():
@@ -136,7 +136,7 @@ def _load_frames(source: Source, options: ExportOptions) -> Frames:
 
     from ..gaussians import Z_UP_TO_Y_UP, Gaussians
     from ..mesh.splat_parts import handles_of_frames, handles_of_model
-    from .gltf_scene import SceneInfo
+    from ..io.gltf_scene import SceneInfo
 
     if source.kind == "model":
         from ..dynamic4d import Dynamic4D, default_frame_count
@@ -161,8 +161,8 @@ def _load_frames(source: Source, options: ExportOptions) -> Frames:
         )
         return Frames(model.static, gaussians, handles, info, model, times)
 
-    from .ply import read_ply
-    from .sequence import read_sequence
+    from ..io.ply import read_ply
+    from ..io.sequence import read_sequence
 
     try:
         seq = read_sequence(source.path)
@@ -195,7 +195,7 @@ def _load_frames(source: Source, options: ExportOptions) -> Frames:
 
 
 def _export_frames(frames: Frames, out: Path, options: ExportOptions) -> dict:
-    from .gltf_scene import write_morph_points, write_skinned_mesh
+    from ..io.gltf_scene import write_morph_points, write_skinned_mesh
 
     info = frames.info
     g = frames.gaussians
@@ -218,7 +218,7 @@ def _export_frames(frames: Frames, out: Path, options: ExportOptions) -> dict:
 
 def _export_splats(frames: Frames, out: Path, options: ExportOptions) -> dict:
     from ..mesh.splat_parts import SplatPartsConfig, fit_splat_parts
-    from .gltf_scene import write_splat_flipbook, write_splat_parts
+    from ..io.gltf_scene import write_splat_flipbook, write_splat_parts
     info = frames.info
     rest_g, g = frames.rest, frames.gaussians
     rest = _attributes(rest_g)
@@ -251,7 +251,7 @@ def _export_splats(frames: Frames, out: Path, options: ExportOptions) -> dict:
 
 
 def _attributes(g):
-    from .gltf_splats import SplatAttributes
+    from ..io.gltf_splats import SplatAttributes
 
     g = g.detach()
     return SplatAttributes.from_backend(g.means.numpy(), g.quats.numpy(), g.log_scales.numpy(), g.opacity_logits.numpy(), g.sh_dc.numpy(),
@@ -264,10 +264,10 @@ def _splat_bytes(splats) -> int:
 
 
 def _export_ply(path: Path, out: Path, options: ExportOptions) -> dict:
-    from .gltf_scene import SceneInfo, write_morph_points
-    from .gltf_splats import add_splat_mesh
-    from .glb import GlbBuilder
-    from .ply import read_ply
+    from ..io.gltf_scene import SceneInfo, write_morph_points
+    from ..io.gltf_splats import add_splat_mesh
+    from ..io.glb import GlbBuilder
+    from ..io.ply import read_ply
 
     g = read_ply(path, up_axis=options.up_axis)
     if options.kind == "mesh":
