@@ -66,7 +66,6 @@ def point_sequence(model, times, fps):
 
 def splat_export(model, times, fps, args) -> dict:
     """The splat GLB through ``dynapose4d export``'s function, then played in headless Chromium."""
-    import numpy as np
     import torch
 
     from dynapose4d.pipeline.export import ExportOptions, export_result
@@ -143,7 +142,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="dp4d-bench-blender-"))
 
     import numpy as np
-    import torch
+    import torch  # noqa: F401  (loaded before bpy)
 
     from dynapose4d.evaluation.articulated import make_articulated
     from dynapose4d.mesh import SkeletonConfig, SurfaceConfig, build_skinned_mesh

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from dynapose4d.io.gltf_scene import SceneInfo, write_morph_points, write_skinned_mesh, write_splat_flipbook, write_splat_parts
+from dynapose4d.io.gltf_scene import (
+    SceneInfo,
+    write_morph_points,
+    write_skinned_mesh,
+    write_splat_flipbook,
+    write_splat_parts,
+)
 from dynapose4d.io.gltf_splats import SplatAttributes
 from dynapose4d.mesh.splat_parts import fit_splat_parts, handles_of_model
 from tests.addon_fixtures import Glb, three_skinned_positions, validate_gltf, validation_errors

@@ -7,7 +7,17 @@ import pytest
 
 from dynapose4d.io.gltf_splats import COLOR_SPACE, EXTENSION, SH_C0, SplatAttributes, write_splat_glb
 from tests.addon_fixtures import Glb, validate_gltf, validation_errors
-from tests.splat_fixtures import LOG_SCALES, MEANS, OPACITY_LOGITS, QUATS_WXYZ, SH_DC, SH_REST, covariance, three_read_splats, upper
+from tests.splat_fixtures import (
+    LOG_SCALES,
+    MEANS,
+    OPACITY_LOGITS,
+    QUATS_WXYZ,
+    SH_DC,
+    SH_REST,
+    covariance,
+    three_read_splats,
+    upper,
+)
 
 
 def write_asymmetric(path, sh_rest=SH_REST):

@@ -54,9 +54,9 @@ def test_a_static_splat_in_chromium(tmp_path):
 
 
 def test_an_animated_result_plays_in_chromium(tmp_path):
-    from dynapose4d.pipeline.export import ExportOptions, export_result
     from dynapose4d.io.glb import matrix_to_quat_xyzw
     from dynapose4d.mesh.splat_parts import fit_splat_parts, handles_of_model, quat_wxyz_to_matrix
+    from dynapose4d.pipeline.export import ExportOptions, export_result
     from dynapose4d.render import render
     from dynapose4d.testing.three_rules import render_three_rules
     from tests.splat_fixtures import tiny_result

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from dynapose4d.mesh.splat_parts import (
-    SplatPartsConfig, fit_rigid_groups, fit_splat_parts, handles_of_frames, handles_of_model, quat_wxyz_to_matrix,
+    SplatPartsConfig,
+    fit_rigid_groups,
+    fit_splat_parts,
+    handles_of_frames,
+    handles_of_model,
+    quat_wxyz_to_matrix,
 )
 from tests.splat_fixtures import quat_wxyz_matrix, tiny_result
 

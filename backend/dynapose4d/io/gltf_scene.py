@@ -26,8 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from .glb import (
-    ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, FLOAT, TRIANGLES, UNSIGNED_BYTE, UNSIGNED_INT, UNSIGNED_SHORT,
-    GlbBuilder, add_camera_node, continuous_quats, matrix_to_quat_xyzw, srgb_to_linear,
+    ARRAY_BUFFER,
+    ELEMENT_ARRAY_BUFFER,
+    FLOAT,
+    TRIANGLES,
+    UNSIGNED_BYTE,
+    UNSIGNED_INT,
+    UNSIGNED_SHORT,
+    GlbBuilder,
+    add_camera_node,
+    continuous_quats,
+    matrix_to_quat_xyzw,
+    srgb_to_linear,
 )
 from .gltf_splats import SplatAttributes, add_splat_mesh
 

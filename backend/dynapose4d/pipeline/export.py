@@ -27,8 +27,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..dynamic4d import Dynamic4D
+    from ..gaussians import Gaussians
+    from ..io.gltf_scene import SceneInfo
+    from ..mesh.splat_parts import HandleMotion
 
 KINDS = ("splats", "mesh", "points")
 SPLAT_MOTIONS = ("auto", "parts", "flipbook")
@@ -105,6 +112,8 @@ def export_result(result: str | Path, out: str | Path, options: ExportOptions = 
     if out.suffix.lower() != ".glb":
         raise ExportError(f"{out}: the output must be a .glb file (binary glTF)")
     source = resolve_source(result)
+    if source.kind == "sequence" and options.kind == "mesh":
+        raise ExportError("a PLY sequence has no deformation to skin a mesh with: export the job folder or its model.pt with --as mesh")
     if source.kind == "ply":
         report = _export_ply(source.path, out, options)
     else:
@@ -123,58 +132,67 @@ class Frames:
     and bindings; ``info``: the scene's fps, user frame, camera and keypoints; ``model``: the
     Dynamic4D when there is one (the skinned mesh needs it), with ``times``."""
 
-    rest: object
-    gaussians: object
-    handles: object
-    info: object
-    model: object = None
-    times: object = None
+    rest: Gaussians
+    gaussians: Gaussians
+    handles: HandleMotion | None
+    info: SceneInfo
+    model: Dynamic4D | None = None
+    times: object = None  # the model's normalised times [F] (a tensor)
 
 
 def _load_frames(source: Source, options: ExportOptions) -> Frames:
+    return _load_model(source.path, options) if source.kind == "model" else _load_sequence(source.path, options)
+
+
+def _load_model(path: Path, options: ExportOptions) -> Frames:
+    """A model.pt sampled at the options' fps and frames; backend coordinates, the user's frame
+    for the root node."""
     import pickle
 
-    from ..gaussians import Z_UP_TO_Y_UP, Gaussians
-    from ..mesh.splat_parts import handles_of_frames, handles_of_model
+    from ..dynamic4d import Dynamic4D, default_frame_count
     from ..io.gltf_scene import SceneInfo
-
-    if source.kind == "model":
-        from ..dynamic4d import Dynamic4D, default_frame_count
-        from ..userframe import user_frame_of
-
-        try:
-            model = Dynamic4D.load(source.path)
-        except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:  # torch's unpickler errors on a foreign file
-            raise ExportError(f"{source.path}: not a DynaPose4D model file ({exc})") from None
-        count = options.frames or default_frame_count(model, options.fps)
-        times = model.times(count, options.fps, options.time_mode)
-        handles = handles_of_model(model, times) if options.kind == "splats" else None
-        gaussians, keypoints = model.sample(times)
-        frame = user_frame_of(model)
-        cam = model.camera
-        info = SceneInfo(
-            fps=options.fps, frame_count=count,
-            user_frame=None if frame.is_identity else (np.asarray(frame.rotation), frame.scale, np.asarray(frame.translation)),
-            camera={"c2w": cam.c2w.numpy(), "fovy_deg": float(np.degrees(float(cam.fovy))), "width": cam.width, "height": cam.height},
-            names=list(model.keypoints.names), valid=model.keypoints.anchors.valid.numpy(),
-            edges=model.keypoints.edges.numpy(), positions=keypoints.double().numpy(),
-        )
-        return Frames(model.static, gaussians, handles, info, model, times)
-
-    from ..io.ply import read_ply
-    from ..io.sequence import read_sequence
+    from ..mesh.splat_parts import handles_of_model
+    from ..userframe import user_frame_of
 
     try:
-        seq = read_sequence(source.path)
+        model = Dynamic4D.load(path)
+    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:  # torch's unpickler errors on a foreign file
+        raise ExportError(f"{path}: not a DynaPose4D model file ({exc})") from None
+    count = options.frames or default_frame_count(model, options.fps)
+    times = model.times(count, options.fps, options.time_mode)
+    handles = handles_of_model(model, times) if options.kind == "splats" else None
+    gaussians, keypoints = model.sample(times)
+    frame = user_frame_of(model)
+    cam = model.camera
+    info = SceneInfo(
+        fps=options.fps, frame_count=count,
+        user_frame=None if frame.is_identity else (np.asarray(frame.rotation), frame.scale, np.asarray(frame.translation)),
+        camera={"c2w": cam.c2w.numpy(), "fovy_deg": float(np.degrees(float(cam.fovy))), "width": cam.width, "height": cam.height},
+        names=list(model.keypoints.names), valid=model.keypoints.anchors.valid.numpy(),
+        edges=model.keypoints.edges.numpy(), positions=keypoints.double().numpy(),
+    )
+    return Frames(model.static, gaussians, handles, info, model, times)
+
+
+def _load_sequence(path: Path, options: ExportOptions) -> Frames:
+    """A PLY sequence as it is (its frames and fps), turned +Y up when the files are +Z up."""
+    from ..gaussians import Z_UP_TO_Y_UP, Gaussians
+    from ..io.gltf_scene import SceneInfo
+    from ..io.ply import read_ply
+    from ..io.sequence import read_sequence
+    from ..mesh.splat_parts import handles_of_frames
+
+    try:
+        seq = read_sequence(path)
     except (ValueError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{source.path}: not a DynaPose4D sequence sidecar ({exc})") from None
+        raise ExportError(f"{path}: not a DynaPose4D sequence sidecar ({exc})") from None
     up = "z" if seq.get("up") == "+z" else "y"
     missing = [str(p) for p in seq["paths"] if not p.is_file()]
     if missing:
-        raise ExportError(f"{source.path}: {len(missing)} frame file(s) are missing, e.g. {missing[0]}")
+        raise ExportError(f"{path}: {len(missing)} frame file(s) are missing, e.g. {missing[0]}")
     frames = [read_ply(p, up_axis=up) for p in seq["paths"]]
     if len({g.num for g in frames}) != 1:
-        raise ExportError(f"{source.path}: the frames hold different numbers of Gaussians; a sequence must keep one set")
+        raise ExportError(f"{path}: the frames hold different numbers of Gaussians; a sequence must keep one set")
     gaussians = Gaussians.cat_batch([g.map(lambda t: t[None]) for g in frames])
     turn = Z_UP_TO_Y_UP.double().numpy() if up == "z" else np.eye(3)
     cam = seq.get("camera")
@@ -203,8 +221,6 @@ def _export_frames(frames: Frames, out: Path, options: ExportOptions) -> dict:
         write_morph_points(out, g.means.numpy(), g.rgb[0].clamp(0, 1).numpy(), info)
         return {"kind": "points", "frames": info.frame_count, "gaussians": int(g.num)}
     if options.kind == "mesh":
-        if frames.model is None:
-            raise ExportError("a PLY sequence has no deformation to skin a mesh with: export the job folder or its model.pt with --as mesh")
         from ..mesh import SkeletonConfig, SurfaceConfig, build_skinned_mesh
 
         sk = build_skinned_mesh(frames.model, frames.times, info.fps, SurfaceConfig(target_faces=options.faces), SkeletonConfig(max_bones=options.bones), surface_error=False)
@@ -217,8 +233,8 @@ def _export_frames(frames: Frames, out: Path, options: ExportOptions) -> dict:
 
 
 def _export_splats(frames: Frames, out: Path, options: ExportOptions) -> dict:
-    from ..mesh.splat_parts import SplatPartsConfig, fit_splat_parts
     from ..io.gltf_scene import write_splat_flipbook, write_splat_parts
+    from ..mesh.splat_parts import SplatPartsConfig, fit_splat_parts
     info = frames.info
     rest_g, g = frames.rest, frames.gaussians
     rest = _attributes(rest_g)
@@ -264,9 +280,9 @@ def _splat_bytes(splats) -> int:
 
 
 def _export_ply(path: Path, out: Path, options: ExportOptions) -> dict:
+    from ..io.glb import GlbBuilder
     from ..io.gltf_scene import SceneInfo, write_morph_points
     from ..io.gltf_splats import add_splat_mesh
-    from ..io.glb import GlbBuilder
     from ..io.ply import read_ply
 
     g = read_ply(path, up_axis=options.up_axis)
