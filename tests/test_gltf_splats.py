@@ -89,6 +89,17 @@ def test_three_reads_our_conventions(tmp_path):
     np.testing.assert_array_equal(sh1[:, :9], np.clip(np.round(SH_REST.reshape(3, 9) * 128 + 128), 0, 255))
 
 
+def test_three_reads_every_sh_degree_in_order(tmp_path):
+    """Degrees 2 and 3 too: coefficient n of degree l is the backend's sh_rest[:, l*l - 1 + n]."""
+    rest = np.random.default_rng(7).uniform(-0.9, 0.9, (3, 15, 3)).round(3) + 0.0011  # no value on a byte's rounding tie
+    out = three_read_splats(write_asymmetric(tmp_path / "sh3.glb", sh_rest=rest))
+    (s,) = out["splats"]
+    for degree, words in ((1, 3), (2, 4), (3, 6)):
+        packed = np.asarray(s[f"sh{degree}"]).reshape(3, 4 * words)
+        coefs = rest[:, degree * degree - 1 : (degree + 1) ** 2 - 1].reshape(3, -1)  # m = -l..l, r g b each
+        np.testing.assert_array_equal(packed[:, : coefs.shape[1]], np.clip(np.round(coefs * 128 + 128), 0, 255), err_msg=f"degree {degree}")
+
+
 def test_validator_reports_only_the_extensions_attribute_names(tmp_path):
     """gltf-validator 2.0.0-dev.3.10 does not know KHR_gaussian_splatting yet (its issue #252): it
     reports each of the extension's attribute names as an invalid attribute, and nothing else."""
