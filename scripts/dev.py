@@ -44,6 +44,9 @@ GLTF_VALIDATOR_PIN = "gltf-validator@2.0.0-dev.3.10"
 # three.js for the engine test of the skinned GLB (GLTFLoader + AnimationMixer under Node).
 THREE_DIR = ROOT / ".node-three"
 THREE_PIN = "three@0.187.0"
+# PlayCanvas, a second viewer of our KHR_gaussian_splatting files (the browser test).
+PLAYCANVAS_DIR = ROOT / ".node-playcanvas"
+PLAYCANVAS_PIN = "playcanvas@2.23.3"
 PROFILES = {
     "runtime": ["-e", f"{BACKEND}"],
     "dev": ["-e", f"{BACKEND}[dev,cluster]"],  # cluster: the Ray executor's tests run too
@@ -114,6 +117,11 @@ def ensure_three() -> bool:
     return _npm_install(THREE_DIR, THREE_PIN, "three", "three.js")
 
 
+def ensure_playcanvas() -> bool:
+    """Install PlayCanvas into `.node-playcanvas/` (the browser test shows our splat file with it too)."""
+    return _npm_install(PLAYCANVAS_DIR, PLAYCANVAS_PIN, "playcanvas", "PlayCanvas")
+
+
 def _npm_install(folder: Path, pin: str, package: str, what: str, stamp_name: str | None = None) -> bool:
     """``npm install pin`` into ``folder`` once (a stamp file remembers the pin); False, with a
     note, where Node.js or npm is missing or the install fails (the tests that need it skip)."""
@@ -151,6 +159,7 @@ def main(argv: list[str]) -> int:
     if command == "test":
         ensure_gltf_validator()
         ensure_three()
+        ensure_playcanvas()
         rc = subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT)
         if os.environ.get("DP4D_SKIP_BPY5") or _selects_tests(rest):
             return rc

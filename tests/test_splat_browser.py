@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynapose4d.testing.browser import browser_problem, psnr, render_glb
+from dynapose4d.testing.browser import browser_problem, playcanvas_problem, psnr, render_glb
 
 pytestmark = pytest.mark.skipif(browser_problem() is not None, reason=str(browser_problem()))
 
@@ -27,17 +27,25 @@ def save(path, *images):
     Image.fromarray((np.concatenate(images, 1) * 255).round().astype(np.uint8)).save(path)
 
 
-def test_a_static_splat_in_chromium(tmp_path):
+def static_splat(tmp_path):
+    """The renderer benchmark's scene (DESIGN.md §6) seen from an orbit camera where no axis is
+    special, written with its camera: ``(path, gaussians, camera)``."""
     from dynapose4d.cameras import Cameras
     from dynapose4d.evaluation.scenes import sphere_scene
     from dynapose4d.io.gltf_splats import write_splat_glb
-    from dynapose4d.render import render
-    from dynapose4d.testing.three_rules import render_three_rules
 
-    g = sphere_scene(4000)  # the renderer benchmark's scene (DESIGN.md §6), turned so no axis is special
+    g = sphere_scene(4000)
     cam = Cameras.orbit(20.0, 35.0, 2.0, width=256)
     camera = {"c2w": cam.c2w.numpy(), "fovy_deg": float(np.degrees(float(cam.fovy))), "width": 256, "height": 256}
     path = write_splat_glb(tmp_path / "static.glb", g.means.numpy(), g.quats.numpy(), g.log_scales.numpy(), g.opacity_logits.numpy(), g.sh_dc.numpy(), camera=camera)
+    return path, g, cam
+
+
+def test_a_static_splat_in_chromium(tmp_path):
+    from dynapose4d.render import render
+    from dynapose4d.testing.three_rules import render_three_rules
+
+    path, g, cam = static_splat(tmp_path)
     shot = render_glb(path, [0.0])
     assert shot["splats"] == 1 and shot["backend"] == "webgl"
     image = shot["images"][0]
@@ -112,3 +120,27 @@ def test_an_animated_result_plays_in_chromium(tmp_path):
     print(f"flipbook frame {k}: browser vs our renderer {whole:.2f} dB whole, {psnr(image, ours, object_mask(image, ours)):.2f} dB object; "
           f"vs three.js's rules {to_rules:.2f} dB object")
     assert whole >= 28.0 and to_rules >= 40.0, tmp_path / "flipbook.png"
+
+
+@pytest.mark.skipif(playcanvas_problem() is not None, reason=str(playcanvas_problem()))
+def test_playcanvas_shows_the_splat_where_three_does(tmp_path):
+    """A second viewer from npm (PlayCanvas 2.23, its own glTF parser) draws our file from the
+    file's camera over the same pixels as three.js."""
+    path, g, cam = static_splat(tmp_path)
+    pc = render_glb(path, [0.0], viewer="playcanvas")
+    three = render_glb(path, [0.0])
+    assert pc["splats"] == 1
+    a, b = pc["images"][0], three["images"][0]
+    save(tmp_path / "playcanvas-three.png", a, b)
+    ma, mb = (a < 0.95).any(-1), (b < 0.95).any(-1)
+    iou = (ma & mb).sum() / (ma | mb).sum()
+    centre = [np.argwhere(m).mean(0) for m in (ma, mb)]
+    from dynapose4d.render import render
+
+    with torch.no_grad():
+        ours = render(g, cam, 1.0).rgb.numpy()
+    mask = object_mask(a, b, ours)
+    print(f"PlayCanvas vs three.js: mask IoU {iou:.3f}, centres {np.linalg.norm(centre[0] - centre[1]):.2f} px apart, "
+          f"PSNR {psnr(a, b):.2f} dB; against our renderer, whole / object: PlayCanvas {psnr(a, ours):.2f} / {psnr(a, ours, mask):.2f} dB, "
+          f"three.js {psnr(b, ours):.2f} / {psnr(b, ours, mask):.2f} dB")
+    assert iou >= 0.95 and np.linalg.norm(centre[0] - centre[1]) < 1.0, tmp_path / "playcanvas-three.png"

@@ -14,8 +14,9 @@ the 8-bit canvas, by a linear tone mapping at exposure 1 (an identity that makes
 render to its float target).
 
 Requirements: ``chromium`` (Debian's package), Node.js is not needed, three.js under
-``.node-three/node_modules/three`` (``scripts/dev.py test`` installs it) or ``three_dir``.
-:func:`browser_problem` says what is missing.
+``.node-three/node_modules/three`` (``scripts/dev.py test`` installs it) or ``three_dir``;
+for the second viewer, PlayCanvas under ``.node-playcanvas/`` (``dev.py test`` too).
+:func:`browser_problem` and :func:`playcanvas_problem` say what is missing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[3]
 THREE_DIR = ROOT / ".node-three" / "node_modules" / "three"
+PLAYCANVAS_DIR = ROOT / ".node-playcanvas" / "node_modules" / "playcanvas"  # a second viewer (npm playcanvas@2.23.3)
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 PAGE = """<!doctype html>
@@ -45,6 +47,11 @@ PAGE = """<!doctype html>
              "three/tsl": "/three/build/three.tsl.js", "three/addons/": "/three/examples/jsm/"}}
 </script></head><body>
 <canvas id="c" width="%(width)d" height="%(height)d"></canvas>
+<script>
+  const fail = (what) => fetch('/done', {method: 'POST', body: JSON.stringify({ok: false, error: String(what)})});
+  window.addEventListener('error', (e) => fail(e.message + ' at ' + e.filename + ':' + e.lineno));
+  window.addEventListener('unhandledrejection', (e) => fail(e.reason && e.reason.stack || e.reason));
+</script>
 <script type="module">
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
@@ -96,6 +103,55 @@ try {
 """
 
 
+# PlayCanvas: its own glTF parser reads KHR_gaussian_splatting (engine 2.23); the file's camera
+# becomes a camera component of the instantiated entity. Sorting runs in a worker, so the
+# picture is taken after some frames.
+PLAYCANVAS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><style>html,body{margin:0;background:#fff}</style></head><body>
+<canvas id="c" width="%(width)d" height="%(height)d" style="width:%(width)dpx;height:%(height)dpx"></canvas>
+<script>
+  const fail = (what) => fetch('/done', {method: 'POST', body: JSON.stringify({ok: false, error: String(what)})});
+  window.addEventListener('error', (e) => fail(e.message + ' at ' + e.filename + ':' + e.lineno));
+  window.addEventListener('unhandledrejection', (e) => fail(e.reason && e.reason.stack || e.reason));
+</script>
+<script type="module">
+import * as pc from '/viewer/build/playcanvas.mjs';
+const job = %(job)s;
+async function post(path, body) { await fetch(path, {method: 'POST', body: JSON.stringify(body)}); }
+try {
+  const canvas = document.getElementById('c');
+  const device = await pc.createGraphicsDevice(canvas, {deviceTypes: ['webgl2'], antialias: false, preserveDrawingBuffer: true, alpha: false});
+  const app = new pc.Application(canvas, {graphicsDevice: device});
+  app.setCanvasFillMode(pc.FILLMODE_NONE);
+  app.setCanvasResolution(pc.RESOLUTION_FIXED, job.width, job.height);
+  app.start();
+  const asset = new pc.Asset('model', 'container', {url: '/model.glb'});
+  app.assets.add(asset);
+  await new Promise((resolve, reject) => { asset.once('load', resolve); asset.once('error', reject); app.assets.load(asset); });
+  await post('/log', 'loaded');
+  const entity = asset.resource.instantiateRenderEntity();
+  app.root.addChild(entity);
+  const cameras = entity.findComponents('camera');
+  if (!cameras.length) throw new Error('the file has no camera');
+  const camera = cameras[0];
+  camera.enabled = true;  // glTF cameras arrive disabled
+  camera.clearColor = new pc.Color(job.background, job.background, job.background, 1);
+  const splats = entity.findComponents('gsplat').length;
+  let frames = 0;
+  await post('/log', {cameras: cameras.length, splats});
+  app.on('frameend', () => {
+    frames += 1;
+    if (frames === job.settle) {
+      post('/picture', {index: 0, png: canvas.toDataURL('image/png'), splats, backend: 'webgl2'}).then(() => post('/done', {ok: true}));
+    }
+  });
+} catch (error) {
+  await post('/done', {ok: false, error: String(error && error.stack || error)});
+}
+</script></body></html>
+"""
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -118,19 +174,37 @@ def browser_problem(three_dir: Path | None = None) -> str | None:
     return None
 
 
+def playcanvas_problem(playcanvas_dir: Path | None = None) -> str | None:
+    """Why the PlayCanvas check cannot run here (None when it can)."""
+    if find_chromium() is None:
+        return "Chromium is not installed (Debian: apt-get install chromium)"
+    folder = Path(playcanvas_dir or PLAYCANVAS_DIR)
+    if not (folder / "build" / "playcanvas.mjs").is_file():
+        return f"PlayCanvas is not in {folder} (npm install --prefix .node-playcanvas playcanvas@2.23.3)"
+    return None
+
+
 def render_glb(glb: str | Path, times: list[float], width: int = 256, height: int = 256, *, background: float = 1.0,
-               float_blend: bool = True, three_dir: Path | None = None, timeout: float = 240.0) -> dict:
+               float_blend: bool = True, three_dir: Path | None = None, timeout: float = 240.0, viewer: str = "three") -> dict:
     """Pictures of ``glb`` from its first camera at animation ``times`` (seconds):
-    ``{"images": [H, W, 3] float arrays in [0, 1], "splats": GaussianSplat objects, "backend",
-    "seconds"}``. Raises :class:`BrowserError` with the page's error or Chromium's output."""
-    problem = browser_problem(three_dir)
+    ``{"images": [H, W, 3] float arrays in [0, 1], "splats": splat objects, "backend",
+    "seconds"}``. ``viewer="playcanvas"`` shows it with PlayCanvas instead (a static file, one
+    picture). Raises :class:`BrowserError` with the page's error or Chromium's output."""
+    if viewer == "playcanvas":
+        problem = playcanvas_problem()
+        folder = PLAYCANVAS_DIR.resolve()
+        times = [0.0]
+        template = PLAYCANVAS_PAGE
+    else:
+        problem = browser_problem(three_dir)
+        folder = Path(three_dir or THREE_DIR).resolve()
+        template = PAGE
     if problem:
         raise BrowserError(problem)
-    three = Path(three_dir or THREE_DIR).resolve()
-    job = {"times": [float(t) for t in times], "width": width, "height": height, "background": background, "float_blend": float_blend}
-    page = (PAGE % {"width": width, "height": height, "job": json.dumps(job)}).encode()
+    job = {"times": [float(t) for t in times], "width": width, "height": height, "background": background, "float_blend": float_blend, "settle": 60}
+    page = (template % {"width": width, "height": height, "job": json.dumps(job)}).encode()
     glb_bytes = Path(glb).read_bytes()
-    state = {"pictures": {}, "done": None}
+    state = {"pictures": {}, "done": None, "log": []}
     finished = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
@@ -143,12 +217,12 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
                 self._send(page, "text/html")
             elif path == "/model.glb":
                 self._send(glb_bytes, "model/gltf-binary")
-            elif path.startswith("/three/"):
-                target = (three / path[len("/three/"):]).resolve()
-                if three not in target.parents or not target.is_file():
+            elif path.startswith(("/three/", "/viewer/")):
+                target = (folder / path.split("/", 2)[2]).resolve()
+                if folder not in target.parents or not target.is_file():
                     self.send_error(404)
                     return
-                self._send(target.read_bytes(), "text/javascript" if target.suffix == ".js" else "application/octet-stream")
+                self._send(target.read_bytes(), "text/javascript" if target.suffix in (".js", ".mjs") else "application/octet-stream")
             else:
                 self.send_error(404)
 
@@ -156,6 +230,8 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path == "/picture":
                 state["pictures"][body["index"]] = body
+            elif self.path == "/log":
+                state["log"].append(str(body))
             elif self.path == "/done":
                 state["done"] = body
                 finished.set()
@@ -177,6 +253,7 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
         "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-first-run",
         "--disable-background-networking", "--disable-extensions", f"--window-size={width},{height}",
         "--remote-debugging-port=0",  # keeps the headless browser running until the page is done
+        "--enable-logging=stderr", "--log-level=0",
         f"http://127.0.0.1:{server.server_port}/index.html",
     ]
     t0 = time.perf_counter()
@@ -184,7 +261,7 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HOME=profile))
     try:
         if not finished.wait(timeout):
-            raise BrowserError(f"the page did not finish in {timeout:.0f} s; Chromium said: {_tail(log)}")
+            raise BrowserError(f"the page did not finish in {timeout:.0f} s; it said {state['log'][-5:]}; Chromium said: {_tail(log)}")
     finally:
         proc.terminate()
         try:
@@ -196,7 +273,7 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
         shutil.rmtree(profile, ignore_errors=True)
     done = state["done"]
     if not done.get("ok"):
-        raise BrowserError(f"the page failed: {done.get('error')}")
+        raise BrowserError(f"the page failed: {done.get('error')}; it said {state['log'][-8:]}")
     images = [_decode(state["pictures"][i]["png"]) for i in range(len(times))]
     first = state["pictures"][0] if times else {}
     return {"images": images, "splats": first.get("splats"), "backend": first.get("backend"), "seconds": time.perf_counter() - t0}
