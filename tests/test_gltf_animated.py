@@ -144,3 +144,28 @@ def test_morph_points_step_through_the_frames(result, tmp_path):
     np.testing.assert_allclose(positions, g.means.double().numpy(), atol=1e-5)  # in the points' node
     world = glb.node_matrices(0)[glb.node("points")]
     np.testing.assert_allclose(world[:3, :3], USER_S * USER_R, atol=1e-6)
+
+
+def test_an_animate_jobs_result_comes_back_in_the_users_frame(result, tmp_path):
+    """A model that records a user frame (an animate job's input PLY, +Z up, elsewhere and
+    larger) exports with positions in that frame, +Y up: as ``to_user(..., up="y")`` says."""
+    from dynapose4d.dynamic4d import Dynamic4D
+    from dynapose4d.pipeline.export import ExportOptions, export_result
+    from dynapose4d.userframe import UserFrame, to_user
+
+    model = result[0]
+    model.save(tmp_path / "model.pt")
+    model = Dynamic4D.load(tmp_path / "model.pt")  # a copy: the fixture's model stays as it is
+    frame = UserFrame("input-ply", rotation=tuple(map(tuple, USER_R)), scale=USER_S, translation=tuple(USER_T), up_axis="z")
+    model.info = {**model.info, "user_frame": frame.to_dict()}
+    model.save(tmp_path / "model.pt")
+    export_result(tmp_path / "model.pt", tmp_path / "user.glb", ExportOptions(fps=FPS, frames=FRAMES, splat_motion="flipbook"))
+    loaded = Dynamic4D.load(tmp_path / "model.pt")
+    gaussians, keypoints = to_user(loaded, *loaded.sample(loaded.times(FRAMES, FPS)), up="y")
+    glb = Glb(tmp_path / "user.glb")
+    world = glb.node_matrices(3)
+    for p, name in enumerate(model.keypoints.names):
+        np.testing.assert_allclose(world[glb.node(f"kp.{name}")][:3, 3], keypoints[3, p].numpy(), atol=1e-4)
+    node = glb.node("splat.frame0003")
+    local = glb.accessor(glb.json["meshes"][glb.json["nodes"][node]["mesh"]]["primitives"][0]["attributes"]["POSITION"])
+    np.testing.assert_allclose(local @ world[node][:3, :3].T + world[node][:3, 3], gaussians.means[3].numpy(), atol=1e-4)
