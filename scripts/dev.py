@@ -51,6 +51,9 @@ THREE_DIR = ROOT / ".node-three"
 THREE_PIN = "three@0.187.0"
 # The real-window tests' Debian root (Blender 4.3 + Xvfb, bpy 5.3): made by this script.
 WINDOW_HARNESS = ROOT / "scripts" / "blender_window.py"
+# PlayCanvas, a second viewer of our KHR_gaussian_splatting files (the browser test).
+PLAYCANVAS_DIR = ROOT / ".node-playcanvas"
+PLAYCANVAS_PIN = "playcanvas@2.23.3"
 PROFILES = {
     "runtime": ["-e", f"{BACKEND}"],
     "dev": ["-e", f"{BACKEND}[dev,cluster]"],  # cluster: the Ray executor's tests run too
@@ -121,6 +124,11 @@ def ensure_three() -> bool:
     return _npm_install(THREE_DIR, THREE_PIN, "three", "three.js")
 
 
+def ensure_playcanvas() -> bool:
+    """Install PlayCanvas into `.node-playcanvas/` (the browser test shows our splat file with it too)."""
+    return _npm_install(PLAYCANVAS_DIR, PLAYCANVAS_PIN, "playcanvas", "PlayCanvas")
+
+
 def _npm_install(folder: Path, pin: str, package: str, what: str, stamp_name: str | None = None) -> bool:
     """``npm install pin`` into ``folder`` once (a stamp file remembers the pin); False, with a
     note, where Node.js or npm is missing or the install fails (the tests that need it skip)."""
@@ -172,6 +180,7 @@ def main(argv: list[str]) -> int:
         ensure_three()
         if not _selects_tests(rest) or any("window" in a for a in rest):
             ensure_window_root()
+        ensure_playcanvas()
         rc = subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT)
         if os.environ.get("DP4D_SKIP_BPY5") or _selects_tests(rest):
             return rc
