@@ -207,6 +207,45 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
     state = {"pictures": {}, "done": None, "log": []}
     finished = threading.Event()
 
+    Handler = _page_handler(page, glb_bytes, folder, state, finished)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    profile = tempfile.mkdtemp(prefix="dp4d-chromium-")
+    args = [
+        find_chromium(), "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+        "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-first-run",
+        "--disable-background-networking", "--disable-extensions", f"--window-size={width},{height}",
+        "--remote-debugging-port=0",  # keeps the headless browser running until the page is done
+        "--enable-logging=stderr", "--log-level=0",
+        f"http://127.0.0.1:{server.server_port}/index.html",
+    ]
+    t0 = time.perf_counter()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HOME=profile))
+    try:
+        if not finished.wait(timeout):
+            raise BrowserError(f"the page did not finish in {timeout:.0f} s; it said {state['log'][-5:]}; Chromium said: {_tail(log)}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(profile, ignore_errors=True)
+    done = state["done"]
+    if not done.get("ok"):
+        raise BrowserError(f"the page failed: {done.get('error')}; it said {state['log'][-8:]}")
+    images = [_decode(state["pictures"][i]["png"]) for i in range(len(times))]
+    first = state["pictures"][0] if times else {}
+    return {"images": images, "splats": first.get("splats"), "backend": first.get("backend"), "seconds": time.perf_counter() - t0}
+
+
+def _page_handler(page: bytes, glb_bytes: bytes, folder: Path, state: dict, finished: threading.Event):
+    """The page's server on 127.0.0.1: the page, the GLB, the viewer's modules under ``folder``;
+    the page posts its pictures, log lines and end into ``state`` (``finished`` set at the end)."""
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet
             pass
@@ -245,38 +284,7 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    profile = tempfile.mkdtemp(prefix="dp4d-chromium-")
-    args = [
-        find_chromium(), "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-        "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--no-first-run",
-        "--disable-background-networking", "--disable-extensions", f"--window-size={width},{height}",
-        "--remote-debugging-port=0",  # keeps the headless browser running until the page is done
-        "--enable-logging=stderr", "--log-level=0",
-        f"http://127.0.0.1:{server.server_port}/index.html",
-    ]
-    t0 = time.perf_counter()
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HOME=profile))
-    try:
-        if not finished.wait(timeout):
-            raise BrowserError(f"the page did not finish in {timeout:.0f} s; it said {state['log'][-5:]}; Chromium said: {_tail(log)}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        server.shutdown()
-        server.server_close()
-        shutil.rmtree(profile, ignore_errors=True)
-    done = state["done"]
-    if not done.get("ok"):
-        raise BrowserError(f"the page failed: {done.get('error')}; it said {state['log'][-8:]}")
-    images = [_decode(state["pictures"][i]["png"]) for i in range(len(times))]
-    first = state["pictures"][0] if times else {}
-    return {"images": images, "splats": first.get("splats"), "backend": first.get("backend"), "seconds": time.perf_counter() - t0}
+    return Handler
 
 
 def _decode(data_url: str) -> np.ndarray:
