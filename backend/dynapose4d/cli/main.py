@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ..evaluation.cli import add_eval_cli
 
     add_eval_cli(sub)
-    from .pipeline.export import add_export_cli
+    from ..pipeline.export import add_export_cli
+
     add_export_cli(sub)
     return ap
 
