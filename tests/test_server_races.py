@@ -101,7 +101,7 @@ def fake_choose(monkeypatch):
 async def _new_job(manager: JobManager, executor: FakeExecutor, state: str):
     store = manager.store
     record = JobRecord(id=store.new_id(), kind="demo", state="queued" if state == "running" else state,
-                       created_at=time.time(), settings={})
+                       created_at=time.time())
     store.job_dir(record.id).mkdir()
     store.save(record)
     job = manager.add(record)  # a queued job starts at once (max_jobs 1)
