@@ -526,7 +526,7 @@ class DYNAPOSE4D_OT_check_setup(bpy.types.Operator):
     def execute(self, context):
         prefs = preferences.get(context)
         settings = preferences.backend_settings(prefs)
-        runtime.STATE.check_setup(settings.python, backend_env(prefs))
+        runtime.STATE.check_setup(settings, backend_env(prefs))
         start_watching(context)
         return {"FINISHED"}
 

@@ -20,7 +20,7 @@ from .link.follow import FetchProgress, Finished, JobSession, JobView, Problem, 
 from .link.job_list import JobEntry, entries
 from .link.launcher import Backends, BackendSettings, BuildProgress, EnvironmentBuilder
 from .link.models import ModelWatch
-from .link.setup_check import SetupCheck
+from .link.setup_check import SetupCheck, local_report
 
 
 @dataclass
@@ -131,11 +131,16 @@ class Runtime:
             self._torch_thread.start()
         return torch_build.choose(self.torch_facts) if self.torch_facts is not None else None
 
-    def check_setup(self, python: str, env: dict | None = None) -> None:
-        """Run the backend's self-test with ``python`` (a thread; the preferences show the result)."""
+    def check_setup(self, settings: BackendSettings, env: dict | None = None) -> None:
+        """Run the backend's self-test where its jobs run (a thread; the preferences show the
+        result): a local backend with its own interpreter, a remote one on its machine."""
         if self.setup is not None and self.setup.snapshot().state == "running":
             return
-        self.setup = SetupCheck(python, env).start()
+        if settings.mode == "REMOTE":
+            source = lambda: self.backends.client(settings).setup_report()  # noqa: E731
+        else:
+            source = lambda: local_report(settings.python, env)  # noqa: E731
+        self.setup = SetupCheck(source).start()
 
     def stop_backend(self) -> bool:
         stopped = self.backends.stop()
@@ -197,7 +202,7 @@ class Runtime:
             if before == "running" and self.env_progress.state == "done":
                 reports.append(("INFO", f"DynaPose4D backend installed in {self.builder.env_dir}; checking the setup"))
                 if self.setup_after_build is not None:
-                    self.check_setup(str(self.builder.python), self.setup_after_build)
+                    self.check_setup(BackendSettings(python=str(self.builder.python)), self.setup_after_build)
             elif before == "running" and self.env_progress.state == "failed":
                 reports.append(("ERROR", self.env_progress.error.splitlines()[0]))
         # 2. Model downloads that ended.

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from blender_addon.link.setup_check import SetupCheck, describe
+from blender_addon.link.setup_check import SetupCheck, describe, local_report
 
 pytest_plugins = ["tests.conftest_models"]
 
@@ -59,15 +59,22 @@ def test_check_setup_runs_the_backend_s_selftest(tiny_zero123, tmp_path):
     (not real), no video model."""
     env = {"PYTHONPATH": str(ROOT / "backend"), "DYNAPOSE4D_ZERO123": str(tiny_zero123["zero123-xl"]), "DYNAPOSE4D_SVD": "",
            "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    check = SetupCheck(sys.executable, env).start()
+    check = SetupCheck(lambda: local_report(sys.executable, env)).start()
     assert check.snapshot().state == "running"
-    deadline = time.monotonic() + 600
+    result = finished(check, 600)
+    assert result.state == "done", result.error
+    assert_cpu_machine_with_tiny_zero123(texts(result.lines))
+
+
+def finished(check: SetupCheck, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
     while check.snapshot().state == "running":
         assert time.monotonic() < deadline
-        time.sleep(0.2)
-    result = check.snapshot()
-    assert result.state == "done", result.error
-    lines = texts(result.lines)
+        time.sleep(0.1)
+    return check.snapshot()
+
+
+def assert_cpu_machine_with_tiny_zero123(lines):
     assert lines[0][0] == "WARNING" and lines[0][1].startswith("No GPU in use: jobs run on the CPU (torch ")
     assert ("OK", "Renderer: the CPU rasteriser (no CUDA device: the compiled CPU rasteriser)") in lines
     assert any(t.startswith("Zero-1-to-3 (zero123-xl): test weights only") for _, t in lines)
@@ -81,12 +88,35 @@ def test_check_setup_runs_the_backend_s_selftest(tiny_zero123, tmp_path):
 
 
 def test_a_backend_that_cannot_run_is_a_readable_failure(tmp_path):
-    check = SetupCheck(str(tmp_path / "no-python")).start()
-    deadline = time.monotonic() + 30
-    while check.snapshot().state == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert check.snapshot().state == "failed" and "could not run the backend's self-test" in check.snapshot().error
+    result = finished(SetupCheck(lambda: local_report(str(tmp_path / "no-python"))).start(), 30)
+    assert result.state == "failed" and "could not run the backend's self-test" in result.error
+
+
+def test_a_remote_backend_runs_its_selftest_on_its_own_machine(tiny_zero123, tmp_path, monkeypatch):
+    """Check Setup with a backend on another machine: ``GET /v1/setup`` runs the self-test where the
+    server is (here a real server on 127.0.0.1), and the preferences say the same words."""
+    from blender_addon.link.launcher import Backends, BackendSettings
+    from tests.server_fixtures import start_server
+
+    monkeypatch.setenv("DYNAPOSE4D_ZERO123", str(tiny_zero123["zero123-xl"]))
+    monkeypatch.setenv("DYNAPOSE4D_SVD", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    server = start_server(tmp_path / "server")
+    try:
+        settings = BackendSettings(mode="REMOTE", url=server.info["url"], token=server.info["token"])
+        client = Backends().client(settings)
+        result = finished(SetupCheck(client.setup_report).start(), 600)
+        assert result.state == "done", result.error
+        assert_cpu_machine_with_tiny_zero123(texts(result.lines))
+        started = time.monotonic()
+        assert client.setup_report()["version"]  # a second click within 30 s: the kept report
+        assert time.monotonic() - started < 5
+        bad = BackendSettings(mode="REMOTE", url=server.info["url"], token="wrong")
+        failed = finished(SetupCheck(Backends().client(bad).setup_report).start(), 30)
+        assert failed.state == "failed" and "401" in failed.error, failed.error
+    finally:
+        server.stop()
 
 
 def test_a_cpu_torch_beside_an_nvidia_driver_says_to_rebuild(monkeypatch):

@@ -25,6 +25,7 @@ from ..format.wire import decode_frame
 ADDRESS_FORMAT = "dynapose4d.server/1"
 API = "/v1"
 CHUNK = 1 << 20
+TIMEOUT_SETUP_S = 960.0  # the server gives its self-test 900 s
 
 
 class BackendError(RuntimeError):
@@ -153,6 +154,10 @@ class BackendClient:
     def health(self) -> dict:
         """Version, device, GPU, models available, job counts."""
         return self.json("GET", "/health")
+
+    def setup_report(self) -> dict:
+        """The backend's self-test on its own machine (seconds to minutes: it loads the models)."""
+        return self.json("GET", "/setup", timeout=TIMEOUT_SETUP_S)
 
     def kinds(self) -> dict:
         """Job kinds with their settings (types, ranges, defaults) and input files."""

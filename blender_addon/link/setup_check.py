@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 TIMEOUT_S = 900.0
 MODEL_CHECKS = ("Zero-1-to-3", "Stable Video Diffusion")
@@ -86,16 +87,40 @@ class CheckState:
     error: str = ""
 
 
-class SetupCheck:
-    """The self-test of the backend at ``python``, on a thread; :meth:`snapshot` for the panel."""
+class SetupCheckError(RuntimeError):
+    """The self-test could not run, or ended without a report."""
 
-    def __init__(self, python: str, env: dict | None = None, timeout_s: float = TIMEOUT_S):
-        self.python, self.env, self.timeout_s = python, dict(env or {}), timeout_s
+
+def local_report(python: str, env: dict | None = None, timeout_s: float = TIMEOUT_S) -> dict:
+    """The self-test of the backend installed at ``python``, run here (blocking)."""
+    run_env = dict(os.environ)
+    run_env.pop("PYTHONPATH", None)  # Blender's paths must not leak into the backend's interpreter
+    run_env.pop("PYTHONHOME", None)
+    run_env.update(env or {})
+    command = [python, "-m", "dynapose4d", "selftest", "--quick", "--json"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace", env=run_env, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SetupCheckError(f"could not run the backend's self-test with {python}: {exc}") from None
+    line = next((line for line in reversed(done.stdout.splitlines()) if line.startswith("{")), None)
+    if line is None:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+        raise SetupCheckError(f"the self-test ended without a report (exit status {done.returncode}):\n{tail}")
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise SetupCheckError(f"the self-test's report is not JSON: {exc}") from None
+
+
+class SetupCheck:
+    """A self-test report from ``source`` (:func:`local_report`, or a remote backend's
+    ``GET /setup``), fetched on a thread; :meth:`snapshot` for the panel."""
+
+    def __init__(self, source: Callable[[], dict]):
+        self.source = source
         self._state = CheckState()
         self._lock = threading.Lock()
-
-    def command(self) -> list[str]:
-        return [self.python, "-m", "dynapose4d", "selftest", "--quick", "--json"]
 
     def start(self) -> "SetupCheck":
         self._state = CheckState("running")
@@ -107,19 +132,9 @@ class SetupCheck:
             return CheckState(self._state.state, list(self._state.lines), self._state.error)
 
     def _run(self) -> None:
-        env = dict(os.environ)
-        env.pop("PYTHONPATH", None)  # Blender's paths must not leak into the backend's interpreter
-        env.pop("PYTHONHOME", None)
-        env.update(self.env)
         try:
-            done = subprocess.run(self.command(), capture_output=True, text=True, errors="replace", env=env,
-                                  timeout=self.timeout_s, stdin=subprocess.DEVNULL)
-            report = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
-            result = CheckState("done", describe(report))
-        except StopIteration:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-            result = CheckState("failed", error=f"the self-test ended without a report (exit status {done.returncode}):\n{tail}")
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            result = CheckState("failed", error=f"could not run the backend's self-test with {self.python}: {exc}")
+            result = CheckState("done", describe(self.source()))
+        except Exception as exc:  # any failure is shown in the preferences, never raised on a thread
+            result = CheckState("failed", error=str(exc) or type(exc).__name__)
         with self._lock:
             self._state = result

@@ -24,7 +24,7 @@ from ..config import ServerConfig
 from ..frames import BadFrameRequest, NoSnapshot, SnapshotFrames, SnapshotGone
 from ..limits import TooMuchWork
 from ..mesh import SkinnedMeshes
-from ..probe import DeviceProbe
+from ..probe import DeviceProbe, SetupProbe
 from ..results import NoResults
 from ..runner.manager import JobConflict, JobManager
 from ..runner.store import JobStore, UnknownJob
@@ -76,7 +76,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
     install_error_handlers(app, ERROR_STATUS, config.jobs_dir)
     # 3. The routes, one router per resource, in the order the spec lists them.
     routers = (
-        health_router(config, manager, probe),
+        health_router(config, manager, probe, SetupProbe()),
         jobs_router(config, manager, frames, asyncio.Semaphore(config.limits.max_file_checks)),
         events_router(manager),
         frames_router(manager, frames, SkinnedMeshes(frames)),

@@ -19,6 +19,7 @@ _ERRORS = {
         413: "upload too large, or a result request over the server's memory limit per request",
         415: "wrong content or file type",
         422: "invalid settings, inputs or parameters",
+        503: "the self-test could not run on the server's machine",
         507: "not enough disk space",
     }.items()
 }

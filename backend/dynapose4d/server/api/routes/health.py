@@ -1,23 +1,24 @@
-"""``GET /health`` and ``GET /kinds``: the service, its device, and what jobs it takes."""
+"""``GET /health``, ``GET /kinds`` and ``GET /setup``: the service, its device, what jobs it takes,
+and its self-test."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from .... import __version__
 from ....pipeline import INPUTS, SETTINGS
 from ...config import ServerConfig
-from ...probe import DeviceProbe
+from ...probe import DeviceProbe, SetupProbe
 from ...runner.manager import JobManager
 from ..schemas import Health, KindInfo
 from ..uploads import file_limit
 from .common import API, errors, warm_imports
 
 
-def health_router(config: ServerConfig, manager: JobManager, probe: DeviceProbe) -> APIRouter:
+def health_router(config: ServerConfig, manager: JobManager, probe: DeviceProbe, setup: SetupProbe) -> APIRouter:
     router = APIRouter()
 
     @router.get("/health", response_model=Health, responses=errors())
@@ -51,5 +52,16 @@ def health_router(config: ServerConfig, manager: JobManager, probe: DeviceProbe)
                 inputs[role] = {"required": required, "suffixes": list(suffixes), "max_bytes": limit}
             out[kind] = {"settings": {s.name: s.describe() for s in settings}, "inputs": inputs}
         return out
+
+    @router.get("/setup", responses=errors(503))
+    async def setup_check() -> dict:
+        """The backend's self-test on its own machine (``dynapose4d selftest --quick --json``):
+        device and GPU, the renderer in use and why, which models load, and what to do about each
+        problem. Takes seconds to minutes (the models are loaded); one run at a time, its answer
+        kept for 30 s."""
+        try:
+            return await setup.get()
+        except RuntimeError as exc:
+            raise HTTPException(503, f"the self-test could not run: {exc}") from None
 
     return router
