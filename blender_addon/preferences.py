@@ -148,7 +148,7 @@ def draw_setup(box, prefs) -> None:
     row.operator("dynapose4d.check_setup", icon="VIEWZOOM")
     check = runtime.STATE.setup.snapshot() if runtime.STATE.setup is not None else None
     if prefs.backend_mode == "REMOTE":
-        box.label(text="Check Setup tests this computer's backend; on the GPU machine run: dynapose4d selftest", icon="INFO")
+        box.label(text="Check Setup runs on the backend's machine, where its jobs run", icon="INFO")
     if check is None:
         box.label(text="Check Setup loads the backend and its models and says what works (up to a few minutes)")
     elif check.state == "running":

@@ -63,9 +63,9 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
                 layout.label(text=f"Receiving snapshot {state.fetch.version}: frame {state.fetch.done}/{state.fetch.total}",
                              icon="IMPORT")
             elif state.imported_version is not None:
-                info = f"Snapshot {state.imported_version} in the scene"
+                info = f"Snapshot {state.imported_version} imported"  # short: the sidebar's default width
                 if state.last_update_s is not None:
-                    info += f" ({state.last_update_s:.2f} s to build)"
+                    info += f" · {state.last_update_s:.2f} s"
                 layout.label(text=info, icon="OUTLINER_COLLECTION")
         waiting = view is not None and view.state == "waiting"
         if s.kind == "generate" and (waiting or state.candidates is not None):
@@ -73,9 +73,8 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
 
             candidates.draw(layout, state.candidates, waiting)
         if state.colour_hint and state.imported_version is not None:
-            row = layout.row()
-            row.label(text="Solid shading draws the splats grey", icon="SHADING_SOLID")
-            row.operator("dynapose4d.show_colours", icon="MATERIAL")
+            # Solid shading draws the splats grey; the operator's tooltip says so.
+            layout.operator("dynapose4d.show_colours", text="Show Splat Colours", icon="MATERIAL")
         if state.error:
             draw_error(layout, context, state.error)
 

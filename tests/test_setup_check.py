@@ -50,7 +50,7 @@ def test_problems_come_with_what_to_do():
     assert lines[1][0] == "WARNING" and "PyTorch fallback" in lines[1][1]
     assert ("ERROR", "renderer: gsplat: RuntimeError: no kernel image") in lines
     assert ("INFO", "What to do: Install the gsplat wheel") in lines
-    assert ("WARNING", "Stable Video Diffusion (svd): not available (model 'svd' is not available)") in lines
+    assert ("WARNING", "Stable Video Diffusion (svd): not on the backend's machine yet") in lines
     assert lines[-1] == ("ERROR", "1 check(s) failed: see What to do above")
 
 
@@ -79,7 +79,7 @@ def assert_cpu_machine_with_tiny_zero123(lines):
     assert ("OK", "Renderer: the CPU rasteriser (no CUDA device: the compiled CPU rasteriser)") in lines
     assert any(t.startswith("Zero-1-to-3 (zero123-xl): test weights only") for _, t in lines)
     assert any("download the real zero123-xl" in t for _, t in lines)
-    assert any(t.startswith("Stable Video Diffusion (svd): not available") for _, t in lines)
+    assert ("WARNING", "Stable Video Diffusion (svd): not on the backend's machine yet") in lines
     assert any("Download svd in the add-on's preferences" in t for _, t in lines)
     if not shutil.which("nvidia-smi"):
         assert lines[1] == ("INFO", "What to do: No NVIDIA GPU here: jobs run on the CPU (the Demo in about a minute; "

@@ -23,8 +23,24 @@ from tests.addon_fixtures import Glb, gltf_validator_available, validate_gltf, v
 from tests.window_fixtures import DRIVERS, JOBS, ROOT, load_harness  # its fixtures come through tests/conftest.py
 
 pytestmark = pytest.mark.window
+pytest_plugins = ["tests.conftest_models", "tests.fake_hub"]
 DEMO = {"gaussians": 1500, "frames": 8, "iterations": 60, "duration": 1.0}
-SHOTS = ("panel-idle", "job-running", "result-viewport")
+SHOTS = ("preferences-setup", "preferences-downloading", "preferences-models", "panel-idle", "job-running", "first-result",
+         "result-viewport")
+DOWNLOAD = "zero123-xl"  # the tiny Zero-1-to-3 on the local hub, downloaded from the preferences
+
+
+@pytest.fixture(scope="module")
+def backend_env(window_harness, hub, tmp_path_factory) -> dict:
+    """The host's backend downloads from the local hub into a fresh HF_HOME (its models all
+    missing at first); one weights file slowed so the preferences show the download's progress."""
+    from tests.fake_hub import ZERO123
+
+    hub.slow(ZERO123, "unet/diffusion_pytorch_model.safetensors", 512 * 1024)
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path_factory.mktemp("window-hf-home"))}
+    for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "DYNAPOSE4D_ZERO123", "DYNAPOSE4D_STABLE_ZERO123", "DYNAPOSE4D_SVD"):
+        env[name] = None  # nothing of this machine's own models or login
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +49,7 @@ def demo_run(window_harness, host_backend, extension_zip, tmp_path_factory):
     import json
 
     out = Path(os.environ["DP4D_WINDOW_OUT"]) if os.environ.get("DP4D_WINDOW_OUT") else tmp_path_factory.mktemp("window-demo")
-    env = {**host_backend.driver_env(), "DP4D_DEMO": json.dumps(DEMO)}
+    env = {**host_backend.driver_env(), "DP4D_DEMO": json.dumps(DEMO), "DP4D_DOWNLOAD": DOWNLOAD}
     env.update({k: os.environ[k] for k in ("DP4D_SHADING", "DP4D_CYCLES_SAMPLES") if k in os.environ})  # the result's shot
     res = window_harness.run(DRIVERS / "demo_job.py", "window", files=[extension_zip], env=env, out_dir=out, timeout=300)
     res["out"] = out
@@ -58,6 +74,17 @@ def _checks(res, *names):
 def test_extension_installs_enables_and_its_panel_opens(demo_run):
     _checks(demo_run, "extension installed and enabled", "panel registered", "operators registered", "sidebar tab")
     assert demo_run["result"]["blender"].startswith("4.3"), demo_run["result"]["blender"]
+
+
+def test_check_setup_and_a_model_download_from_the_preferences(demo_run):
+    _checks(demo_run, "check setup operator", "setup check done on the backend's machine", "model missing before its download",
+            "download operator", "download progress in the preferences", "model present after its download")
+    lines = demo_run["result"]["setup_check"]["lines"]
+    assert lines[0].startswith("No GPU in use") or lines[0].startswith("GPU:"), lines
+
+
+def test_the_first_result_is_on_screen_in_the_default_scene(demo_run):
+    _checks(demo_run, "the first result is on screen, beside the Cube, selected")
 
 
 def test_demo_job_from_the_panel_runs_and_imports_live(demo_run):
@@ -181,8 +208,11 @@ def docs_images(out: Path) -> None:
     """The screenshots for docs/blender.md: the sidebar while idle and running (cropped), the
     whole window with the result (scaled); each a small PNG."""
     target = ROOT / "docs" / "images"
-    plan = {"panel-idle-sidebar.png": ("blender-window-panel-idle.png", None),
+    plan = {"preferences-setup-window.png": ("blender-window-check-setup.png", 960),
+            "preferences-downloading-window.png": ("blender-window-downloading.png", 960),
+            "panel-idle-sidebar.png": ("blender-window-panel-idle.png", None),
             "job-running-sidebar.png": ("blender-window-job-running.png", None),
+            "first-result-window.png": ("blender-window-first-result.png", 960),
             "result-viewport.png": ("blender-window-result.png", 960)}
     for src, (dst, width) in plan.items():
         image = Image.open(out / src).convert("RGB")

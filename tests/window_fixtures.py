@@ -94,11 +94,18 @@ class Backend:
 
 
 @pytest.fixture(scope="module")
-def host_backend(tmp_path_factory):
-    """``python -m dynapose4d serve`` on 127.0.0.1 (a free port), from this test's environment."""
+def backend_env() -> dict:
+    """Environment for ``host_backend`` (a module overrides this fixture: e.g. a local hub)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def host_backend(tmp_path_factory, backend_env):
+    """``python -m dynapose4d serve`` on 127.0.0.1 (a free port), from this test's environment
+    with ``backend_env`` (a value None removes the variable)."""
     tmp = tmp_path_factory.mktemp("window-backend")
     address = tmp / "server.json"
-    env = dict(os.environ)
+    env = {k: v for k, v in {**os.environ, **backend_env}.items() if v is not None}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "backend"), *filter(None, [env.get("PYTHONPATH")])])
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dynapose4d", "serve", "--port", "0", "--address-file", str(address),

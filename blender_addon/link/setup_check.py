@@ -64,7 +64,8 @@ def _renderer_line(report: dict) -> Line:
 def _status_words(check: dict) -> str:
     status, detail = check.get("status"), check.get("detail", "")
     if status == "SKIP" and check.get("name", "").startswith(MODEL_CHECKS):
-        return "not available" + (f" ({detail})" if detail else "")
+        # The self-test says which model and hub id; the line's name already does.
+        return "not on the backend's machine yet" if "is not available" in detail else f"not available ({detail})"
     if status == "NOT-REAL":
         return f"test weights only ({detail})"
     return detail or status

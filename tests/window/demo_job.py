@@ -1,10 +1,13 @@
-"""Driver (Blender 4.3, a real window): install the extension, open its sidebar panel, connect to
-the backend running on the host, run the demo job from the panel, follow it live, play the
-result, export glTF; screenshots of the panel idle, the job running, the result.
+"""Driver (Blender 4.3, a real window): a new user's first run. Install the extension in a fresh
+profile; in the preferences, Check Setup and download a model (from the hub the backend on the
+host is pointed at); open the sidebar panel, run the demo job in Blender's default scene (its
+Cube stays), follow it live, check the result is on screen (beside the Cube, framed, selected),
+play it, export glTF. Screenshots of the preferences after Check Setup and the download, the
+panel idle, the job running, the first result as it lands, the result rendered.
 
 Environment: DP4D_BACKEND_URL, DP4D_BACKEND_TOKEN (the server's address file), DP4D_DEMO (JSON:
-the demo settings, e.g. {"gaussians": 1500, "frames": 8, "iterations": 60, "duration": 1.0}).
-The extension zip is in $DP4D_FILES.
+the demo settings, e.g. {"gaussians": 1500, "frames": 8, "iterations": 60, "duration": 1.0}),
+DP4D_DOWNLOAD (the model to download; none when empty). The extension zip is in $DP4D_FILES.
 """
 
 import json
@@ -20,6 +23,7 @@ from windowkit import check, log, mark  # noqa: E402
 DEMO = {"gaussians": 1500, "frames": 8, "iterations": 60, "duration": 1.0}
 DEMO.update(json.loads(os.environ.get("DP4D_DEMO", "{}")))
 SHADING = os.environ.get("DP4D_SHADING", "RENDERED")  # the result's shot: SOLID draws the splats grey
+DOWNLOAD = os.environ.get("DP4D_DOWNLOAD", "")
 
 
 def sidebar_crop():
@@ -31,6 +35,102 @@ def newest_job(known: set):
     jobs = kit.backend("/jobs")["jobs"]
     new = [j for j in jobs if j["id"] not in known]
     return max(new, key=lambda j: j["created_at"]) if new else None
+
+
+def window_crop():
+    win = bpy.context.window_manager.windows[0]
+    return {"window": (0, 0, win.width, win.height)}
+
+
+def scroll_preferences(area, steps: int) -> None:
+    """Scroll the Preferences editor's main region down by ``steps`` wheel steps (negative: up)."""
+    win = bpy.context.window_manager.windows[0]
+    region = next(r for r in area.regions if r.type == "WINDOW")
+    with bpy.context.temp_override(window=win, screen=win.screen, area=area, region=region):
+        for _ in range(abs(steps)):
+            (bpy.ops.view2d.scroll_down if steps > 0 else bpy.ops.view2d.scroll_up)()
+
+
+def in_window():
+    """A context of the main window (its 3D viewport is the Preferences editor meanwhile)."""
+    win = bpy.context.window_manager.windows[0]
+    return bpy.context.temp_override(window=win, screen=win.screen)
+
+
+def preferences_steps(state):
+    """The add-on's preferences, drawn where the 3D viewport was (the whole window, so the shot
+    holds them whole): Check Setup, then the model download, licence accepted."""
+    win, area, sidebar, main = kit.view3d()
+    import addon_utils
+
+    bpy.context.preferences.active_section = "ADDONS"
+    bpy.context.window_manager.addon_search = "DynaPose4D"
+    for mod in addon_utils.modules(refresh=False):  # the list the Add-ons section draws from
+        if mod.__name__ == kit.PACKAGE:
+            addon_utils.module_bl_info(mod)["show_expanded"] = True
+    area.ui_type = "PREFERENCES"
+    win.cursor_warp(4, 4)  # the pointer off the buttons: no tooltip in the shots
+    yield 1.0
+    with in_window():
+        check("check setup operator", bpy.ops.dynapose4d.check_setup() == {"FINISHED"})
+    done = yield from kit.wait_until(lambda: state.setup is not None and state.setup.snapshot().state != "running" and
+                                     state.setup.snapshot(), 240, "the setup check", every=0.5)
+    lines = [line.text for line in done.lines]
+    R = kit.RESULT
+    R["setup_check"] = {"state": done.state, "lines": lines, "error": done.error}
+    check("setup check done on the backend's machine", done.state == "done" and any(t.startswith("Renderer:") for t in lines),
+          R["setup_check"])
+    kit.redraw()
+    yield from kit.screenshot_when_still("preferences-setup", window_crop(), "window", every=1.0, timeout=15)
+    if DOWNLOAD:
+        yield from download_steps(state, area)
+    area.ui_type = "VIEW_3D"
+    yield 1.0
+
+
+def download_steps(state, area):
+    with in_window():
+        bpy.ops.dynapose4d.refresh_models()
+    row = yield from kit.wait_until(lambda: state.models.snapshot().row(DOWNLOAD), 60, "the models list", every=0.5)
+    kit.redraw()
+    yield 0.5  # drawn once with the list, so the editor knows how far it can scroll
+    scroll_preferences(area, 22)  # the Models box's first model at the top
+    check("model missing before its download", row.state == "missing", row.status_text())
+    with in_window():
+        check("download operator", bpy.ops.dynapose4d.download_model("EXEC_DEFAULT", name=DOWNLOAD, accept=True) == {"FINISHED"})
+    moving = yield from kit.wait_until(lambda: (lambda r: r if r is not None and r.progress() and r.progress()[0] > 0 else None)(
+        state.models.snapshot().row(DOWNLOAD)), 60, "the download's progress", every=0.2)
+    kit.redraw()
+    yield 0.6
+    kit.screenshot("preferences-downloading", window_crop())
+    check("download progress in the preferences", moving.downloading, moving.progress())
+    row = yield from kit.wait_until(lambda: (lambda r: r if r is not None and not r.downloading and r.download else None)(
+        state.models.snapshot().row(DOWNLOAD)), 180, "the download's end", every=0.5)
+    kit.RESULT["download"] = {"state": row.state, "status": row.status_text(), "download": row.download}
+    check("model present after its download", row.state == "present", kit.RESULT["download"])
+    kit.redraw()
+    yield from kit.screenshot_when_still("preferences-models", window_crop(), "window", every=1.0, timeout=15)
+
+
+def on_screen(obj, cube):
+    """Where the first result landed: apart from the Cube, inside the viewport's picture, selected."""
+    from bpy_extras.view3d_utils import location_3d_to_region_2d
+    from mathutils import Vector
+
+    win, area, sidebar, main = kit.view3d()
+    corners = [obj.matrix_world @ Vector(c) for c in obj.bound_box]
+    pixels = [location_3d_to_region_2d(main, area.spaces.active.region_3d, c) for c in corners]
+    inside = all(p is not None and 0 <= p.x <= main.width - sidebar.width and 0 <= p.y <= main.height for p in pixels)
+    low = [min(c[i] for c in corners) for i in range(3)]
+    high = [max(c[i] for c in corners) for i in range(3)]
+    apart = True
+    if cube is not None:
+        box = [cube.matrix_world @ Vector(c) for c in cube.bound_box]
+        c_low, c_high = [min(c[i] for c in box) for i in range(3)], [max(c[i] for c in box) for i in range(3)]
+        apart = any(high[i] < c_low[i] or low[i] > c_high[i] for i in range(3))
+    return {"inside_view": inside, "apart_from_cube": apart, "selected": obj.select_get(),
+            "active": bpy.context.view_layer.objects.active == obj,
+            "pixels": [[round(p.x), round(p.y)] if p is not None else None for p in pixels[:2]]}
 
 
 def steps():
@@ -49,10 +149,11 @@ def steps():
     check("operators registered", all(hasattr(bpy.ops.dynapose4d, n) for n in ("connect", "generate", "export_gltf")))
     mark("installed")
     kit.connect_remote(os.environ["DP4D_BACKEND_URL"], os.environ["DP4D_BACKEND_TOKEN"])
-    # Blender's default scene: the result would land inside the default 2 m Cube; take it away.
-    cube = bpy.data.objects.get("Cube")
-    if cube is not None:
-        bpy.data.objects.remove(cube)
+    cube = bpy.data.objects.get("Cube")  # Blender's default scene stays as a new user has it
+    state = kit.addon_state()
+    if state is not None:
+        yield from preferences_steps(state)
+        mark("preferences")
     s = bpy.context.scene.dynapose4d
     s.kind = "demo"
     s.gaussians, s.frames, s.iterations, s.duration = DEMO["gaussians"], DEMO["frames"], DEMO["iterations"], DEMO["duration"]
@@ -65,7 +166,6 @@ def steps():
     check("sidebar tab", kit.view3d()[2].active_panel_category == kit.CATEGORY, kit.view3d()[2].active_panel_category)
     with kit.override():
         check("connect operator", bpy.ops.dynapose4d.connect() == {"FINISHED"})
-    state = kit.addon_state()
     if state is not None:  # the panel's status line comes from here
         yield from kit.wait_until(lambda: state.health.info or state.health.error, 60, "the backend's health answer")
         check("connected", state.health.info is not None, state.health.summary())
@@ -122,6 +222,12 @@ def steps():
     mark("final snapshot imported")
     scene = bpy.context.scene
     gaussians = kit.role(coll, "gaussians")
+    kit.redraw()
+    yield 1.0
+    R["first_result"] = on_screen(gaussians, cube)
+    check("the first result is on screen, beside the Cube, selected",
+          all(R["first_result"][k] for k in ("inside_view", "apart_from_cube", "selected", "active")), R["first_result"])
+    yield from kit.screenshot_when_still("first-result", {"window": (0, 0, win.width, win.height)}, "window", every=1.0, timeout=20)
     frames = int(coll["dynapose4d_frame_count"])
     keys = gaussians.data.shape_keys.key_blocks if gaussians is not None and gaussians.data.shape_keys else []
     expected_frames = max(1, round(DEMO["duration"] * scene.render.fps / scene.render.fps_base))
