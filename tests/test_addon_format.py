@@ -227,3 +227,19 @@ def test_the_add_on_asks_within_the_server_s_limits():
     from blender_addon.format import sequence
 
     assert (sequence.MIN_FPS, sequence.MAX_FPS, sequence.MAX_FRAME_COUNT) == (frames.MIN_FPS, frames.MAX_FPS, frames.MAX_FRAME_COUNT)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_view_dependent_colour_turns_with_the_world(degree):
+    """The colour a Gaussian shows along a Blender direction d is the one it showed along the
+    backend direction C^T d (``sh_rest_to_blender``), for every SH degree."""
+    from blender_addon.format.sequence import sh_basis, sh_rest_to_blender
+
+    k = (degree + 1) ** 2 - 1
+    rest = np.random.default_rng(degree).normal(size=(4, k, 3))
+    dirs = np.random.default_rng(9).normal(size=(50, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    in_blender = np.einsum("dk,nkc->ndc", sh_basis(dirs, degree), sh_rest_to_blender(rest))
+    in_backend = np.einsum("dk,nkc->ndc", sh_basis(blender_to_backend(dirs), degree), rest)
+    np.testing.assert_allclose(in_blender, in_backend, atol=1e-5)
+    assert sh_rest_to_blender(None) is None

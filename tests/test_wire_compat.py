@@ -90,3 +90,18 @@ def test_bad_sh_rest_is_refused_with_its_shape():
     assert tampered != data
     with pytest.raises(WireFormatError, match=r"'sh_rest': shape \[129, 4, 3\]"):
         decode_frame(tampered)
+
+
+def test_the_addons_sh_basis_is_the_backends():
+    """The add-on turns SH into Blender's frame with its own numpy basis: it must be the backend's
+    (order and signs of f_rest), or the turned colours are wrong."""
+    import torch
+
+    from blender_addon.format.sequence import sh_basis
+    from dynapose4d import sh
+
+    dirs = np.random.default_rng(3).normal(size=(40, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    ours = sh_basis(dirs, 3)
+    theirs = sh.sh_basis(torch.as_tensor(dirs), 3).numpy()
+    np.testing.assert_allclose(ours, theirs[..., 1:] if theirs.shape[-1] == 16 else theirs, atol=1e-6)
