@@ -4,7 +4,7 @@ and rotation conversion, the rig's math, and the job requests the panel builds."
 import numpy as np
 import pytest
 
-from blender_addon.format.coords import backend_to_blender, blender_to_backend
+from blender_addon.format.coords import BACKEND_TO_BLENDER, backend_to_blender, blender_to_backend
 from blender_addon.format.rig import bake_bones, matrix_to_quaternion, rotation_between, skeleton_bones
 from blender_addon.format.sequence import (
     Sampling,
@@ -84,17 +84,31 @@ def test_srgb_round_trip_and_known_values():
     np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-6)
 
 
-def test_rotations_follow_the_change_of_basis():
-    # 90 degrees about backend +Y (up) is 90 degrees about Blender +Z (up).
-    q = np.array([[np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]], np.float32)
-    np.testing.assert_allclose(rotations_to_blender(q), [[np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)]], atol=1e-7)
-    # and in general: rotating then converting equals converting then rotating
+def test_rotations_turn_a_known_gaussian_with_the_world():
+    """A flat Gaussian lying level in the backend (thin along +Y, up) lies level in Blender (thin
+    along +Z, up): its covariance is C R S^2 R^T C^T, the rotation left-multiplied by the basis
+    change. (Conjugating, C R C^T, left this one standing upright, thin along Blender's Y.)"""
+    scale = np.array([0.1, 0.001, 0.05])
+    level = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    cov = covariance(rotations_to_blender(level)[0], scale)
+    np.testing.assert_allclose(cov, np.diag([0.1, 0.05, 0.001]) ** 2, atol=1e-9)
+    # and any Gaussian: its covariance in Blender is the backend one seen through the basis change
     rng = np.random.default_rng(1)
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    v = rng.normal(size=3)
-    rb = quat_matrix(rotations_to_blender(q[None])[0])
-    np.testing.assert_allclose(rb @ backend_to_blender(v), backend_to_blender(quat_matrix(q) @ v), atol=1e-6)
+    q = rng.normal(size=(5, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    C = BACKEND_TO_BLENDER
+    for qi, qb in zip(q, rotations_to_blender(q)):
+        np.testing.assert_allclose(covariance(qb, scale), C @ covariance(qi, scale) @ C.T, atol=1e-7)
+        np.testing.assert_allclose(quat_matrix(qb), C @ quat_matrix(qi), atol=1e-6)
+    # 90 degrees about backend +Y (up) is still a turn about Blender's up after the basis change
+    about_up = np.array([[np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]], np.float32)
+    turned = quat_matrix(rotations_to_blender(about_up)[0]) @ quat_matrix(rotations_to_blender(level)[0]).T
+    np.testing.assert_allclose(turned @ [0, 0, 1.0], [0, 0, 1.0], atol=1e-6)
+
+
+def covariance(q, scale):
+    r = quat_matrix(q)
+    return r @ np.diag(np.asarray(scale) ** 2) @ r.T
 
 
 def quat_matrix(q):
@@ -213,3 +227,19 @@ def test_the_add_on_asks_within_the_server_s_limits():
     from blender_addon.format import sequence
 
     assert (sequence.MIN_FPS, sequence.MAX_FPS, sequence.MAX_FRAME_COUNT) == (frames.MIN_FPS, frames.MAX_FPS, frames.MAX_FRAME_COUNT)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_view_dependent_colour_turns_with_the_world(degree):
+    """The colour a Gaussian shows along a Blender direction d is the one it showed along the
+    backend direction C^T d (``sh_rest_to_blender``), for every SH degree."""
+    from blender_addon.format.sequence import sh_basis, sh_rest_to_blender
+
+    k = (degree + 1) ** 2 - 1
+    rest = np.random.default_rng(degree).normal(size=(4, k, 3))
+    dirs = np.random.default_rng(9).normal(size=(50, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    in_blender = np.einsum("dk,nkc->ndc", sh_basis(dirs, degree), sh_rest_to_blender(rest))
+    in_backend = np.einsum("dk,nkc->ndc", sh_basis(blender_to_backend(dirs), degree), rest)
+    np.testing.assert_allclose(in_blender, in_backend, atol=1e-5)
+    assert sh_rest_to_blender(None) is None

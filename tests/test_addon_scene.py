@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from mathutils import Vector  # noqa: E402
+from mathutils import Quaternion, Vector  # noqa: E402
 
 from blender_addon.format.coords import backend_to_blender  # noqa: E402
 from blender_addon.format.sequence import rotations_to_blender, srgb_to_linear  # noqa: E402
-from blender_addon.scene import animation, export, importer, rig  # noqa: E402
+from blender_addon.scene import animation, display, export, importer, rig  # noqa: E402
 from blender_addon.scene.attributes import get_attribute, vertex_positions  # noqa: E402
 from blender_addon.scene.display import MODIFIER  # noqa: E402
 from tests.addon_fixtures import Glb, fresh_blender, make_sequence, validate_gltf, validation_errors  # noqa: E402,F401
@@ -90,18 +90,83 @@ def test_point_attributes():
     assert mesh.color_attributes.active_color.name == "color"
 
 
-def test_display_turns_the_vertices_into_sized_coloured_points():
-    seq, coll = imported(radius_scale=2.0)
+def displayed_instances(obj):
+    """The display's ellipsoids now: each instance's 4x4 matrix (Blender 4.2-5.2 display)."""
     dg = bpy.context.evaluated_depsgraph_get()
-    clouds = [inst.object.data for inst in dg.object_instances if inst.object.type == "POINTCLOUD"]
-    assert len(clouds) == 1
-    cloud = clouds[0]
-    shown = seq.opacities > 0.05  # the display's default opacity cut-off
-    assert len(cloud.points) == shown.sum()
-    radius = np.empty(len(cloud.points), np.float32)
-    cloud.attributes["radius"].data.foreach_get("value", radius)
-    np.testing.assert_allclose(radius, 2.0 * seq.scales[0][shown].mean(axis=1), rtol=1e-5)
-    assert {"color", "opacity"} <= set(cloud.attributes.keys()) and cloud.materials[0].name == "DynaPose4D Splat"
+    return np.array([np.array(i.matrix_world) for i in dg.object_instances
+                     if i.is_instance and i.parent is not None and i.parent.original == obj])
+
+
+def moving_sequence():
+    """make_sequence with rotations and scales that change every frame."""
+    seq = make_sequence(count=200)
+    rng = np.random.default_rng(7)
+    q = rng.normal(size=(seq.frame_count, seq.count, 4)).astype(np.float32)
+    seq.frame_rotations = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    seq.scales = seq.scales * np.linspace(1.0, 3.0, seq.frame_count, dtype=np.float32)[:, None, None]
+    return seq
+
+
+@pytest.mark.skipif(display.supports_native_splats(), reason="this Blender draws native splats (tested in bpy 5.3)")
+def test_display_draws_each_gaussian_as_its_ellipsoid_turning_and_stretching_per_frame():
+    """Every shown Gaussian is an ellipsoid instance: rotation R and scales s of the frame on
+    screen, reaching 2 * Radius Scale sigmas: its matrix's linear part is R diag(3 s). Evaluated
+    at two frames: the rotations and scales of each frame reach the display (no handler)."""
+    seq = moving_sequence()
+    _, coll = imported(sequence=seq, radius_scale=1.5)
+    obj = by_role(coll, "gaussians")[0]
+    assert display.get_input(obj.modifiers[MODIFIER], "Frame Count") == seq.frame_count
+    shown = np.flatnonzero(seq.opacities > 0.05)  # the display's default opacity cut-off
+    positions = backend_to_blender(seq.positions)
+    for k in (1, 4):
+        bpy.context.scene.frame_set(START + k)
+        matrices = displayed_instances(obj)
+        assert len(matrices) == len(shown)
+        np.testing.assert_allclose(matrices[:, :3, 3], positions[k, shown], atol=1e-5)  # in point order
+        rot = np.array([np.array(Quaternion(q).to_matrix()) for q in rotations_to_blender(seq.frame_rotations[k, shown])])
+        expected = rot * (3.0 * seq.scales[k, shown])[:, None, :]
+        np.testing.assert_allclose(matrices[:, :3, :3], expected, atol=1e-5)
+    assert {m.name for m in bpy.data.materials} >= {display.MATERIAL}
+
+
+@pytest.mark.skipif(display.supports_native_splats(), reason="this Blender draws native splats (tested in bpy 5.3)")
+def test_cycles_draws_a_gaussians_soft_anisotropic_footprint(tmp_path):
+    """One flat Gaussian seen from above renders as opacity * exp(-d^2/2) in its own sigmas, to a
+    few thousandths: the per-ray falloff of the ellipsoid's material (not a ball, not a disc)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    seq = make_sequence(count=1, frames=2)
+    seq.positions[:] = 0.0
+    seq.scales[:] = (0.3, 0.05, 0.1)  # backend x, y (up), z: in Blender x 0.3, y 0.1, z 0.05
+    seq.rotations[:] = (1.0, 0.0, 0.0, 0.0)
+    seq.opacities[:], seq.colors[:] = 0.9, 1.0
+    importer.import_sequence(bpy.context, seq, "job-one", importer.ImportOptions(frame_start=START, rig=False, camera=False, place=False))
+    scene = bpy.context.scene
+    cam = bpy.data.objects.new("top", bpy.data.cameras.new("top"))
+    scene.collection.objects.link(cam)
+    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 2.0, (0.0, 0.0, 3.0)
+    scene.camera = cam
+    size = 48
+    got = render_red(scene, tmp_path / "one.exr", size, samples=32)
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    x, y = np.meshgrid(c, c)
+    expected = 0.9 * np.exp(-0.5 * (x**2 / 0.3**2 + y**2 / 0.1**2))
+    assert np.abs(got - expected).max() < 0.02, np.abs(got - expected).max()
+    assert scene.view_settings.view_transform == "Standard"  # the import's view: colours as a 3DGS viewer
+
+
+def render_red(scene, path, size, samples):
+    scene.world = None  # black
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.use_denoising = samples, False
+    scene.cycles.pixel_filter_type, scene.cycles.filter_width = "BOX", 0.01
+    scene.render.resolution_x = scene.render.resolution_y = size
+    scene.render.image_settings.file_format = "OPEN_EXR"
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(path))
+    pixels = np.empty(size * size * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    return pixels.reshape(size, size, 4)[..., 0]
 
 
 def test_cycles_renders_the_splat_colours(tmp_path):

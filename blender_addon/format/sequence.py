@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .coords import backend_to_blender
+from .coords import BACKEND_TO_BLENDER
 from .skinned import Skinned
 from .wire import Frame
 
@@ -75,7 +75,9 @@ class Sequence:
     ``positions [F, N, 3]``, ``scales [F, N, 3]`` (activated standard deviations);
     ``rotations [N, 4]`` (w x y z), ``opacities [N]`` in [0, 1] and ``colors [N, 3]`` (sRGB in
     [0, 1]) are those of frame 0 (the deformation moves, turns and stretches Gaussians but does
-    not change their colour or opacity). ``keypoints [F, P, 3]`` with ``names [P]``,
+    not change their colour or opacity); ``frame_rotations [F, N, 4]`` are every frame's
+    rotations (None: frame 0's at every frame, see :meth:`rotations_of`); ``sh_rest [N, K, 3]``
+    the view-dependent SH coefficients (None: degree 0). ``keypoints [F, P, 3]`` with ``names [P]``,
     ``valid [P]`` (False where a keypoint could not be lifted to 3D) and the skeleton ``edges``.
     ``camera``: the reference view (``c2w`` 4x4 OpenGL camera-to-world, ``fovy_deg``, ``width``,
     ``height``).
@@ -95,6 +97,19 @@ class Sequence:
     times: np.ndarray  # [F] normalised time t in [0, 1] of each frame
     snapshot: dict = field(default_factory=dict)
     skinned: "Skinned | None" = None  # the snapshot's skinned mesh, when it was fetched
+    frame_rotations: np.ndarray | None = None  # [F, N, 4] w x y z
+    sh_rest: np.ndarray | None = None  # [N, K, 3]
+
+    def rotations_of(self) -> np.ndarray:
+        """Every frame's rotations ``[F, N, 4]`` (frame 0's repeated where only those are known)."""
+        if self.frame_rotations is not None:
+            return self.frame_rotations
+        return np.broadcast_to(self.rotations, (self.frame_count, *self.rotations.shape))
+
+    @property
+    def sh_degree(self) -> int:
+        k = 0 if self.sh_rest is None else int(self.sh_rest.shape[1])
+        return int(round(math.sqrt(k + 1))) - 1
 
     @property
     def frame_count(self) -> int:
@@ -139,6 +154,8 @@ def assemble(frames: list[Frame], tracks: dict, sampling: Sampling) -> Sequence:
         positions=np.stack([f.positions for f in frames]).astype(np.float32, copy=False),
         scales=np.stack([f.scales for f in frames]).astype(np.float32, copy=False),
         rotations=np.asarray(first.rotations, dtype=np.float32),
+        frame_rotations=np.stack([f.rotations for f in frames]).astype(np.float32, copy=False),
+        sh_rest=None if first.sh_rest is None else np.asarray(first.sh_rest, dtype=np.float32),
         opacities=np.asarray(first.opacities, dtype=np.float32),
         colors=np.asarray(first.colors, dtype=np.float32),
         keypoints=keypoints,
@@ -170,14 +187,55 @@ def linear_to_srgb(rgb: np.ndarray) -> np.ndarray:
     return np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * rgb ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
-def rotations_to_blender(quats: np.ndarray) -> np.ndarray:
-    """Unit quaternions ``[..., 4]`` (w x y z) of backend-frame rotations as Blender-frame ones.
+# The change of basis backend -> Blender (format.coords) is +90 degrees about X, as w x y z.
+_BASIS_QUAT = np.array([math.sqrt(0.5), math.sqrt(0.5), 0.0, 0.0])
 
-    Changing the world basis by a rotation C conjugates each rotation (C R C^T); for a
-    quaternion that keeps w and rotates the axis (x, y, z) like any vector.
+
+def rotations_to_blender(quats: np.ndarray) -> np.ndarray:
+    """Gaussians' orientations ``[..., 4]`` (w x y z, backend frame) in Blender's frame.
+
+    A Gaussian's rotation R maps its own axes into the world (covariance R S^2 R^T); in the new
+    world the covariance is C R S^2 R^T C^T, so the rotation is C R: left-multiplied by the
+    change of basis C, not conjugated (C R C^T would also turn the Gaussian's own axes).
     """
     quats = np.asarray(quats, dtype=np.float32)
-    out = np.empty_like(quats)
-    out[..., 0] = quats[..., 0]
-    out[..., 1:] = backend_to_blender(quats[..., 1:])
-    return out
+    w, x, y, z = np.moveaxis(quats, -1, 0)
+    cw, cx = _BASIS_QUAT[0], _BASIS_QUAT[1]  # C = cw + cx i: its product with q, written out
+    out = np.stack([cw * w - cx * x, cw * x + cx * w, cw * y - cx * z, cw * z + cx * y], axis=-1)
+    return out.astype(np.float32)
+
+
+# -- view-dependent colour, for Blender -------------------------------------------------------------
+
+
+def sh_basis(directions: np.ndarray, degree: int) -> np.ndarray:
+    """The real SH basis ``[..., (degree+1)^2 - 1]`` above degree 0 at unit ``directions [..., 3]``,
+    in the order and signs of the 3DGS PLY's ``f_rest`` (and of the backend's ``sh.py``)."""
+    x, y, z = np.moveaxis(np.asarray(directions, np.float64), -1, 0)
+    out = [-0.4886025119029199 * y, 0.4886025119029199 * z, -0.4886025119029199 * x]
+    if degree >= 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.31539156525252005 * (2 * zz - xx - yy),
+                -1.0925484305920792 * x * z, 0.5462742152960396 * (xx - yy)]
+    if degree >= 3:
+        out += [-0.5900435899266435 * y * (3 * xx - yy), 2.890611442640554 * x * y * z,
+                -0.4570457994644658 * y * (4 * zz - xx - yy), 0.3731763325901154 * z * (2 * zz - 3 * xx - 3 * yy),
+                -0.4570457994644658 * x * (4 * zz - xx - yy), 1.445305721320277 * z * (xx - yy),
+                -0.5900435899266435 * x * (xx - 3 * yy)]
+    return np.stack(out[: (degree + 1) ** 2 - 1], axis=-1)
+
+
+def sh_rest_to_blender(sh_rest: np.ndarray | None) -> np.ndarray | None:
+    """SH coefficients ``[N, K, 3]`` of backend-frame colours as Blender-frame ones: the colour
+    seen along d in Blender is the one seen along C^T d in the backend, so each band's
+    coefficients go through the matrix that turns the basis by C (solved once on directions)."""
+    if sh_rest is None or sh_rest.shape[1] == 0:
+        return None
+    k = sh_rest.shape[1]
+    degree = int(round(math.sqrt(k + 1))) - 1
+    dirs = np.random.default_rng(0).normal(size=(64, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    seen = sh_basis(dirs, degree)  # Y(d) for d in Blender
+    back = sh_basis(dirs @ BACKEND_TO_BLENDER, degree)  # Y(C^T d), rows
+    turn, *_ = np.linalg.lstsq(seen, back, rcond=None)  # Y(C^T d) = Y(d) @ turn
+    return np.einsum("ji,nic->njc", turn, np.asarray(sh_rest, np.float64)).astype(np.float32)

@@ -10,8 +10,10 @@ The format is specified in ``docs/wire-format.md`` (the backend's encoder is
 
 Fields: ``positions [N, 3]``, ``rotations [N, 4]`` (w x y z, unit), ``scales [N, 3]``
 (activated standard deviations, world units), ``opacities [N]`` in [0, 1], ``colors [N, 3]``
-RGB in [0, 1], ``keypoints [P, 3]``. All in backend coordinates (+Y up): convert with
-``format.coords.backend_to_blender`` before building Blender data.
+RGB in [0, 1], ``keypoints [P, 3]``; revision 1.1 adds the optional ``sh_rest [N, K, 3]``
+(view-dependent SH coefficients, K = 3, 8 or 15; the server sends them with frame 0 only).
+All in backend coordinates (+Y up): convert with ``format.coords.backend_to_blender`` before
+building Blender data. Fields this decoder does not know are skipped (a newer minor revision).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ FIELD_SHAPES = {
     "colors": ("count", (3,)),
     "keypoints": ("keypoint_count", (3,)),
 }
+SH_REST_KS = (3, 8, 15)  # degrees 1, 2, 3
 
 
 class WireFormatError(ValueError):
@@ -51,6 +54,7 @@ class Frame:
     colors: np.ndarray  # [N, 3]
     keypoints: np.ndarray  # [P, 3]
     header: dict = field(default_factory=dict)
+    sh_rest: np.ndarray | None = None  # [N, K, 3] (wire 1.1, frame 0), None where not sent
 
     @property
     def count(self) -> int:
@@ -102,18 +106,28 @@ def decode_frame(data: bytes | bytearray | memoryview, *, float32: bool = True) 
         spec = by_name.get(name)
         if spec is None:
             raise WireFormatError(f"frame has no {name!r} field")
-        shape = (counts[count_key], *tail)
-        dtype = spec.get("dtype")
-        if dtype not in ALLOWED_DTYPES:
-            raise WireFormatError(f"field {name!r}: dtype {dtype!r} is not one of {ALLOWED_DTYPES}")
-        if list(shape) != spec.get("shape"):
-            raise WireFormatError(f"field {name!r}: shape {spec.get('shape')} does not match the counts {list(shape)}")
-        offset, nbytes = spec.get("offset"), spec.get("nbytes")
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if not isinstance(offset, int) or offset < 0 or nbytes != expected:
-            raise WireFormatError(f"field {name!r}: offset {offset!r} / size {nbytes!r} are invalid (expected {expected} bytes)")
-        if offset + nbytes > len(payload):
-            raise WireFormatError(f"field {name!r} runs past the end of the data (truncated frame?)")
-        arr = np.frombuffer(payload, dtype=dtype, count=expected // np.dtype(dtype).itemsize, offset=offset).reshape(shape)
-        arrays[name] = arr.astype(np.float32) if float32 else arr
+        arrays[name] = _field(payload, spec, (counts[count_key], *tail), float32)
+    sh_spec = by_name.get("sh_rest")
+    if sh_spec is not None:
+        k = (sh_spec.get("shape") or [None, None])[1:2]
+        if k[0] not in SH_REST_KS:
+            raise WireFormatError(f"field 'sh_rest': shape {sh_spec.get('shape')} is not [N, K, 3] with K in {SH_REST_KS}")
+        arrays["sh_rest"] = _field(payload, sh_spec, (counts["count"], k[0], 3), float32)
     return Frame(header=header, **arrays)
+
+
+def _field(payload: memoryview, spec: dict, shape: tuple, float32: bool) -> np.ndarray:
+    """The array a header field describes, checked against the ``shape`` the counts give."""
+    name, dtype = spec.get("name"), spec.get("dtype")
+    if dtype not in ALLOWED_DTYPES:
+        raise WireFormatError(f"field {name!r}: dtype {dtype!r} is not one of {ALLOWED_DTYPES}")
+    if list(shape) != spec.get("shape"):
+        raise WireFormatError(f"field {name!r}: shape {spec.get('shape')} does not match the counts {list(shape)}")
+    offset, nbytes = spec.get("offset"), spec.get("nbytes")
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if not isinstance(offset, int) or offset < 0 or nbytes != expected:
+        raise WireFormatError(f"field {name!r}: offset {offset!r} / size {nbytes!r} are invalid (expected {expected} bytes)")
+    if offset + nbytes > len(payload):
+        raise WireFormatError(f"field {name!r} runs past the end of the data (truncated frame?)")
+    arr = np.frombuffer(payload, dtype=dtype, count=expected // np.dtype(dtype).itemsize, offset=offset).reshape(shape)
+    return arr.astype(np.float32) if float32 else arr

@@ -13,6 +13,7 @@ _FIELD = {
     "QUATERNION": "value",
     "FLOAT_VECTOR": "vector",
     "FLOAT2": "vector",
+    "FLOAT4": "vector",  # Blender 5.3's radiance:base
     "FLOAT_COLOR": "color",
     "BYTE_COLOR": "color",
 }
@@ -49,7 +50,7 @@ def set_attribute(mesh, name: str, values, data_type: str = "FLOAT", domain: str
 
 def get_attribute(mesh, name: str) -> np.ndarray:
     attr = mesh.attributes[name]
-    width = {"FLOAT": 1, "INT": 1, "BOOLEAN": 1, "FLOAT2": 2, "FLOAT_VECTOR": 3, "QUATERNION": 4, "FLOAT_COLOR": 4, "BYTE_COLOR": 4}
+    width = {"FLOAT": 1, "INT": 1, "BOOLEAN": 1, "FLOAT2": 2, "FLOAT_VECTOR": 3, "QUATERNION": 4, "FLOAT4": 4, "FLOAT_COLOR": 4, "BYTE_COLOR": 4}
     n = width[attr.data_type]
     dtype = np.int32 if attr.data_type in ("INT",) else bool if attr.data_type == "BOOLEAN" else np.float32
     out = foreach_get(attr.data, _FIELD[attr.data_type], (len(attr.data), n), dtype)

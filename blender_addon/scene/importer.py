@@ -75,7 +75,9 @@ def import_sequence(context, sequence: Sequence, job_id: str, options: ImportOpt
             coll.objects.link(obj)
         points.write_points(obj, sequence, options.frame_start)
         if options.display:
-            display_mod.ensure_display(obj, options.radius_scale)
+            display_mod.ensure_display(obj, options.radius_scale, options.frame_start, sequence.frame_count)
+            if first:
+                display_mod.prepare_scene(scene)  # unlit splats, shown as a 3DGS viewer shows them
     else:
         rig.remove_role(coll, "gaussians")
     if options.output in ("MESH", "BOTH"):

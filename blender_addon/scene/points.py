@@ -8,7 +8,11 @@ keys differ in number or place). The Basis is frame 0.
 
 Point attributes (frame 0; Blender frame, linear colour):
 ``color`` (FLOAT_COLOR, RGB + opacity as alpha), ``opacity`` (FLOAT), ``scale`` (FLOAT_VECTOR,
-per-axis standard deviations), ``rotation`` (QUATERNION, Blender frame).
+per-axis standard deviations), ``rotation`` (QUATERNION, Blender frame); and per frame k,
+``rot_f{k}`` and ``scale_f{k}``, which the display (``scene.display``) picks by the scene frame.
+Where Blender has native splats, also its own attributes: ``radiance:base`` (FLOAT4: the raw
+SH DC coefficients and the opacity) and ``radiance:sh_k`` (FLOAT_VECTOR per coefficient k,
+up to the result's SH degree).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import bpy
 import numpy as np
 
 from ..format.coords import backend_to_blender
-from ..format.sequence import Sequence, rotations_to_blender, srgb_to_linear
+from ..format.sequence import Sequence, rotations_to_blender, sh_rest_to_blender, srgb_to_linear
 from . import animation
 from .attributes import foreach_set, set_attribute
+from .display import ROTATION_OF_FRAME, SCALE_OF_FRAME, supports_native_splats
 
 KEY_PREFIX = "frame_"
+SH_C0 = 0.28209479177387814  # the degree-0 SH basis value: colour = 0.5 + SH_C0 * dc
 
 
 def key_name(index: int) -> str:
@@ -64,13 +70,19 @@ def write_points(obj, sequence: Sequence, frame_start: int) -> None:
     write_key(blocks[0], positions[0])
     for k in range(frames):
         write_key(blocks[k + 1], positions[k])
-    # 2. Attributes of frame 0.
+    # 2. Attributes of frame 0, then every frame's rotation and scale.
     rgb = srgb_to_linear(sequence.colors)
     set_attribute(mesh, "color", np.column_stack([rgb, sequence.opacities]), "FLOAT_COLOR")
     mesh.color_attributes.active_color = mesh.color_attributes["color"]
     set_attribute(mesh, "opacity", sequence.opacities, "FLOAT")
+    rotations = rotations_to_blender(sequence.rotations_of())
     set_attribute(mesh, "scale", sequence.scales[0], "FLOAT_VECTOR")
-    set_attribute(mesh, "rotation", rotations_to_blender(sequence.rotations), "QUATERNION")
+    set_attribute(mesh, "rotation", rotations[0], "QUATERNION")
+    for k in range(frames):
+        set_attribute(mesh, frame_attribute(ROTATION_OF_FRAME, k), rotations[k], "QUATERNION")
+        set_attribute(mesh, frame_attribute(SCALE_OF_FRAME, k), sequence.scales[k], "FLOAT_VECTOR")
+    if supports_native_splats():
+        write_radiance(mesh, sequence)
     mesh.update()
     # 3. One-hot weights, CONSTANT, a key on every frame of every curve.
     write_weights(mesh.shape_keys, frames, frame_start, rebuild=not fits)
@@ -90,3 +102,21 @@ def write_weights(key, frames: int, frame_start: int, rebuild: bool = False) -> 
     eye = np.eye(frames, dtype=np.float32)
     for k in range(frames):
         animation.set_keys(curves, f'key_blocks["{key_name(k)}"].value', 0, times, eye[k], "CONSTANT")
+
+
+def frame_attribute(pattern: str, index: int) -> str:
+    return pattern.replace("#", str(index))
+
+
+def write_radiance(mesh, sequence: Sequence) -> None:
+    """Blender's native splat colour: ``radiance:base`` = (SH DC, opacity) and ``radiance:sh_k``
+    (coefficient k of each channel: ``f_rest[c * K + k]`` of a PLY), turned into Blender's frame
+    like the view directions they are functions of."""
+    dc = (np.asarray(sequence.colors, np.float32) - 0.5) / SH_C0
+    set_attribute(mesh, "radiance:base", np.column_stack([dc, sequence.opacities]), "FLOAT4")
+    rest = sh_rest_to_blender(sequence.sh_rest)
+    for k in range(0 if rest is None else rest.shape[1]):
+        set_attribute(mesh, f"radiance:sh_{k}", rest[:, k], "FLOAT_VECTOR")
+    for name in [a.name for a in mesh.attributes if a.name.startswith("radiance:sh_")]:
+        if rest is None or int(name[len("radiance:sh_"):]) >= rest.shape[1]:
+            mesh.attributes.remove(mesh.attributes[name])

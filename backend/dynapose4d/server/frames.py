@@ -192,6 +192,8 @@ class SnapshotFrames:
             fields = {"positions": g.means, "rotations": g.rotations, "scales": g.scales}
             fields = {k: v.to(wire).numpy() for k, v in fields.items()}
             still = {"opacities": first.opacities.to(wire).numpy(), "colors": first.rgb.clamp(0.0, 1.0).to(wire).numpy()}
+            # View-dependent colour does not move either: sent once, with frame 0 (wire 1.1).
+            sh_rest = None if first.sh_rest is None else first.sh_rest.to(wire).numpy()
             keypoints = keypoints.float().numpy()
         out = []
         for row, index in enumerate(indices):
@@ -209,6 +211,8 @@ class SnapshotFrames:
                 "coordinates": user_frame_of(model).name,
             }
             arrays = {**{k: v[row] for k, v in fields.items()}, **still, "keypoints": keypoints[row]}
+            if index == 0:
+                arrays["sh_rest"] = sh_rest
             out.append(encode_frame(arrays, dtype=dtype, meta=meta))
         return out
 

@@ -14,7 +14,12 @@ Header: ``{"format": "dynapose4d.frame", "format_version": 1, "count": N, "keypo
 ...metadata}``. Fields, in this order: ``positions [N, 3]``, ``rotations [N, 4]`` (unit
 quaternions, w x y z), ``scales [N, 3]`` (standard deviations in world units, activated),
 ``opacities [N]`` (in [0, 1]), ``colors [N, 3]`` (degree-0 colour as RGB in [0, 1]),
-``keypoints [P, 3]`` (always float32). Backend coordinates: right-handed, +Y up.
+``keypoints [P, 3]`` (always float32), then, from revision 1.1 and only where given,
+``sh_rest [N, K, 3]`` (the view-dependent SH coefficients, K = 3, 8 or 15). Backend
+coordinates: right-handed, +Y up.
+
+Revision 1.1 (header ``format_minor``: 1) only adds optional fields: a 1.0 reader skips the
+fields it does not know, and a 1.1 reader of a 1.0 frame finds none of them.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import numpy as np
 MAGIC = b"DP4F"
 FORMAT = "dynapose4d.frame"
 FORMAT_VERSION = 1
+FORMAT_MINOR = 1  # 1.1: the optional sh_rest field
 DTYPES = {"float32": "<f4", "float16": "<f2"}
 # name -> trailing shape (after N); keypoints are listed separately (count P, float32).
 GAUSSIAN_FIELDS = (("positions", (3,)), ("rotations", (4,)), ("scales", (3,)), ("opacities", ()), ("colors", (3,)))
+SH_REST_KS = (3, 8, 15)  # degrees 1, 2, 3
 ALIGN = 8
 
 
@@ -38,8 +45,9 @@ def _pad(n: int) -> int:
 
 
 def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: dict | None = None) -> bytes:
-    """``arrays``: the five Gaussian fields (``[N, ...]``) and ``keypoints [P, 3]``; ``meta`` is
-    copied into the header (frame index, time, snapshot version, ...)."""
+    """``arrays``: the five Gaussian fields (``[N, ...]``), ``keypoints [P, 3]`` and optionally
+    ``sh_rest [N, K, 3]`` (left out when None or K = 0); ``meta`` is copied into the header
+    (frame index, time, snapshot version, ...)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     n = int(np.asarray(arrays["positions"]).shape[0])
@@ -47,8 +55,14 @@ def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: di
     specs = [(name, (n, *tail), DTYPES[dtype]) for name, tail in GAUSSIAN_FIELDS]
     keypoints = np.asarray(arrays.get("keypoints", np.zeros((0, 3))))
     specs.append(("keypoints", (int(keypoints.shape[0]), 3), "<f4"))
+    sh_rest = arrays.get("sh_rest")
+    if sh_rest is not None and np.asarray(sh_rest).size:
+        k = int(np.asarray(sh_rest).shape[1]) if np.ndim(sh_rest) == 3 else -1
+        if k not in SH_REST_KS:
+            raise ValueError(f"sh_rest must have shape [N, K, 3] with K in {SH_REST_KS}, got {list(np.shape(sh_rest))}")
+        specs.append(("sh_rest", (n, k, 3), DTYPES[dtype]))
     for name, shape, wire_dtype in specs:
-        arr = np.asarray(arrays[name]) if name != "keypoints" else keypoints
+        arr = keypoints if name == "keypoints" else np.asarray(arrays[name])
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {list(shape)}, got {list(arr.shape)}")
         nbytes = int(np.prod(shape)) * np.dtype(wire_dtype).itemsize
@@ -58,6 +72,7 @@ def encode_frame(arrays: dict[str, np.ndarray], dtype: str = "float32", meta: di
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "format_minor": FORMAT_MINOR,
         "count": n,
         "keypoint_count": int(keypoints.shape[0]),
         "dtype": dtype,
