@@ -13,7 +13,7 @@ from mathutils import Quaternion, Vector  # noqa: E402
 
 from blender_addon.format.coords import backend_to_blender  # noqa: E402
 from blender_addon.format.sequence import rotations_to_blender, srgb_to_linear  # noqa: E402
-from blender_addon.scene import animation, display, export, importer, rig  # noqa: E402
+from blender_addon.scene import animation, display, export, importer, points, rig  # noqa: E402
 from blender_addon.scene.attributes import get_attribute, vertex_positions  # noqa: E402
 from blender_addon.scene.display import MODIFIER  # noqa: E402
 from tests.addon_fixtures import Glb, fresh_blender, make_sequence, validate_gltf, validation_errors  # noqa: E402,F401
@@ -111,7 +111,8 @@ def moving_sequence():
 def test_display_draws_each_gaussian_as_its_ellipsoid_turning_and_stretching_per_frame():
     """Every shown Gaussian is an ellipsoid instance: rotation R and scales s of the frame on
     screen, reaching 2 * Radius Scale sigmas: its matrix's linear part is R diag(3 s). Evaluated
-    at two frames: the rotations and scales of each frame reach the display (no handler)."""
+    at two frames: the rotations and scales of each frame reach the display (no handler). Each
+    scale is widened by the backend's 0.3 px^2 at the Gaussian's depth from the reference camera."""
     seq = moving_sequence()
     _, coll = imported(sequence=seq, radius_scale=1.5)
     obj = by_role(coll, "gaussians")[0]
@@ -124,7 +125,9 @@ def test_display_draws_each_gaussian_as_its_ellipsoid_turning_and_stretching_per
         assert len(matrices) == len(shown)
         np.testing.assert_allclose(matrices[:, :3, 3], positions[k, shown], atol=1e-5)  # in point order
         rot = np.array([np.array(Quaternion(q).to_matrix()) for q in rotations_to_blender(seq.frame_rotations[k, shown])])
-        expected = rot * (3.0 * seq.scales[k, shown])[:, None, :]
+        widened = np.sqrt(seq.scales[k, shown] ** 2 + points.dilation_variance(seq)[shown, None])
+        assert np.abs(widened - seq.scales[k, shown]).max() > 1e-4  # the sequence has a camera: a visible widening
+        expected = rot * (3.0 * widened)[:, None, :]
         np.testing.assert_allclose(matrices[:, :3, :3], expected, atol=1e-5)
     assert {m.name for m in bpy.data.materials} >= {display.MATERIAL}
 
@@ -179,7 +182,7 @@ def test_cycles_renders_the_splat_colours(tmp_path):
     importer.import_sequence(bpy.context, seq, "job-red", importer.ImportOptions(frame_start=START))
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
-    scene.cycles.samples, scene.cycles.use_denoising = 2, False
+    scene.cycles.samples, scene.cycles.use_denoising = 16, False  # 2 left a stochastic dark sample at the centre
     scene.render.resolution_x = scene.render.resolution_y = 32
     scene.view_settings.view_transform = "Standard"
     scene.render.filepath = str(tmp_path / "red.png")

@@ -27,7 +27,7 @@ import bpy
 GROUP = "DynaPose4D Splats"
 NATIVE_GROUP = "DynaPose4D Native Splats"
 # Bumped when the node trees change: a file saved with an older tree gets it rebuilt.
-TREE_REVISION = 2
+TREE_REVISION = 3
 # Cycles does not read FLOAT_COLOR attributes of point clouds (they render black): the display
 # stores the colour again as a vector attribute, which every render engine reads.
 RENDER_COLOR = "splat_rgb"
@@ -36,6 +36,10 @@ MATERIAL = "DynaPose4D Splat"
 MODIFIER = "DynaPose4D display"
 RADIUS_SCALE = 1.5
 ROTATION_OF_FRAME, SCALE_OF_FRAME = "rot_f#", "scale_f#"  # '#': the frame index (scene.points)
+# The variance (world units^2) each Gaussian's three axes gain on screen: the backend's
+# rasteriser widens every projected Gaussian by 0.3 px^2, and the result was fitted so; the
+# import turns that into world units at each Gaussian's depth from the reference camera.
+DILATION = "splat_dilation"
 # An icosahedron's faces lie 0.795 of its radius from the centre: this radius keeps the
 # ellipsoid inside it.
 ICOSAHEDRON_RADIUS = 1.0 / 0.7947
@@ -193,6 +197,11 @@ def _frame_attributes(tree: _Tree, gin):
     for pattern, data_type, y in ((ROTATION_OF_FRAME, "QUATERNION", -500), (SCALE_OF_FRAME, "FLOAT_VECTOR", -700)):
         name = tree.node("FunctionNodeReplaceString", -600, y, {"String": pattern, "Find": "#", "Replace": index})
         out.append(tree.attribute(name.outputs["String"], data_type, -400, y))
+    # sqrt(scale^2 + dilation) per axis: the Gaussian as the backend's renderer drew it.
+    dilation = tree.attribute(DILATION, "FLOAT", -400, -850)
+    variance = tree.node("ShaderNodeVectorMath", -300, -750, {0: out[1], 1: out[1], 2: dilation}, operation="MULTIPLY_ADD")
+    out[1] = tree.node("ShaderNodeVectorMath", -200, -750, {0: variance.outputs["Vector"], 1: (0.5, 0.5, 0.5)},
+                       operation="POWER").outputs["Vector"]
     return out
 
 

@@ -24,10 +24,11 @@ from ..format.coords import backend_to_blender
 from ..format.sequence import Sequence, rotations_to_blender, sh_rest_to_blender, srgb_to_linear
 from . import animation
 from .attributes import foreach_set, set_attribute
-from .display import ROTATION_OF_FRAME, SCALE_OF_FRAME, supports_native_splats
+from .display import DILATION, ROTATION_OF_FRAME, SCALE_OF_FRAME, supports_native_splats
 
 KEY_PREFIX = "frame_"
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis value: colour = 0.5 + SH_C0 * dc
+BACKEND_DILATION_PX2 = 0.3  # what the backend's rasteriser adds to every projected covariance
 
 
 def key_name(index: int) -> str:
@@ -81,6 +82,7 @@ def write_points(obj, sequence: Sequence, frame_start: int) -> None:
     for k in range(frames):
         set_attribute(mesh, frame_attribute(ROTATION_OF_FRAME, k), rotations[k], "QUATERNION")
         set_attribute(mesh, frame_attribute(SCALE_OF_FRAME, k), sequence.scales[k], "FLOAT_VECTOR")
+    set_attribute(mesh, DILATION, dilation_variance(sequence), "FLOAT")
     if supports_native_splats():
         write_radiance(mesh, sequence)
     mesh.update()
@@ -102,6 +104,18 @@ def write_weights(key, frames: int, frame_start: int, rebuild: bool = False) -> 
     eye = np.eye(frames, dtype=np.float32)
     for k in range(frames):
         animation.set_keys(curves, f'key_blocks["{key_name(k)}"].value', 0, times, eye[k], "CONSTANT")
+
+
+def dilation_variance(sequence: Sequence) -> np.ndarray:
+    """Per Gaussian, the world variance that covers the backend's 0.3 px^2 on-screen widening
+    at its frame-0 depth from the reference camera (zero without a camera)."""
+    cam = sequence.camera or {}
+    if "c2w" not in cam or not cam.get("height"):
+        return np.zeros(sequence.count, np.float32)
+    c2w = np.asarray(cam["c2w"], np.float64).reshape(4, 4)
+    depth = np.maximum((sequence.positions[0] - c2w[:3, 3]) @ -c2w[:3, 2], 1e-3)  # the camera looks down -Z
+    focal = (float(cam["height"]) / 2.0) / np.tan(np.radians(float(cam.get("fovy_deg", 49.1))) / 2.0)
+    return (BACKEND_DILATION_PX2 * (depth / focal) ** 2).astype(np.float32)
 
 
 def frame_attribute(pattern: str, index: int) -> str:
