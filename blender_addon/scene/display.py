@@ -27,7 +27,7 @@ import bpy
 GROUP = "DynaPose4D Splats"
 NATIVE_GROUP = "DynaPose4D Native Splats"
 # Bumped when the node trees change: a file saved with an older tree gets it rebuilt.
-TREE_REVISION = 3
+TREE_REVISION = 4
 # Cycles does not read FLOAT_COLOR attributes of point clouds (they render black): the display
 # stores the colour again as a vector attribute, which every render engine reads.
 RENDER_COLOR = "splat_rgb"
@@ -200,8 +200,10 @@ def _frame_attributes(tree: _Tree, gin):
     # sqrt(scale^2 + dilation) per axis: the Gaussian as the backend's renderer drew it.
     dilation = tree.attribute(DILATION, "FLOAT", -400, -850)
     variance = tree.node("ShaderNodeVectorMath", -300, -750, {0: out[1], 1: out[1], 2: dilation}, operation="MULTIPLY_ADD")
-    out[1] = tree.node("ShaderNodeVectorMath", -200, -750, {0: variance.outputs["Vector"], 1: (0.5, 0.5, 0.5)},
-                       operation="POWER").outputs["Vector"]
+    # (Per axis: Blender 4.2-4.4's Vector Math has no POWER or SQRT.)
+    axes = tree.node("ShaderNodeSeparateXYZ", -200, -750, {0: variance.outputs["Vector"]})
+    roots = [tree.math("SQRT", axes.outputs[i], None, -100, -700 - 60 * i) for i in range(3)]
+    out[1] = tree.node("ShaderNodeCombineXYZ", 0, -750, dict(enumerate(roots))).outputs["Vector"]
     return out
 
 

@@ -215,6 +215,8 @@ def steps():
     final = (done.get("snapshot") or {}).get("version")
 
     def imported():
+        if state is not None and state.error:  # the add-on's own error, not a silent timeout
+            raise RuntimeError(f"the add-on reports: {state.error}")
         coll = kit.job_collection(job_id)
         return coll if coll is not None and coll.get("dynapose4d_snapshot") == final else None
 
@@ -286,6 +288,7 @@ def steps():
     shading.type = SHADING
     with kit.override():
         bpy.ops.view3d.view_selected()
+    gaussians.select_set(False)  # the selection outline of every ellipsoid would hide the splats
     kit.redraw()
     yield 4.0 if SHADING == "RENDERED" else 1.0
     yield from kit.screenshot_when_still("result-viewport", {"viewport": kit.region_box(main, win),
