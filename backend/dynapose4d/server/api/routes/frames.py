@@ -133,8 +133,8 @@ def export_glb(frames: SnapshotFrames, job_id: str, job_dir: Path, *, kind: str,
                mode: str, version: int | None, max_mb: float) -> tuple[bytes, dict]:
     """The GLB bytes of the job's latest snapshot; its memory is checked before any sampling (every
     frame's Gaussians are held at once, and the deformation field runs on its handles)."""
-    from ...io.job_folder import JobFolder
-    from ...pipeline.export import ExportError, ExportOptions, export_result
+    from ....io.job_folder import JobFolder
+    from ....pipeline.export import ExportError, ExportOptions, export_result
 
     loaded = frames.load(job_id, job_dir)
     frames._check_version(loaded, version)
