@@ -16,7 +16,9 @@ from mathutils import Matrix  # noqa: E402
 
 import blender_addon  # noqa: E402
 from blender_addon import properties  # noqa: E402
-from blender_addon.format.splats import read_ply, to_world, write_ply  # noqa: E402
+from blender_addon.format.coords import backend_to_blender  # noqa: E402
+from blender_addon.format.sequence import rotations_to_blender  # noqa: E402
+from blender_addon.format.splats import SH_C0, Splats, read_ply, to_world, write_ply  # noqa: E402
 from blender_addon.scene import importer, rig  # noqa: E402
 from blender_addon.scene.attributes import foreach_get, set_attribute  # noqa: E402
 from blender_addon.scene.result_import import SOURCE, import_result_folder  # noqa: E402
@@ -28,8 +30,10 @@ pytestmark = pytest.mark.usefixtures("fresh_blender")
 TYPES = {1: "FLOAT", 3: "FLOAT_VECTOR", 4: "QUATERNION"}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def registered():
+    """The add-on registered (the panel's settings exist); asked for by name, so that
+    tests/test_addon_bpy5.py can collect these tests beside the scene tests."""
     blender_addon.register()
     yield
     blender_addon.unregister()
@@ -97,7 +101,7 @@ def test_a_dynapose4d_import_is_a_splat_where_the_scene_shows_it():
     np.testing.assert_allclose(world.colors, np.clip(seq.colors, 0, 1), atol=2e-3)
 
 
-def test_the_panel_says_which_object_and_why_another_is_not_a_splat():
+def test_the_panel_says_which_object_and_why_another_is_not_a_splat(registered):
     assert not describe(None).ok and "Select a splat" in describe(None).text
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
@@ -107,6 +111,48 @@ def test_the_panel_says_which_object_and_why_another_is_not_a_splat():
     s.kind, s.animate_input = "animate", "SELECTED"
     with pytest.raises(ValueError, match="Cube is not a splat"):
         properties.job_options(bpy.context, None, bpy.app.tempdir or "/tmp")
+
+
+# -- a result folder ---------------------------------------------------------------------------------
+
+def write_folder(folder, seq, up="+z"):
+    """``seq`` as a PLY sequence with its sidecar, the way ``io/sequence.py`` writes one: an
+    animate result of a Blender PLY is +Z up (Blender's frame), any other +Y up."""
+    import json
+
+    turn = backend_to_blender if up == "+z" else np.asarray
+    names = []
+    for k in range(seq.frame_count):
+        rotations = rotations_to_blender(seq.rotations) if up == "+z" else seq.rotations
+        splats = Splats(turn(seq.positions[k]), rotations, seq.scales[k], np.clip(seq.opacities, 0.01, 0.99), (seq.colors - 0.5) / SH_C0)
+        names.append(write_ply(folder / f"frame_{k:04d}.ply", splats).name)
+    c2w = np.array(seq.camera["c2w"], float)
+    c2w[:3] = turn(c2w[:3].T).T if up == "+z" else c2w[:3]
+    sidecar = {"format": "dynapose4d.sequence/1", "fps": seq.sampling.fps, "frame_count": seq.frame_count, "time_mode": "clamp",
+               "up": up, "coordinates": "input-ply", "frames": names, "times": seq.times.tolist(),
+               "camera": {**seq.camera, "c2w": c2w.tolist()},
+               "keypoints": {"names": seq.names, "edges": seq.edges, "valid": seq.valid.tolist(), "positions": turn(seq.keypoints).tolist()}}
+    (folder / "sequence.json").write_text(json.dumps(sidecar))
+    return folder / "sequence.json"
+
+
+@pytest.mark.parametrize("up", ["+z", "+y"])
+def test_a_folder_imports_as_the_same_sequence_imports_live(tmp_path, up):
+    """The same result from a server and from a folder: the same points, keypoints and camera."""
+    seq = make_sequence(count=150, frames=4)
+    turn = np.array(Matrix.Rotation(0.5, 4, (1.0, 0.2, 0.0)))
+    seq.camera = {**seq.camera, "c2w": (turn @ np.array(seq.camera["c2w"], float)).tolist()}  # a turned camera
+    live = importer.import_sequence(bpy.context, seq, "live", importer.ImportOptions(place=False))
+    folder = import_result_folder(bpy.context, str(write_folder(tmp_path, seq, up)), use_result_fps=False)
+    bpy.context.view_layer.update()
+    for role in ("gaussians", "camera"):
+        a, b = rig.find_role(live, role), rig.find_role(folder, role)
+        np.testing.assert_allclose(np.array(b.matrix_world), np.array(a.matrix_world), atol=1e-5, err_msg=role)
+    np.testing.assert_allclose(world_vertices(rig.find_role(folder, "gaussians")), world_vertices(rig.find_role(live, "gaussians")), atol=1e-5)
+    keypoints = [{o["dynapose4d_name"]: o for o in c.objects if o.get(rig.ROLE) == "keypoint"} for c in (live, folder)]
+    bpy.context.scene.frame_set(3)
+    for name in seq.names:
+        np.testing.assert_allclose(keypoints[1][name].matrix_world.translation, keypoints[0][name].matrix_world.translation, atol=1e-5)
 
 
 # -- the real command line -----------------------------------------------------------------------------
@@ -133,7 +179,7 @@ def lamp_inputs(tmp_path_factory):
     return folder
 
 
-def test_an_animated_selection_lands_exactly_on_it(lamp_inputs, tmp_path):
+def test_an_animated_selection_lands_exactly_on_it(registered, lamp_inputs, tmp_path):
     bpy.ops.wm.ply_import(filepath=str(lamp_inputs / "lamp.ply"))
     selected = bpy.context.selected_objects[0]
     placed(selected)
