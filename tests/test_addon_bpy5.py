@@ -17,7 +17,7 @@ from tests import test_addon_scene as scene_tests  # noqa: E402
 from tests import test_addon_selected_splat as selected_splat_tests  # noqa: E402
 from tests import test_addon_skinned as skinned_tests  # noqa: E402
 from tests.addon_fixtures import fresh_blender, make_sequence  # noqa: E402,F401
-from tests.test_addon_selected_splat import registered  # noqa: E402,F401  (the add-on, for the tests that ask for it)
+from tests.test_addon_selected_splat import lamp_inputs, registered  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 
