@@ -113,6 +113,32 @@ def test_the_panel_says_which_object_and_why_another_is_not_a_splat(registered):
         properties.job_options(bpy.context, None, bpy.app.tempdir or "/tmp")
 
 
+def test_the_animate_button_sends_the_selection_and_keeps_its_result_on_it(registered, monkeypatch, tmp_path):
+    from blender_addon import runtime
+
+    splats = random_splats(120)
+    obj = splat_object("scan", splats.positions, layouts_of(splats)["3dgs-ply"])
+    m = placed(obj)
+    bpy.context.view_layer.objects.active = obj
+    (tmp_path / "clip.mp4").write_bytes(b"not read here")
+    s = bpy.context.scene.dynapose4d
+    s.kind, s.animate_input, s.video_path, s.up_axis = "animate", "SELECTED", str(tmp_path / "clip.mp4"), "y"
+    sessions = []
+    monkeypatch.setattr(runtime.STATE, "start_session", lambda *args, **kwargs: sessions.append((args, kwargs)))
+    assert bpy.ops.dynapose4d.generate() == {"FINISHED"}
+    (args, kwargs), = sessions
+    request = kwargs["request"]
+    assert request.kind == "animate" and request.settings["up_axis"] == "z"  # Blender's world, whatever the file row says
+    sent, expected = read_ply(request.files["ply"]), to_world(splats, m)
+    np.testing.assert_allclose(sent.positions, expected.positions, atol=1e-5)
+    np.testing.assert_allclose(sent.scales, expected.scales, rtol=1e-4)
+    assert args[2].place is False  # the result lands on the selection, not beside it
+    # A PLY file is placed beside what the scene holds, as before.
+    s.animate_input, s.ply_path = "FILE", request.files["ply"]
+    assert bpy.ops.dynapose4d.generate() == {"FINISHED"}
+    assert sessions[1][0][2].place is True and sessions[1][1]["request"].settings["up_axis"] == "y"
+
+
 # -- a result folder ---------------------------------------------------------------------------------
 
 def write_folder(folder, seq, up="+z"):
