@@ -60,13 +60,13 @@ def layouts_of(s: Splats) -> dict:
     """The attributes each tool would store for ``s``."""
     logit = np.log(s.opacities / (1 - s.opacities))
     rest_cm = s.sh_rest.transpose(0, 2, 1).reshape(s.count, -1)  # channel-major f_rest
-    ply = {f"f_dc_{i}": s.sh_dc[:, i] for i in range(3)} | {f"f_rest_{i}": rest_cm[:, i] for i in range(45)}
+    ply = {f"f_dc_{i}": s.sh_dc[:, i] for i in range(3)} | {f"f_rest_{i}": rest_cm[:, i] for i in range(rest_cm.shape[1])}
     ply |= {"opacity": logit} | {f"scale_{i}": np.log(s.scales[:, i]) for i in range(3)} | {f"rot_{i}": s.rotations[:, i] for i in range(4)}
     reshot = {"sh0": s.sh_dc, "log_opacity": logit, "opacity": s.opacities, "logscale": np.log(s.scales), "scale": s.scales,
               "quatxyz": s.rotations[:, :3], "quatw": s.rotations[:, 3], "rot_euler": np.zeros((s.count, 3))}
-    reshot |= {f"sh{k + 1}": s.sh_rest[:, k] for k in range(15)}
+    reshot |= {f"sh{k + 1}": s.sh_rest[:, k] for k in range(s.sh_rest.shape[1])}
     native = {"position": s.positions, "scale": s.scales, "rotation": s.rotations,
-              "radiance:base": np.column_stack([s.sh_dc, s.opacities])} | {f"radiance:sh_{k}": s.sh_rest[:, k] for k in range(15)}
+              "radiance:base": np.column_stack([s.sh_dc, s.opacities])} | {f"radiance:sh_{k}": s.sh_rest[:, k] for k in range(s.sh_rest.shape[1])}
     return {"3dgs-ply": ply, "reshot": reshot, "blender-splat": native}
 
 
@@ -178,3 +178,25 @@ def test_the_backend_reads_our_ply_and_we_read_the_backends(tmp_path):
     back = read_ply(tmp_path / "theirs.ply")
     np.testing.assert_allclose(back.positions, s.positions, atol=1e-6)
     np.testing.assert_allclose(back.sh_rest, s.sh_rest, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["shuffled-doubles-big-endian", "ascii"])
+def test_any_property_order_type_and_format_reads_the_same(tmp_path, form):
+    """Other tools write the properties in their own order, some as doubles, some in ASCII."""
+    s = random_splats(20, rest=3)
+    cols = layouts_of(s)["3dgs-ply"]  # degree 1: 9 f_rest
+    cols |= {"x": s.positions[:, 0], "y": s.positions[:, 1], "z": s.positions[:, 2], "red": np.zeros(20)}
+    names = sorted(cols, reverse=True)  # f_rest_8 before f_rest_0, x after y: not the standard order
+    header = ["ply", "format ascii 1.0" if form == "ascii" else "format binary_big_endian 1.0", "element vertex 20"]
+    header += [f"property {'uchar' if n == 'red' else 'double'} {n}" for n in names] + ["end_header", ""]
+    if form == "ascii":
+        body = "\n".join(" ".join(f"{float(cols[n][i]):.9g}" for n in names) for i in range(20)).encode() + b"\n"
+    else:
+        table = np.zeros(20, dtype=[(n, ">u1" if n == "red" else ">f8") for n in names])
+        for n in names:
+            table[n] = cols[n]
+        body = table.tobytes()
+    (tmp_path / "other.ply").write_bytes("\n".join(header).encode("ascii") + body)
+    back = read_ply(tmp_path / "other.ply")
+    for name in ("positions", "rotations", "scales", "opacities", "sh_dc", "sh_rest"):
+        np.testing.assert_allclose(getattr(back, name), getattr(s, name), rtol=1e-5, atol=1e-6, err_msg=name)

@@ -128,9 +128,9 @@ def from_attributes(positions: np.ndarray, attributes: Mapping[str, np.ndarray])
     layout = layout_of(attributes)
     if layout is None:
         raise NotASplat(f"its attributes are not those of 3D Gaussian splats: expected {MISSING_HINT}")
-    a = {k: np.asarray(v, dtype=np.float64) for k, v in attributes.items()}
+    a = {k: np.asarray(attributes[k]) for k in needed_attributes(layout, attributes)}  # only what is read: a PLY has 62 columns
     n = len(positions)
-    for name in needed_attributes(layout, a):
+    for name in a:
         if len(a[name]) != n:
             raise NotASplat(f"attribute {name!r} has {len(a[name])} values for {n} points")
     if layout == "blender-splat":
@@ -305,12 +305,30 @@ def read_ply(path: str | os.PathLike) -> Splats:
     with open(path, "rb") as fh:
         fmt, elements = _ply_header(fh, path)
         start, size = fh.tell(), os.fstat(fh.fileno()).st_size
-        table = _ply_vertices(fh, path, fmt, elements, size - start)
+        table, block = _ply_vertices(fh, path, fmt, elements, size - start)
     n = len(table["x"]) if "x" in table else 0
     layout = layout_of(table)
     if layout != "3dgs-ply" or not {"x", "y", "z"} <= set(table):
         raise NotASplat(f"{path}: not a 3DGS PLY (it needs x y z f_dc_0..2 opacity scale_0..2 rot_0..3)")
-    return from_attributes(np.column_stack([table["x"], table["y"], table["z"]]).reshape(n, 3), table)[1]
+    rest = _rest_block(block, [name for name, _ in elements[0][2]])
+    if rest is not None:  # one slice of the file's rows, not 45 gathered columns (most of a frame's reading time)
+        table = {k: v for k, v in table.items() if not k.startswith("f_rest_")}
+    splats = from_attributes(np.column_stack([table["x"], table["y"], table["z"]]).reshape(n, 3), table)[1]
+    if rest is not None:
+        splats = Splats(splats.positions, splats.rotations, splats.scales, splats.opacities, splats.sh_dc, rest)
+    return splats
+
+
+def _rest_block(block: np.ndarray | None, order: list[str]) -> np.ndarray | None:
+    """``f_rest`` as ``[N, K, 3]`` from one slice of the rows when the file keeps them together and
+    in order in a one-type ``block [N, properties]`` (the standard layout); None otherwise."""
+    rest = [name for name in order if name.startswith("f_rest_")]
+    if block is None or len(rest) not in (9, 24, 45) or rest != [f"f_rest_{i}" for i in range(len(rest))]:
+        return None
+    start = order.index(rest[0])
+    if order[start:start + len(rest)] != rest:
+        return None
+    return block[:, start:start + len(rest)].reshape(len(block), 3, -1).transpose(0, 2, 1)
 
 
 def _ply_header(fh, path):
@@ -339,7 +357,8 @@ def _ply_header(fh, path):
     return fmt, elements
 
 
-def _ply_vertices(fh, path, fmt, elements, data_bytes) -> dict:
+def _ply_vertices(fh, path, fmt, elements, data_bytes) -> tuple[dict, np.ndarray | None]:
+    """The vertex columns by name, and the whole ``[N, properties]`` block when every property has one type."""
     if not elements or elements[0][0] != "vertex":
         raise NotASplat(f"{path}: the PLY's first element is not 'vertex'")
     _, n, props = elements[0]
@@ -347,10 +366,14 @@ def _ply_vertices(fh, path, fmt, elements, data_bytes) -> dict:
         rows = np.loadtxt(fh, max_rows=n, ndmin=2) if n else np.zeros((0, len(props)))
         if rows.shape != (n, len(props)):
             raise NotASplat(f"{path}: truncated ASCII PLY ({n} rows of {len(props)} values expected)")
-        return {name: rows[:, i] for i, (name, _) in enumerate(props)}
+        return {name: rows[:, i] for i, (name, _) in enumerate(props)}, rows
     endian = "<" if fmt == "binary_little_endian" else ">"
     dtype = np.dtype([(name, endian + kind) for name, kind in props])
     if n * dtype.itemsize > data_bytes:  # checked before reading: the count could be anything
         raise NotASplat(f"{path}: truncated PLY: {n} vertices need {n * dtype.itemsize} bytes, the file has {data_bytes}")
-    arr = np.frombuffer(fh.read(n * dtype.itemsize), dtype=dtype, count=n)
-    return {name: arr[name].astype(np.float64) for name, _ in props}
+    data = fh.read(n * dtype.itemsize)
+    if len({kind for _, kind in props}) == 1:  # one type (the usual float32): a 2D array, columns as views
+        table = np.frombuffer(data, dtype=endian + props[0][1], count=n * len(props)).reshape(n, len(props))
+        return {name: table[:, i] for i, (name, _) in enumerate(props)}, table
+    arr = np.frombuffer(data, dtype=dtype, count=n)
+    return {name: arr[name] for name, _ in props}, None
