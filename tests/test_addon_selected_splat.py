@@ -80,6 +80,23 @@ def test_each_tools_splat_reads_in_world_space(layout):
     np.testing.assert_allclose(np.abs(np.sum(world.rotations * expected.rotations, axis=1)), 1.0, atol=1e-5)
 
 
+def test_splats_kept_as_faces_are_read_at_the_faces_centres():
+    """KIRI 3DGS Render's face mode: one quad per Gaussian, its attributes on the faces."""
+    s = random_splats(30, rest=0)
+    corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], float) * 0.01
+    mesh = bpy.data.meshes.new("faces")
+    mesh.from_pydata((s.positions[:, None] + corners[None]).reshape(-1, 3).tolist(), [],
+                     [list(range(4 * i, 4 * i + 4)) for i in range(30)])
+    attrs = {k: v for k, v in layouts_of(random_splats(30))["3dgs-ply"].items() if not k.startswith("f_rest_")}
+    for key, values in attrs.items():
+        set_attribute(mesh, key, values, "FLOAT", domain="FACE")
+    obj = bpy.data.objects.new("faces", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    _, splats = read_splats(obj, world=False)
+    np.testing.assert_allclose(splats.positions, s.positions, atol=1e-6)
+    assert describe(obj).ok and "30 splats" in describe(obj).text
+
+
 def test_blenders_own_ply_import_is_a_splat_and_writes_back_the_same_file(tmp_path):
     s = random_splats(300, rest=15)
     bpy.ops.wm.ply_import(filepath=str(write_ply(tmp_path / "in.ply", s)))
