@@ -30,8 +30,9 @@ def test_a_blender_53_splat_is_animates_input_in_world_space(bpy53_harness, exte
 
 
 def test_blender_53_imports_our_splat_file_with_its_keypoint_bones(bpy53_harness, tmp_path):
-    from tests.test_gltf_keypoint_bones import info, splats
     from dynapose4d.io.gltf_scene import write_splat_parts
+
+    from tests.test_gltf_keypoint_bones import info, splats
 
     scene = info()
     f = scene.frame_count
