@@ -89,9 +89,11 @@ def draw_selected_splat(layout, context) -> None:
     from .scene.selected_splat import describe
 
     selection = describe(context.active_object)
-    row = layout.row()
-    row.alert = not selection.ok
-    row.label(text=selection.text[:120], icon="OUTLINER_OB_POINTCLOUD" if selection.ok else "ERROR")
+    col = layout.column(align=True)
+    col.alert = not selection.ok
+    for number, line in enumerate(selection.lines):
+        icon = ("OUTLINER_OB_POINTCLOUD" if selection.ok else "ERROR") if number == 0 else "BLANK1"
+        col.label(text=line, icon=icon)
 
 
 def draw_models_needed(layout, kind: str) -> None:

@@ -38,13 +38,18 @@ LAYOUT_TEXT = {
 }
 
 
+SHORT_HINT = "Select a Blender 5.3 splat, a 3DGS PLY import (KIRI 3DGS Render), a ReshotAI splat or a DynaPose4D result"
+
+
 @dataclass
 class Selection:
-    """What the panel says about the active object: ``ok`` when it can be animated."""
+    """What the panel says about the active object: ``ok`` when it can be animated; ``text`` the
+    whole sentence (the button's tooltip when it cannot run), ``lines`` what fits the sidebar."""
 
     ok: bool
     text: str
     name: str = ""
+    lines: tuple = ()
 
 
 def _attributes(obj):
@@ -54,14 +59,18 @@ def _attributes(obj):
 
 def describe(obj) -> Selection:
     """Whether ``obj`` is a splat the Animate mode can take, cheaply (names only, for the panel)."""
+    import textwrap
+
     if obj is None:
-        return Selection(False, "Select a splat object (or choose a PLY file)")
+        return Selection(False, "Select a splat object (or choose a PLY file)", lines=("Select a splat object", "(or choose PLY File)"))
     attributes = _attributes(obj)
     layout = layout_of(a.name for a in attributes) if attributes is not None else None
     if layout is None:
-        return Selection(False, f"{obj.name} is not a splat: select {MISSING_HINT}", obj.name)
+        return Selection(False, f"{obj.name} is not a splat: select {MISSING_HINT}", obj.name,
+                         (f"{obj.name} is not a splat", *textwrap.wrap(SHORT_HINT, 32)))
     count = len(attributes[needed_attributes(layout, [a.name for a in attributes])[0]].data)
-    return Selection(True, f"{obj.name}: {count:,} splats ({LAYOUT_TEXT[layout]})", obj.name)
+    return Selection(True, f"{obj.name}: {count:,} splats ({LAYOUT_TEXT[layout]})", obj.name,
+                     (f"{obj.name}: {count:,} splats", LAYOUT_TEXT[layout]))
 
 
 def read_splats(obj, world: bool = True) -> tuple[str, Splats]:
