@@ -300,7 +300,7 @@ def export_splats(context, coll, filepath: str):
     """The collection's result as KHR_gaussian_splatting, written by the backend: a folder's through
     its export command, a server job's through the server (sampled as the scene imported it)."""
     from .format.sequence import Sampling
-    from .link.exports import splats_from_server, splats_with_cli
+    from .link.exports import folder_source, splats_from_server, splats_with_cli
     from .scene.importer import JOB
     from .scene.result_import import SOURCE
 
@@ -311,21 +311,9 @@ def export_splats(context, coll, filepath: str):
     prefs = preferences.get(context)
     if source:
         settings = preferences.backend_settings(prefs)
-        splats_with_cli(settings.python, export_source(source), path, fps=fps, frames=count, mode=mode, env=backend_env(prefs))
+        splats_with_cli(settings.python, folder_source(source), path, fps=fps, frames=count, mode=mode, env=backend_env(prefs))
         return path
     return splats_from_server(_job_client(context), coll[JOB], Sampling(fps, count, mode), path)
-
-
-def export_source(sidecar: str) -> str:
-    """What the backend's export reads for a folder import: the job folder when it holds the model
-    (sampled at the scene's frames), else the PLY sequence as it is."""
-    import os
-
-    folder = os.path.dirname(sidecar)
-    job = os.path.dirname(folder)
-    if os.path.basename(folder) == "sequence" and os.path.isfile(os.path.join(job, "model.pt")):
-        return job
-    return sidecar
 
 
 class DYNAPOSE4D_OT_import_result(bpy.types.Operator, ImportHelper):

@@ -50,6 +50,16 @@ def splats_from_server(client: BackendClient, job_id: str, sampling: Sampling, p
     return _write(path, _checked_glb(data, f"the server's export of job {job_id}"))
 
 
+def folder_source(sidecar: str | os.PathLike) -> str:
+    """What the backend's export reads for a folder import (its ``sequence.json``): the job folder
+    when it holds the model (sampled at the scene's frames), else the PLY sequence as it is."""
+    sidecar = Path(sidecar)
+    job = sidecar.parent.parent
+    if sidecar.parent.name == "sequence" and (job / "model.pt").is_file():
+        return str(job)
+    return str(sidecar)
+
+
 def export_command(python: str, result: str | os.PathLike, path: str | os.PathLike, *, fps: float, frames: int,
                    mode: str = "clamp", kind: str = "splats") -> list[str]:
     """The backend command that exports ``result`` (a job folder or a sequence.json)."""
