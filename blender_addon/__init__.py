@@ -14,23 +14,27 @@ def _modules():
 def register():
     import bpy
 
-    from . import properties, runtime
+    from . import operators, properties, runtime
 
     for module in _modules():
         for cls in module.CLASSES:
             bpy.utils.register_class(cls)
     properties.register_properties()
+    for menu, draw in operators.MENUS:
+        getattr(bpy.types, menu).append(draw)
     bpy.app.handlers.load_pre.append(runtime.on_load_pre)
 
 
 def unregister():
     import bpy
 
-    from . import properties, runtime
+    from . import operators, properties, runtime
 
     if runtime.on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(runtime.on_load_pre)
     runtime.reset()
+    for menu, draw in operators.MENUS:
+        getattr(bpy.types, menu).remove(draw)
     properties.unregister_properties()
     for module in reversed(_modules()):
         for cls in reversed(module.CLASSES):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
-from bpy_extras.io_utils import ExportHelper
+from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import preferences, properties, runtime
 
@@ -23,9 +23,13 @@ def start_watching(context) -> None:
     bpy.ops.dynapose4d.watch("INVOKE_DEFAULT")
 
 
-def follow_job(context, prefs, sampling, **job) -> None:
-    """Follow a new job (``request=``) or an existing one (``job_id=``) into this scene."""
-    runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, properties.import_options(context),
+def follow_job(context, prefs, sampling, place: bool = True, **job) -> None:
+    """Follow a new job (``request=``) or an existing one (``job_id=``) into this scene.
+    ``place``: a new result goes beside what the scene holds (False: where its data say, e.g.
+    on the selected splat it animates)."""
+    options = properties.import_options(context)
+    options.place = place
+    runtime.STATE.start_session(preferences.backend_settings(prefs), sampling, options,
                                 context.scene.name, mesh=properties.mesh_request(context),
                                 clip_length=properties.settings(context).length_from_video, **job)
     start_watching(context)
@@ -117,6 +121,13 @@ class DYNAPOSE4D_OT_generate(bpy.types.Operator):
         if runtime.STATE.job_running:
             cls.poll_message_set("A job is running: cancel it first")
             return False
+        if properties.animates_selection(properties.settings(context)):
+            from .scene.selected_splat import describe
+
+            selection = describe(context.active_object)
+            if not selection.ok:
+                cls.poll_message_set(selection.text)
+                return False
         return True
 
     def execute(self, context):
@@ -129,7 +140,8 @@ class DYNAPOSE4D_OT_generate(bpy.types.Operator):
         except (JobRequestError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        follow_job(context, prefs, sampling, request=request)
+        # A selected splat was sent in world space: its result comes back exactly on it.
+        follow_job(context, prefs, sampling, place=not properties.animates_selection(properties.settings(context)), request=request)
         return {"FINISHED"}
 
 
@@ -242,8 +254,16 @@ class DYNAPOSE4D_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+EXPORT_FORMS = (
+    ("SCENE", "Points, Rig and Camera", "What the scene shows, through Blender's glTF exporter: the points (one morph target "
+     "per frame) or the skinned mesh, the keypoint empties, the armature and the reference camera. For engines and Blender"),
+    ("SPLATS", "Splats (KHR_gaussian_splatting)", "The Gaussians themselves, written by the backend: rigid parts or a "
+     "flipbook, keypoint empties and bones, the camera. For web viewers (three.js, Babylon.js, PlayCanvas) and Blender 5.3"),
+)
+
+
 class DYNAPOSE4D_OT_export_gltf(bpy.types.Operator, ExportHelper):
-    """Export the job's points (morph-target animation), keypoint empties, rig and camera to glTF"""
+    """Export the job's result to glTF: the scene's points, rig and camera, or the Gaussian splats themselves"""
 
     bl_idname = "dynapose4d.export_gltf"
     bl_label = "Export glTF"
@@ -251,6 +271,7 @@ class DYNAPOSE4D_OT_export_gltf(bpy.types.Operator, ExportHelper):
 
     filter_glob: StringProperty(default="*.glb", options={"HIDDEN"})
     job_id: StringProperty(name="Job", description="Job whose collection to export (empty: the scene's or the active object's)")
+    form: EnumProperty(name="Export", items=EXPORT_FORMS, default="SCENE")
     camera: BoolProperty(name="Reference Camera", default=True)
     rebake: BoolProperty(name="Re-bake Rig", default=True, description="Bake the armature again from the keypoint empties first")
 
@@ -264,12 +285,68 @@ class DYNAPOSE4D_OT_export_gltf(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, "Nothing to export: import a DynaPose4D job first")
             return {"CANCELLED"}
         try:
-            path = export_gltf(context, coll, self.filepath, camera=self.camera, rebake=self.rebake)
-        except ExportError as exc:
+            if self.form == "SPLATS":
+                path = export_splats(context, coll, self.filepath)
+            else:
+                path = export_gltf(context, coll, self.filepath, camera=self.camera, rebake=self.rebake)
+        except (ExportError, RuntimeError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {path}")
         return {"FINISHED"}
+
+
+def export_splats(context, coll, filepath: str):
+    """The collection's result as KHR_gaussian_splatting, written by the backend: a folder's through
+    its export command, a server job's through the server (sampled as the scene imported it)."""
+    from .format.sequence import Sampling
+    from .link.exports import folder_source, splats_from_server, splats_with_cli
+    from .scene.importer import JOB
+    from .scene.result_import import SOURCE
+
+    path = bpy.path.ensure_ext(bpy.path.abspath(filepath), ".glb")
+    fps, count = float(coll["dynapose4d_fps"]), int(coll["dynapose4d_frame_count"])
+    mode = properties.settings(context).time_mode
+    source = coll.get(SOURCE)
+    prefs = preferences.get(context)
+    if source:
+        settings = preferences.backend_settings(prefs)
+        splats_with_cli(settings.python, folder_source(source), path, fps=fps, frames=count, mode=mode, env=backend_env(prefs))
+        return path
+    return splats_from_server(_job_client(context), coll[JOB], Sampling(fps, count, mode), path)
+
+
+class DYNAPOSE4D_OT_import_result(bpy.types.Operator, ImportHelper):
+    """Import a result made by the command line: a job folder (dynapose4d animate/demo -o ...) or a PLY sequence's sequence.json"""
+
+    bl_idname = "dynapose4d.import_result"
+    bl_label = "Import DynaPose4D Result"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".json"
+
+    filter_glob: StringProperty(default="*.json;*.ply", options={"HIDDEN"})
+    use_result_fps: BoolProperty(name="Result's Frame Rate", default=True,
+                                 description="Set the scene's frame rate to the result's, so its frames play at their real "
+                                             "times (off: one result frame per scene frame)")
+
+    def execute(self, context):
+        from .format.result_folder import ResultFolderError
+        from .scene.result_import import import_result_folder
+
+        try:
+            coll = import_result_folder(context, self.filepath, properties.import_options(context), self.use_result_fps)
+        except ResultFolderError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported {coll.name}: {coll['dynapose4d_gaussians']:,} Gaussians, {coll['dynapose4d_frame_count']} frames")
+        return {"FINISHED"}
+
+
+def menu_import(self, context):
+    self.layout.operator(DYNAPOSE4D_OT_import_result.bl_idname, text="DynaPose4D Result (.json, job folder)")
+
+
+MENUS = (("TOPBAR_MT_file_import", menu_import),)
 
 
 def _job_collection(context):
@@ -594,6 +671,7 @@ CLASSES = (
     DYNAPOSE4D_OT_show_candidates,
     DYNAPOSE4D_OT_choose_candidate,
     DYNAPOSE4D_OT_export_gltf,
+    DYNAPOSE4D_OT_import_result,
     DYNAPOSE4D_OT_retarget,
     DYNAPOSE4D_OT_retarget_pair,
     DYNAPOSE4D_OT_retarget_preset,

@@ -22,6 +22,11 @@ KIND_ITEMS = (
     ("demo", "Demo", "The built-in procedural scene: runs without any model weights, to try the add-on"),
     ("animate", "Animate", "Animate an existing Gaussian PLY with a video"),
 )
+ANIMATE_INPUT_ITEMS = (
+    ("SELECTED", "Selected Splat", "The active object, a splat in the scene (Blender 5.3 splats, a 3DGS PLY import, KIRI 3DGS "
+     "Render, the ReshotAI add-on or a DynaPose4D result): sent in world space, the result lands on it"),
+    ("FILE", "PLY File", "A 3DGS PLY file"),
+)
 TIME_MODE_ITEMS = (
     ("clamp", "Hold", "Hold the last pose past the end of the clip"),
     ("loop", "Loop", "Start the clip again"),
@@ -84,6 +89,8 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
     video_path: StringProperty(name="Video", subtype="FILE_PATH", options=STILL,
                                description="Driving video: a video file or a folder of frames, sent as a zip. Animate needs "
                                            "one; for Generate it is optional and replaces the generated video")
+    animate_input: EnumProperty(name="Animate", items=ANIMATE_INPUT_ITEMS, default="SELECTED", options=STILL,
+                                description="What the Animate job animates")
     ply_path: StringProperty(name="PLY File", subtype="FILE_PATH", options=STILL,
                              description="3D Gaussians to animate (3DGS PLY layout)")
     # import
@@ -173,9 +180,21 @@ def job_options(context, prefs, temp_folder: str):
             value = float(f"{value:.7g}")
         values[setting.name] = value
     image_path = image_file(s.image, temp_folder) if s.kind == "generate" and s.image is not None else bpy.path.abspath(s.image_path)
+    ply_path = bpy.path.abspath(s.ply_path) if s.ply_path else ""
+    if animates_selection(s):
+        from .scene.selected_splat import write_selected_ply
+
+        if context.active_object is None:
+            raise ValueError("Animate takes the selected splat: select one (or choose PLY File)")
+        ply_path = write_selected_ply(context.active_object, temp_folder)
+        values["up_axis"] = "z"  # written in Blender's world, +Z up
     return JobOptions(kind=s.kind, settings=values, image_path=image_path,
-                      video_path=bpy.path.abspath(s.video_path) if s.video_path else "",
-                      ply_path=bpy.path.abspath(s.ply_path) if s.ply_path else "")
+                      video_path=bpy.path.abspath(s.video_path) if s.video_path else "", ply_path=ply_path)
+
+
+def animates_selection(s) -> bool:
+    """An Animate job of the selected splat (not of a PLY file)."""
+    return s.kind == "animate" and s.animate_input == "SELECTED"
 
 
 def backend_path(path: str, prefs) -> str:
@@ -188,7 +207,7 @@ def panel_values(s) -> dict:
     """What the panel's show-when rules read: the scene's job settings, the kind, and whether a
     video of the user's is chosen."""
     values = {setting.name: getattr(s, setting.name) for setting in job_settings.rows(places=SCENE_PLACES)}
-    return dict(values, kind=s.kind, has_video=bool(s.video_path))
+    return dict(values, kind=s.kind, has_video=bool(s.video_path), animate_input=s.animate_input)
 
 
 def scene_fps(scene) -> float:

@@ -45,7 +45,11 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
                 col.prop(s, "image_path")
             col.prop(s, "video_path")
         elif s.kind == "animate":
-            col.prop(s, "ply_path")
+            col.prop(s, "animate_input", expand=True)
+            if s.animate_input == "SELECTED":
+                draw_selected_splat(col, context)
+            else:
+                col.prop(s, "ply_path")
             col.prop(s, "video_path")
         draw_job_settings(col, s, job_settings.MAIN)
         # 3. Run, cancel, progress, errors.
@@ -77,6 +81,18 @@ class DYNAPOSE4D_PT_main(DynaPose4DPanel, bpy.types.Panel):
             layout.operator("dynapose4d.show_colours", text="Show Splat Colours", icon="MATERIAL")
         if state.error:
             draw_error(layout, context, state.error)
+
+
+def draw_selected_splat(layout, context) -> None:
+    """Which object Animate will animate, or why the active one cannot be."""
+    from .scene.selected_splat import describe
+
+    selection = describe(context.active_object)
+    col = layout.column(align=True)
+    col.alert = not selection.ok
+    for number, line in enumerate(selection.lines):
+        icon = ("OUTLINER_OB_POINTCLOUD" if selection.ok else "ERROR") if number == 0 else "BLANK1"
+        col.label(text=line, icon=icon)
 
 
 def draw_models_needed(layout, kind: str) -> None:
@@ -179,7 +195,10 @@ class DYNAPOSE4D_PT_result(DynaPose4DPanel, bpy.types.Panel):
         draw_job_picker(col, s)
         row = layout.row(align=True)
         row.operator("dynapose4d.import_job", icon="IMPORT")
-        row.operator("dynapose4d.export_gltf", icon="EXPORT")
+        row.operator("dynapose4d.import_result", text="Import Folder", icon="FILE_FOLDER")
+        row = layout.row(align=True)
+        row.operator("dynapose4d.export_gltf", icon="EXPORT").form = "SCENE"
+        row.operator("dynapose4d.export_gltf", text="Export Splats", icon="EXPORT").form = "SPLATS"
 
 
 def draw_job_picker(layout, s) -> None:

@@ -14,13 +14,15 @@ if bpy.app.version < (5, 0, 0):
 
 from blender_addon.scene import animation, importer, points  # noqa: E402
 from tests import test_addon_scene as scene_tests  # noqa: E402
+from tests import test_addon_selected_splat as selected_splat_tests  # noqa: E402
 from tests import test_addon_skinned as skinned_tests  # noqa: E402
 from tests.addon_fixtures import fresh_blender, make_sequence  # noqa: E402,F401
+from tests.test_addon_selected_splat import lamp_inputs, registered  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 
 # Every scene test, collected again in this module (they take only tmp_path and fresh_blender).
-for _module in (scene_tests, skinned_tests):
+for _module in (scene_tests, skinned_tests, selected_splat_tests):
     for _name, _test in vars(_module).items():
         if _name.startswith("test_"):
             globals()[_name] = _test

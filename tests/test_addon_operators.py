@@ -39,7 +39,10 @@ def test_generate_refuses_a_job_without_its_input():
     with pytest.raises(RuntimeError, match="needs an image file"):  # bpy.ops raises what the operator reports
         bpy.ops.dynapose4d.generate()
     assert runtime.STATE.session is None
-    s.kind = "animate"
+    s.kind, s.animate_input = "animate", "SELECTED"  # nothing selected: the button says what to select
+    with pytest.raises(RuntimeError, match=r"Select a splat object \(or choose a PLY file\)"):
+        bpy.ops.dynapose4d.generate()
+    s.animate_input = "FILE"
     with pytest.raises(RuntimeError, match="needs a ply file"):
         bpy.ops.dynapose4d.generate()
 
@@ -255,9 +258,9 @@ def test_panels_draw_every_kind_and_state(kind):
     assert any(entry[0] == "progress" for entry in stub.log)
 
 
-def drawn_props(kind: str, video_path: str = "") -> list[str]:
+def drawn_props(kind: str, video_path: str = "", animate_input: str = "SELECTED") -> list[str]:
     s = bpy.context.scene.dynapose4d
-    s.kind, s.video_path = kind, video_path
+    s.kind, s.video_path, s.animate_input = kind, video_path, animate_input
     log = []
     for panel in ui.CLASSES:
         stub = PanelStub()
@@ -269,8 +272,19 @@ def drawn_props(kind: str, video_path: str = "") -> list[str]:
 def test_every_scene_job_setting_is_drawn_for_its_kinds():
     for setting in job_settings.rows(places=properties.SCENE_PLACES):
         for kind in setting.kinds:
-            drawn = [e[1] for e in drawn_props(kind) + drawn_props(kind, "/clip.mp4") if e[0] == "prop"]
+            drawn = [e[1] for e in drawn_props(kind) + drawn_props(kind, "/clip.mp4") + drawn_props(kind, animate_input="FILE")
+                     if e[0] == "prop"]
             assert setting.name in drawn or job_settings.override_name(setting.name) in drawn, (kind, setting.name)
+
+
+def test_animate_shows_the_selected_splat_or_the_ply_file_with_its_up_axis():
+    log = drawn_props("animate")
+    labels = [e[2]["text"] for e in log if e[0] == "label" and e[2].get("text")]
+    assert ("prop", "animate_input") in log and ("prop", "ply_path") not in log and ("prop", "up_axis") not in log
+    assert any(text.startswith("Select a splat object") for text in labels), labels
+    file_log = drawn_props("animate", animate_input="FILE")
+    assert ("prop", "ply_path") in file_log and ("prop", "up_axis") in file_log
+    assert ("operator", "dynapose4d.import_result") in log
 
 
 def test_settings_the_preset_decides_read_auto_until_overridden():

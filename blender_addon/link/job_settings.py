@@ -43,6 +43,11 @@ def without_your_video(values: dict) -> bool:
     return not values["has_video"]
 
 
+def from_a_ply_file(values: dict) -> bool:
+    """A PLY file's up axis is the user's to say; a selected splat is sent in Blender's world (+Z up)."""
+    return values.get("animate_input", "FILE") == "FILE"
+
+
 def learned_estimator(values: dict) -> bool:
     return values["estimator"] in LEARNED_ESTIMATORS
 
@@ -114,7 +119,8 @@ JOB_SETTINGS: tuple[JobSetting, ...] = (
       choices=_items(("lamp", "Lamp", "The lamp-like arm lifts, turns its base and nods"),
                      ("swing", "Swing", "The arm swings fast, back and forth"), ("bend", "Bend", "The arm bends slowly"))),
     S("up_axis", "Up Axis", (ANIMATE,), "z", "The PLY's up axis: Z for a PLY exported from Blender, Y for most 3DGS tools",
-      place=MAIN, choices=_items(("z", "Z Up", "A PLY exported from Blender"), ("y", "Y Up", "A PLY from 3DGS tools"))),
+      place=MAIN, shown=from_a_ply_file,
+      choices=_items(("z", "Z Up", "A PLY exported from Blender"), ("y", "Y Up", "A PLY from 3DGS tools"))),
     S("video_fps", "Video FPS", IMAGE_OR_PLY, 24.0, "Frame rate of your video. Set it for a folder of frames, which has none "
       "(Auto: a video file's own rate; 7 fps for frames)", 1.0, 1000.0, auto="from file", place=MAIN, shown=with_your_video),
     S("video_candidates", "Candidates", (GENERATE,), 3, "Driving videos generated and scored; the best drives the motion. More "

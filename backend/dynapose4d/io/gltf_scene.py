@@ -9,6 +9,8 @@ Three forms, one layout::
     |-- points            one point mesh, one morph target per frame, STEP weights      [points]
     |-- bone_00..         the skeleton's joints (the skin of ``mesh``)                  [mesh]
     |-- kp.<name>         keypoint empties, translation animation (LINEAR)
+    |-- kpbone.<a>.<b>    the keypoint skeleton: one joint per edge, at keypoint a with
+    |                     its +Y towards b (Blender's bone axis), a skin of its own      [splats]
     `-- camera            the reference view
     mesh                  skinned meshes sit at the scene root (glTF ignores their node's
                           transform; their joints carry the user frame)
@@ -83,9 +85,10 @@ def _root(builder: GlbBuilder, info: SceneInfo, kind: str) -> int:
                             rotation=matrix_to_quat_xyzw(np.asarray(rotation, np.float64)), scale=np.full(3, float(scale)))
 
 
-def _keypoints_and_camera(builder: GlbBuilder, root: int, info: SceneInfo) -> list:
-    """The keypoint empties and the camera under ``root``; returns the empties' channels."""
-    channels = []
+def _keypoints_and_camera(builder: GlbBuilder, root: int, info: SceneInfo, bones: bool = False) -> list:
+    """The keypoint empties (and with ``bones`` the keypoint skeleton) and the camera under
+    ``root``; returns their channels."""
+    channels = _keypoint_bones(builder, root, info) if bones else []
     if info.positions is not None and len(info.names):
         valid = np.ones(len(info.names), bool) if info.valid is None else np.asarray(info.valid, bool)
         for p, name in enumerate(info.names):
@@ -97,6 +100,72 @@ def _keypoints_and_camera(builder: GlbBuilder, root: int, info: SceneInfo) -> li
     if info.camera is not None:
         add_camera_node(builder, info.camera, parent=root)
     return channels
+
+
+def _keypoint_bones(builder: GlbBuilder, root: int, info: SceneInfo) -> list:
+    """The keypoint skeleton as glTF joints with a skin (the add-on's armature: one bone per edge
+    from keypoint a to b), so a viewer or Blender's importer gets bones, not only empties. A bone
+    hangs under the bone that ends where it starts; its world transform at frame f is a rotation
+    taking +Y to ``kp_b - kp_a`` (the smallest turn), placed at ``kp_a``."""
+    if info.positions is None or info.edges is None or not len(info.edges):
+        return []
+    valid = np.ones(len(info.names), bool) if info.valid is None else np.asarray(info.valid, bool)
+    edges = [(int(a), int(b)) for a, b in np.asarray(info.edges).reshape(-1, 2) if valid[a] and valid[b] and a != b]
+    ordered, parents, ends = [], [], {}
+    pending = list(edges)
+    while pending:  # parents first: a bone whose head keypoint ends a placed bone goes under it
+        ready = [e for e in pending if e[0] in ends or all(e[0] != b for _, b in pending)] or pending[:1]
+        for a, b in ready:
+            parents.append(ends.get(a, -1))
+            ends.setdefault(b, len(ordered))
+            ordered.append((a, b))
+            pending.remove((a, b))
+    if not ordered:
+        return []
+    positions = np.asarray(info.positions, np.float64)
+    world = np.tile(np.eye(4), (positions.shape[0], len(ordered), 1, 1))
+    for i, (a, b) in enumerate(ordered):
+        world[:, i, :3, :3] = _turn_y_to(positions[:, b] - positions[:, a])
+        world[:, i, :3, 3] = positions[:, a]
+    names = [f"kpbone.{info.names[a]}.{info.names[b]}" for a, b in ordered]
+    nodes, channels = _joints(builder, root, world, np.asarray(parents), names, info)
+    builder.add_skin("keypoint_skeleton", nodes, np.linalg.inv(world[0]), skeleton=root)
+    return channels
+
+
+def _turn_y_to(directions: np.ndarray) -> np.ndarray:
+    """Rotations ``[K, 3, 3]`` taking +Y to each direction ``[K, 3]`` by the smallest turn (a
+    half turn about +X for -Y, the identity for a zero vector)."""
+    d = directions / np.maximum(np.linalg.norm(directions, axis=-1, keepdims=True), 1e-12)
+    y = np.array([0.0, 1.0, 0.0])
+    axis = np.cross(y, d)
+    c = d @ y
+    k = np.zeros(d.shape[:-1] + (3, 3))
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+    k -= np.swapaxes(k, -1, -2)
+    out = np.eye(3) + k + k @ k / np.maximum(1.0 + c, 1e-9)[..., None, None]
+    out[c < -1 + 1e-9] = np.diag([1.0, -1.0, -1.0])
+    return out
+
+
+def _joints(builder: GlbBuilder, root: int, world: np.ndarray, parents: np.ndarray, names: list[str], info: SceneInfo):
+    """Joint nodes (parents first) from their world transforms ``[F, B, 4, 4]`` below ``root``:
+    local TRS from each parent, LINEAR animation when there is more than one frame."""
+    frames, count = world.shape[:2]
+    local = world.copy()
+    for b in range(count):
+        if parents[b] >= 0:
+            local[:, b] = np.linalg.inv(world[:, parents[b]]) @ world[:, b]
+    local_q = continuous_quats(matrix_to_quat_xyzw(local[..., :3, :3]))
+    local_t = local[..., :3, 3]
+    nodes, channels = [], []
+    for b in range(count):
+        parent = root if parents[b] < 0 else nodes[parents[b]]
+        nodes.append(builder.add_node(names[b], parent=parent, translation=local_t[0, b], rotation=local_q[0, b]))
+        if frames > 1:
+            channels.append((nodes[b], "translation", info.times_s, local_t[:, b], "LINEAR"))
+            channels.append((nodes[b], "rotation", info.times_s, local_q[:, b], "LINEAR"))
+    return nodes, channels
 
 
 def _finish(builder: GlbBuilder, channels: list, path) -> Path:
@@ -126,7 +195,7 @@ def write_splat_parts(path: str | os.PathLike, rest: SplatAttributes, label: np.
         if info.frame_count > 1:
             channels.append((node, "translation", info.times_s, node_t[:, p], "LINEAR"))
             channels.append((node, "rotation", info.times_s, node_q[:, p], "LINEAR"))
-    channels += _keypoints_and_camera(builder, root, info)
+    channels += _keypoints_and_camera(builder, root, info, bones=True)
     return _finish(builder, channels, path)
 
 
@@ -143,7 +212,7 @@ def write_splat_flipbook(path: str | os.PathLike, frames: list[SplatAttributes],
         if count > 1:
             shown = (np.arange(count) == i).astype(np.float64)
             channels.append((node, "scale", info.times_s, np.repeat(shown[:, None], 3, 1), "STEP"))
-    channels += _keypoints_and_camera(builder, root, info)
+    channels += _keypoints_and_camera(builder, root, info, bones=True)
     return _finish(builder, channels, path)
 
 
@@ -192,19 +261,7 @@ def write_skinned_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.
     world[..., :3, :3] = rotations
     world[..., :3, 3] = np.einsum("fbij,bj->fbi", rotations, heads) + translations
     world[..., 3, 3] = 1.0
-    local = world.copy()
-    for b in range(bones):
-        if parents[b] >= 0:
-            local[:, b] = np.linalg.inv(world[:, parents[b]]) @ world[:, b]
-    local_q = continuous_quats(matrix_to_quat_xyzw(local[..., :3, :3]))
-    local_t = local[..., :3, 3]
-    nodes, channels = [], []
-    for b in range(bones):
-        parent = root if parents[b] < 0 else nodes[parents[b]]
-        nodes.append(builder.add_node(bone_names[b], parent=parent, translation=local_t[0, b], rotation=local_q[0, b]))
-        if frames > 1:
-            channels.append((nodes[b], "translation", info.times_s, local_t[:, b], "LINEAR"))
-            channels.append((nodes[b], "rotation", info.times_s, local_q[:, b], "LINEAR"))
+    nodes, channels = _joints(builder, root, world, parents, bone_names, info)
     inverse_bind = np.tile(np.eye(4), (bones, 1, 1))
     inverse_bind[:, :3, 3] = -np.asarray(heads, np.float64)
     skin = builder.add_skin("skeleton", nodes, inverse_bind, skeleton=root)

@@ -33,7 +33,7 @@ from .errors import RequestIds, install_error_handlers
 from .routes.candidates import candidates_router
 from .routes.common import API, warm_imports
 from .routes.events import events_router
-from .routes.frames import frames_router, result_router
+from .routes.frames import export_router, frames_router, result_router
 from .routes.health import health_router
 from .routes.jobs import jobs_router
 from .routes.models import models_router
@@ -80,6 +80,7 @@ def build_api(config: ServerConfig, *, on_ready=None, on_shutdown=None, say=prin
         jobs_router(config, manager, frames, asyncio.Semaphore(config.limits.max_file_checks)),
         events_router(manager),
         frames_router(manager, frames, SkinnedMeshes(frames)),
+        export_router(manager, frames),
         result_router(manager),
         candidates_router(manager),
         models_router(downloads),

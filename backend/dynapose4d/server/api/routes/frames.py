@@ -1,16 +1,19 @@
 """A job's results: from the latest snapshot while it trains (``/jobs/{job_id}/frames/{index}``,
-``/mesh``, ``/keypoints``), and the finished PLY sequence (``/jobs/{job_id}/result``)."""
+``/mesh``, ``/keypoints``, ``/export``), and the finished PLY sequence (``/jobs/{job_id}/result``)."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
-from ...frames import MAX_FPS, MIN_FPS, SnapshotFrames
+from ...frames import MAX_FPS, MIN_FPS, BadFrameRequest, SnapshotFrames
+from ...limits import Term, check, field_chunk, frame_terms
 from ...mesh import MESH_MEDIA_TYPE, SkinnedMeshes
 from ...results import result_zip
 from ...runner.manager import JobConflict, JobManager
@@ -18,6 +21,10 @@ from ..schemas import KeypointTracks
 from .common import errors
 
 FRAME_MEDIA_TYPE = "application/octet-stream"
+GLB_MEDIA_TYPE = "model/gltf-binary"
+EXPORT_KINDS = ("splats", "points")
+MAX_EXPORT_MB = 200.0  # the largest flipbook an export may write (rigid parts stay near the static splat's size)
+SPLAT_BYTES = 240  # one Gaussian of one frame in a flipbook GLB: attributes and degree-3 SH (pipeline/export.py)
 
 
 def frames_router(manager: JobManager, frames: SnapshotFrames, meshes: SkinnedMeshes) -> APIRouter:
@@ -89,6 +96,61 @@ def frames_router(manager: JobManager, frames: SnapshotFrames, meshes: SkinnedMe
         )
 
     return router
+
+
+def export_router(manager: JobManager, frames: SnapshotFrames) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(
+        "/jobs/{job_id}/export",
+        response_class=Response,
+        responses={
+            200: {"content": {GLB_MEDIA_TYPE: {}}, "description": "the latest snapshot as a GLB (docs/export.md)"},
+            **errors(404, 409, 413, 422, json_route=False),
+        },
+    )
+    async def get_export(
+        job_id: str,
+        kind: Literal["splats", "points"] = Query("splats", alias="as", description="splats: KHR_gaussian_splatting; points: morph targets"),
+        fps: float | None = Query(None, ge=MIN_FPS, le=MAX_FPS),
+        frame_count: int | None = Query(None, ge=1, le=10_000),
+        mode: Literal["clamp", "loop", "pingpong"] = Query("clamp"),
+        version: int | None = Query(None, ge=0),
+        max_mb: float = Query(50.0, gt=0, le=MAX_EXPORT_MB, description="the largest flipbook the splats' auto motion may write"),
+    ) -> Response:
+        """The latest snapshot as glTF, sampled like its frames: what ``dynapose4d export --as splats``
+        writes for a job folder, for a client that cannot run the backend's command."""
+        job = manager.get(job_id)
+        data, snapshot = await asyncio.to_thread(
+            export_glb, frames, job_id, job.dir, kind=kind, fps=fps, frame_count=frame_count, mode=mode, version=version, max_mb=max_mb
+        )
+        return Response(content=data, media_type=GLB_MEDIA_TYPE, headers={"X-Snapshot-Version": str(snapshot.get("version", ""))})
+
+    return router
+
+
+def export_glb(frames: SnapshotFrames, job_id: str, job_dir: Path, *, kind: str, fps: float | None, frame_count: int | None,
+               mode: str, version: int | None, max_mb: float) -> tuple[bytes, dict]:
+    """The GLB bytes of the job's latest snapshot; its memory is checked before any sampling (every
+    frame's Gaussians are held at once, and the deformation field runs on its handles)."""
+    from ....io.job_folder import JobFolder
+    from ....pipeline.export import ExportError, ExportOptions, export_result
+
+    loaded = frames.load(job_id, job_dir)
+    frames._check_version(loaded, version)
+    fps, frame_count = frames._timing(loaded.model, fps, frame_count, mode)
+    gaussians, handles = loaded.model.static.num, len(loaded.model.deformation().handles_rest)
+    terms = [*frame_terms(gaussians), field_chunk(handles)]
+    if kind == "splats":
+        terms.append(Term("flipbook Gaussians", gaussians, SPLAT_BYTES))
+    check(f"this {kind} export", frame_count, terms, frames.work_bytes, "")
+    with tempfile.TemporaryDirectory(prefix="dynapose4d-export-") as tmp:
+        out = Path(tmp) / "export.glb"
+        try:
+            export_result(JobFolder(job_dir).snapshot, out, ExportOptions(kind=kind, fps=fps, frames=frame_count, time_mode=mode, max_mb=max_mb))
+        except ExportError as exc:
+            raise BadFrameRequest(f"no {kind} export of this snapshot: {exc}") from None
+        return out.read_bytes(), loaded.snapshot
 
 
 def result_router(manager: JobManager) -> APIRouter:
