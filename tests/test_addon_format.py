@@ -233,7 +233,8 @@ def test_the_add_on_asks_within_the_server_s_limits():
 def test_view_dependent_colour_turns_with_the_world(degree):
     """The colour a Gaussian shows along a Blender direction d is the one it showed along the
     backend direction C^T d (``sh_rest_to_blender``), for every SH degree."""
-    from blender_addon.format.sequence import sh_basis, sh_rest_to_blender
+    from blender_addon.format.sequence import sh_rest_to_blender
+    from blender_addon.format.sh import basis as sh_basis
 
     k = (degree + 1) ** 2 - 1
     rest = np.random.default_rng(degree).normal(size=(4, k, 3))

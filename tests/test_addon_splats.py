@@ -7,6 +7,7 @@ numpy only, except the cross-checks against the backend's PLY reader and writer 
 import numpy as np
 import pytest
 
+from blender_addon.format import sh
 from blender_addon.format.splats import (
     SH_C0,
     NotASplat,
@@ -16,8 +17,6 @@ from blender_addon.format.splats import (
     matrix_to_quat,
     quat_to_matrix,
     read_ply,
-    rotate_sh_rest,
-    sh_rest_basis,
     to_world,
     write_ply,
 )
@@ -38,7 +37,7 @@ def covariances(s: Splats) -> np.ndarray:
 
 def colours(s: Splats, directions: np.ndarray) -> np.ndarray:
     """View-dependent colour (before the +0.5 and the clamp) of every splat at each direction: [D, N, 3]."""
-    basis = sh_rest_basis(directions, s.sh_rest.shape[1])
+    basis = sh.basis(directions, sh.degree_of(s.sh_rest.shape[1]))
     return SH_C0 * s.sh_dc[None] + np.einsum("dk,nkc->dnc", basis, s.sh_rest)
 
 
@@ -129,7 +128,7 @@ def test_world_space_turns_the_view_dependent_colour_with_the_object():
     # Seen along turn @ d, the turned splat shows what the original showed along d.
     np.testing.assert_allclose(colours(w, dirs @ turn.T), colours(s, dirs), atol=1e-5)
     # Degree 1 only: the same holds (and the identity leaves the coefficients alone).
-    np.testing.assert_allclose(rotate_sh_rest(s.sh_rest[:, :3], np.eye(3)), s.sh_rest[:, :3], atol=1e-9)
+    np.testing.assert_allclose(sh.rotate(s.sh_rest[:, :3], np.eye(3)), s.sh_rest[:, :3], atol=1e-9)
 
 
 def test_quaternions_and_matrices_round_trip():
@@ -200,3 +199,23 @@ def test_any_property_order_type_and_format_reads_the_same(tmp_path, form):
     back = read_ply(tmp_path / "other.ply")
     for name in ("positions", "rotations", "scales", "opacities", "sh_dc", "sh_rest"):
         np.testing.assert_allclose(getattr(back, name), getattr(s, name), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("up", ["+y", "+z"])
+def test_a_folders_view_dependent_colour_comes_back_plus_y_up(tmp_path, up):
+    """A result folder written +Z up holds Blender-frame splats, SH included; the folder import
+    turns them back +Y up (the wire's frame), so the colour seen along each direction survives."""
+    import json
+
+    from blender_addon.format.coords import BACKEND_TO_BLENDER
+    from blender_addon.format.result_folder import FORMAT, read_result
+
+    backend = random_splats(n=32, rest=15)
+    turn = np.eye(4)
+    turn[:3, :3] = BACKEND_TO_BLENDER if up == "+z" else np.eye(3)
+    write_ply(tmp_path / "frame_0000.ply", to_world(backend, turn))
+    (tmp_path / "sequence.json").write_text(json.dumps({"format": FORMAT, "fps": 24, "up": up, "frames": ["frame_0000.ply"]}))
+    sequence = read_result(tmp_path).sequence
+    np.testing.assert_allclose(sequence.positions[0], backend.positions, atol=1e-5)
+    np.testing.assert_allclose(sequence.sh_rest, backend.sh_rest, atol=1e-4)
+    assert sequence.sh_degree == 3

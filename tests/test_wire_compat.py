@@ -97,7 +97,7 @@ def test_the_addons_sh_basis_is_the_backends():
     (order and signs of f_rest), or the turned colours are wrong."""
     import torch
 
-    from blender_addon.format.sequence import sh_basis
+    from blender_addon.format.sh import basis as sh_basis
     from dynapose4d import sh
 
     dirs = np.random.default_rng(3).normal(size=(40, 3))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .coords import blender_to_backend
+from . import sh
+from .coords import BACKEND_TO_BLENDER, blender_to_backend
 from .sequence import MAX_FPS, MAX_FRAME_COUNT, MIN_FPS, TIME_MODES, Sampling, Sequence, assemble
 from .splats import NotASplat, read_ply
 from .wire import Frame
@@ -85,7 +86,8 @@ def read_result(path: str | os.PathLike) -> FolderResult:
     ``scene.importer.import_sequence``."""
     sidecar = find_sidecar(path).resolve()
     data = read_sidecar(sidecar)
-    turn = _to_y_up(data.get("up", "+y"), sidecar)
+    up = data.get("up", "+y")
+    turn = _to_y_up(up, sidecar)
     count = len(data["frames"])
     mode = data.get("time_mode", "clamp")
     sampling = Sampling(float(data["fps"]), count, mode if mode in TIME_MODES else "clamp")
@@ -108,6 +110,7 @@ def read_result(path: str | os.PathLike) -> FolderResult:
             scales=splats.scales, opacities=splats.opacities, colors=splats.colors.astype(np.float32),
             keypoints=keypoints[index].astype(np.float32),
             header={"frame": {"index": index, "frame_count": count, "fps": sampling.fps, "time": float(times[index])}},
+            sh_rest=_turn_sh(splats.sh_rest, up) if index == 0 else None,  # the colour's view dependence does not move
         ))
     tracks = {
         "fps": sampling.fps, "frame_count": count, "times": times, "names": names, "positions": keypoints,
@@ -128,6 +131,13 @@ def _to_y_up(up: str, sidecar: Path):
     if up == "+z":  # a +Z-up file holds Blender-frame coordinates
         return blender_to_backend
     raise ResultFolderError(f"{sidecar}: unknown up axis {up!r} (expected '+y' or '+z')")
+
+
+def _turn_sh(rest: np.ndarray | None, up: str) -> np.ndarray | None:
+    """SH coefficients in the file's frame as +Y-up ones (a +Z-up file's are Blender-frame)."""
+    if rest is None or up == "+y":
+        return None if rest is None else np.asarray(rest, np.float32)
+    return sh.rotate(rest, BACKEND_TO_BLENDER.T).astype(np.float32)
 
 
 def _turn_rotations(quats: np.ndarray, turn) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import sh
 from .coords import BACKEND_TO_BLENDER
 from .skinned import Skinned
 from .wire import Frame
@@ -108,8 +109,7 @@ class Sequence:
 
     @property
     def sh_degree(self) -> int:
-        k = 0 if self.sh_rest is None else int(self.sh_rest.shape[1])
-        return int(round(math.sqrt(k + 1))) - 1
+        return 0 if self.sh_rest is None else sh.degree_of(int(self.sh_rest.shape[1]))
 
     @property
     def frame_count(self) -> int:
@@ -208,34 +208,9 @@ def rotations_to_blender(quats: np.ndarray) -> np.ndarray:
 # -- view-dependent colour, for Blender -------------------------------------------------------------
 
 
-def sh_basis(directions: np.ndarray, degree: int) -> np.ndarray:
-    """The real SH basis ``[..., (degree+1)^2 - 1]`` above degree 0 at unit ``directions [..., 3]``,
-    in the order and signs of the 3DGS PLY's ``f_rest`` (and of the backend's ``sh.py``)."""
-    x, y, z = np.moveaxis(np.asarray(directions, np.float64), -1, 0)
-    out = [-0.4886025119029199 * y, 0.4886025119029199 * z, -0.4886025119029199 * x]
-    if degree >= 2:
-        xx, yy, zz = x * x, y * y, z * z
-        out += [1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.31539156525252005 * (2 * zz - xx - yy),
-                -1.0925484305920792 * x * z, 0.5462742152960396 * (xx - yy)]
-    if degree >= 3:
-        out += [-0.5900435899266435 * y * (3 * xx - yy), 2.890611442640554 * x * y * z,
-                -0.4570457994644658 * y * (4 * zz - xx - yy), 0.3731763325901154 * z * (2 * zz - 3 * xx - 3 * yy),
-                -0.4570457994644658 * x * (4 * zz - xx - yy), 1.445305721320277 * z * (xx - yy),
-                -0.5900435899266435 * x * (xx - 3 * yy)]
-    return np.stack(out[: (degree + 1) ** 2 - 1], axis=-1)
-
-
 def sh_rest_to_blender(sh_rest: np.ndarray | None) -> np.ndarray | None:
     """SH coefficients ``[N, K, 3]`` of backend-frame colours as Blender-frame ones: the colour
-    seen along d in Blender is the one seen along C^T d in the backend, so each band's
-    coefficients go through the matrix that turns the basis by C (solved once on directions)."""
+    seen along d in Blender is the one seen along C^T d in the backend."""
     if sh_rest is None or sh_rest.shape[1] == 0:
         return None
-    k = sh_rest.shape[1]
-    degree = int(round(math.sqrt(k + 1))) - 1
-    dirs = np.random.default_rng(0).normal(size=(64, 3))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    seen = sh_basis(dirs, degree)  # Y(d) for d in Blender
-    back = sh_basis(dirs @ BACKEND_TO_BLENDER, degree)  # Y(C^T d), rows
-    turn, *_ = np.linalg.lstsq(seen, back, rcond=None)  # Y(C^T d) = Y(d) @ turn
-    return np.einsum("ji,nic->njc", turn, np.asarray(sh_rest, np.float64)).astype(np.float32)
+    return sh.rotate(sh_rest, BACKEND_TO_BLENDER).astype(np.float32)

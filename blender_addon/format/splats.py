@@ -32,6 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
+from . import sh
+
 SH_C0 = 0.28209479177387814
 FILE_REST = 15  # the original 3DGS loader (and those copied from it) reads degree 3 only: 45 f_rest
 LAYOUTS = ("blender-splat", "3dgs-ply", "reshot", "dynapose4d")
@@ -191,7 +193,7 @@ def to_world(splats: Splats, matrix: np.ndarray) -> Splats:
         scales = splats.scales.astype(np.float64) * sigma.mean()
     else:
         rotations, scales = _transformed_covariances(splats, a)
-    rest = None if splats.sh_rest is None else rotate_sh_rest(splats.sh_rest, orthogonal)
+    rest = None if splats.sh_rest is None else sh.rotate(splats.sh_rest, orthogonal)
     return Splats(positions, rotations, scales, splats.opacities, splats.sh_dc, rest)
 
 
@@ -236,38 +238,6 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bw, bx, by, bz = np.moveaxis(np.asarray(b, dtype=np.float64), -1, 0)
     return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
                      aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
-
-
-def sh_rest_basis(directions: np.ndarray, k: int) -> np.ndarray:
-    """The real SH basis above degree 0 at unit ``directions [M, 3]``, the 3DGS order and signs: ``[M, k]``."""
-    x, y, z = np.asarray(directions, dtype=np.float64).T
-    c1 = 0.4886025119029199
-    out = [-c1 * y, c1 * z, -c1 * x]
-    if k > 3:
-        xx, yy, zz = x * x, y * y, z * z
-        out += [1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.31539156525252005 * (2 * zz - xx - yy),
-                -1.0925484305920792 * x * z, 0.5462742152960396 * (xx - yy)]
-    if k > 8:
-        out += [-0.5900435899266435 * y * (3 * xx - yy), 2.890611442640554 * x * y * z,
-                -0.4570457994644658 * y * (4 * zz - xx - yy), 0.3731763325901154 * z * (2 * zz - 3 * xx - 3 * yy),
-                -0.4570457994644658 * x * (4 * zz - xx - yy), 1.445305721320277 * z * (xx - yy),
-                -0.5900435899266435 * x * (xx - 3 * yy)]
-    return np.stack(out, 1)
-
-
-def rotate_sh_rest(rest: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """SH coefficients ``[N, K, 3]`` of colours seen from direction d, for the object turned by the
-    orthogonal 3x3 ``rotation``: the new colour at d is the old one at rotation^T d. Each degree's
-    span is closed under rotation, so the least-squares fit on enough directions is exact."""
-    rest = np.asarray(rest, dtype=np.float64)
-    k = rest.shape[1]
-    index = np.arange(64) + 0.5  # a Fibonacci sphere: well spread, no two alike
-    z = 1 - 2 * index / 64
-    phi = np.pi * (1 + 5**0.5) * index
-    dirs = np.column_stack([np.sqrt(1 - z * z) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z])
-    new_basis, old_basis = sh_rest_basis(dirs, k), sh_rest_basis(dirs @ np.asarray(rotation, dtype=np.float64), k)
-    mix = np.linalg.lstsq(new_basis, old_basis, rcond=None)[0]  # [K, K]: new coefficients = mix @ old
-    return np.einsum("jk,nkc->njc", mix, rest)
 
 
 # -- the standard 3DGS PLY ----------------------------------------------------------------------------
