@@ -213,15 +213,24 @@ def _visible_points(tree: _Tree, gin):
     return tree.node("GeometryNodeMeshToPoints", -600, 0, {"Mesh": gin.outputs["Geometry"], "Selection": visible})
 
 
-def splat_node_group():
-    """4.2-5.2: every Gaussian an ellipsoid instance with the per-ray falloff material."""
-    group, new = _new_group(GROUP)
+def _group_start(name: str):
+    """The display group ``name`` and what both displays begin with (the frame's rotation and
+    scale, the visible points); ``(group, None)`` when the group is already current."""
+    group, new = _new_group(name)
     if not new:
-        return group
+        return group, None
     tree = _Tree(group)
     gin = tree.node("NodeGroupInput", -1800, 0)
     rotation, scale = _frame_attributes(tree, gin)
-    points = _visible_points(tree, gin)
+    return group, (tree, gin, rotation, scale, _visible_points(tree, gin))
+
+
+def splat_node_group():
+    """4.2-5.2: every Gaussian an ellipsoid instance with the per-ray falloff material."""
+    group, start = _group_start(GROUP)
+    if start is None:
+        return group
+    tree, gin, rotation, scale, points = start
     color = tree.attribute("color", "FLOAT_COLOR", -400, -150)
     store_color = tree.node("GeometryNodeStoreNamedAttribute", -200, 0, {"Geometry": points.outputs["Points"],
                             "Name": RENDER_COLOR, "Value": color}, data_type="FLOAT_VECTOR", domain="POINT")
@@ -240,13 +249,10 @@ def splat_node_group():
 
 def native_node_group():
     """5.3+: the points become Blender's own Gaussian splats, turned and sized per frame."""
-    group, new = _new_group(NATIVE_GROUP)
-    if not new:
+    group, start = _group_start(NATIVE_GROUP)
+    if start is None:
         return group
-    tree = _Tree(group)
-    gin = tree.node("NodeGroupInput", -1800, 0)
-    rotation, scale = _frame_attributes(tree, gin)
-    points = _visible_points(tree, gin)
+    tree, gin, rotation, scale, points = start
     turn = tree.node("GeometryNodeStoreNamedAttribute", -200, 0, {"Geometry": points.outputs["Points"], "Name": "rotation",
                      "Value": rotation}, data_type="QUATERNION", domain="POINT")
     size = tree.node("GeometryNodeStoreNamedAttribute", 0, 0, {"Geometry": turn.outputs["Geometry"], "Name": "scale",
