@@ -41,9 +41,11 @@ from ..losses import (
 )
 from ..render import render
 from ..video.clip import DrivingVideo
+from ..video.masks import trust_keypoints
 from .loop import StopRequested, run_stage
 
 STAGE = "dynamic"
+KEYPOINT_TRUST_RADIUS = 0.03  # of the render size: the disk around a keypoint the mask lost where the mask is not trusted
 MAX_MEAN_SCALE_CHANGE = 0.1  # a mean-motion scale off 1 by more than this is reported as a warning
 
 
@@ -156,6 +158,12 @@ class DynamicStage:
         scale = torch.tensor([res / vw, res / vh])
         self.track_xy = torch.from_numpy(track.xy) * scale
         self.track_weight = torch.from_numpy(track.confidence * track.visible)
+        # Mask confidence: where the driving video's masks are unsure, or lost a part that a
+        # tracked keypoint says is there, the reference losses do not pull (video/masks.py).
+        weights, lost = trust_keypoints(resized.weights.numpy(), self.masks.numpy(), self.track_xy.numpy(),
+                                        self.track_weight.numpy(), KEYPOINT_TRUST_RADIUS * res)
+        self.weights = torch.from_numpy(weights)
+        self.mask_info = {"unsure_share": round(float((self.weights < 0.5).float().mean()), 4), "keypoints_outside_mask": lost}
         self.support = support
         self.track_info = {"estimator": track.estimator}
 
@@ -248,7 +256,7 @@ class DynamicStage:
         scenes = deformed.gaussians(static)
         out = render(scenes, self.camera, 1.0)
         losses = {}
-        losses["loss_rgb"], losses["loss_mask"] = loss_reference(out.rgb, out.alpha, self.frames[frame_ids], self.masks[frame_ids])
+        losses["loss_rgb"], losses["loss_mask"] = loss_reference(out.rgb, out.alpha, self.frames[frame_ids], self.masks[frame_ids], self.weights[frame_ids])
         later = frame_ids > 0  # frame 0 is the one-shot support
         if later.any():
             pixels, _ = self.camera.project(self.anchors.positions(deformed)[later])
@@ -361,7 +369,7 @@ class DynamicStage:
             camera=self.camera,
             video_fps=self.video_fps,
             num_frames=self.num_frames,
-            info={"iterations": self.step, "config": self.config.to_dict(), **self.track_info, **self.extra_info},
+            info={"iterations": self.step, "config": self.config.to_dict(), **self.track_info, "masks": self.mask_info, **self.extra_info},
         )
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -411,7 +419,7 @@ class DynamicStage:
 
 def _digest(static: Gaussians, video: DrivingVideo, track: TrackResult) -> str:
     h = hashlib.sha256()
-    for t in list(static.tensors().values()) + [video.frames, video.masks]:
+    for t in list(static.tensors().values()) + [video.frames, video.masks, video.weights]:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(np.ascontiguousarray(track.xy).tobytes())
     h.update(np.ascontiguousarray(track.confidence).tobytes())
