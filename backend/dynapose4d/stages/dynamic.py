@@ -158,12 +158,7 @@ class DynamicStage:
         scale = torch.tensor([res / vw, res / vh])
         self.track_xy = torch.from_numpy(track.xy) * scale
         self.track_weight = torch.from_numpy(track.confidence * track.visible)
-        # Mask confidence: where the driving video's masks are unsure, or lost a part that a
-        # tracked keypoint says is there, the reference losses do not pull (video/masks.py).
-        weights, lost = trust_keypoints(resized.weights.numpy(), self.masks.numpy(), self.track_xy.numpy(),
-                                        self.track_weight.numpy(), KEYPOINT_TRUST_RADIUS * res)
-        self.weights = torch.from_numpy(weights)
-        self.mask_info = {"unsure_share": round(float((self.weights < 0.5).float().mean()), 4), "keypoints_outside_mask": lost}
+        self.mask_weight, self.mask_info = self._mask_weight(resized, res)
         self.support = support
         self.track_info = {"estimator": track.estimator}
 
@@ -247,6 +242,14 @@ class DynamicStage:
             cache[e] = order
         return cache[epoch]
 
+    def _mask_weight(self, video: DrivingVideo, res: int) -> tuple[Tensor, dict]:
+        """The reference losses' per-pixel weight: the video's mask confidence, cleared around the
+        tracked keypoints the masks lost (video/masks.py), and what it holds, for the result."""
+        weights, lost = trust_keypoints(video.weights.numpy(), self.masks.numpy(), self.track_xy.numpy(),
+                                        self.track_weight.numpy(), KEYPOINT_TRUST_RADIUS * res)
+        weight = torch.from_numpy(weights)
+        return weight, {"unsure_share": round(float((weight < 0.5).float().mean()), 4), "keypoints_outside_mask": lost}
+
     def losses(self, frame_ids: Tensor) -> dict[str, Tensor]:
         """The unweighted loss terms for one batch of frames (``loss_<name>``)."""
         c = self.config
@@ -256,7 +259,7 @@ class DynamicStage:
         scenes = deformed.gaussians(static)
         out = render(scenes, self.camera, 1.0)
         losses = {}
-        losses["loss_rgb"], losses["loss_mask"] = loss_reference(out.rgb, out.alpha, self.frames[frame_ids], self.masks[frame_ids], self.weights[frame_ids])
+        losses["loss_rgb"], losses["loss_mask"] = loss_reference(out.rgb, out.alpha, self.frames[frame_ids], self.masks[frame_ids], self.mask_weight[frame_ids])
         later = frame_ids > 0  # frame 0 is the one-shot support
         if later.any():
             pixels, _ = self.camera.project(self.anchors.positions(deformed)[later])

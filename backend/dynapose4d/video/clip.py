@@ -401,8 +401,7 @@ class FileVideoSource(VideoSource):
                     match["time_s"] = round(self.start_s + match["frame"] * (1.0 / fps), 3)
                 info["support_match"] = match
         else:
-            frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
-            confidence = None  # without a support the masks are GrabCut's and the confidence is 1
+            frames, masks, confidence = _crop_clip(rgbs, masks, self.size, self.fill, confidence)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
         conf = None if confidence is None else torch.from_numpy(np.clip(confidence, 0, 1).astype(np.float32))
         return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info, conf)
@@ -438,8 +437,10 @@ def align_video(video, support_image, support_mask):
     return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), video.fps, video.source, meta), framing
 
 
-def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
-    """One similarity (crop + scale) for the whole clip, from frame 0's mask box."""
+def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float, confidence: list[np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One similarity (crop + scale) for the whole clip, from frame 0's mask box; the confidences
+    go with the masks (sure beyond the clip's edges, where the mask's 0 is sure too)."""
     ys, xs = np.nonzero(masks[0] > 0.5)
     if len(xs) == 0:
         raise VideoError("no foreground found in the first frame of the video; give a mask, an RGBA frame folder, or a segmenter")
@@ -453,12 +454,15 @@ def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill:
     # Continuous coordinates: x' = x - cx + size / 2; OpenCV's integer-centre pixels shift alike.
     shift = np.array([[1.0, 0.0, size / 2.0 - cx], [0.0, 1.0, size / 2.0 - cy]], np.float32)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    frames, out_masks = [], []
-    for rgb, m in zip(rgbs, masks):
+    frames, out_masks, out_conf = [], [], []
+    for rgb, m, c in zip(rgbs, masks, confidence):
         comp = rgb * m[..., None] + (1.0 - m[..., None])
         comp = cv2.resize(comp.astype(np.float32), (nw, nh), interpolation=interp)
         m = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp)
         warp = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         frames.append(cv2.warpAffine(comp, shift, (size, size), borderValue=(1.0, 1.0, 1.0), **warp))
         out_masks.append(cv2.warpAffine(m, shift, (size, size), borderValue=0.0, **warp))
-    return np.clip(np.stack(frames), 0, 1).astype(np.float32), np.clip(np.stack(out_masks), 0, 1).astype(np.float32)
+        c = cv2.resize(c.astype(np.float32), (nw, nh), interpolation=interp)
+        out_conf.append(cv2.warpAffine(c, shift, (size, size), borderValue=1.0, **warp))
+    stack = [np.clip(np.stack(x), 0, 1).astype(np.float32) for x in (frames, out_masks, out_conf)]
+    return stack[0], stack[1], stack[2]
