@@ -330,7 +330,8 @@ def registered_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], m
 def template_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], scales=None, min_score: float = 0.6
                   ) -> tuple[np.ndarray | None, float]:
     """The support mask placed on ``frame`` where the support's object, as a masked template, best
-    matches it (normalised cross-correlation over positions and ``scales``; default 0.6-1.6x):
+    matches it (normalised cross-correlation, or for a plain object its colours' mean squared
+    difference, over positions and ``scales``; default 0.6-1.6x):
     ``(seed or None when the best score is below min_score, that scale)``. For an object with few
     features of its own (SIFT's matches on a plain object's outline vanish on a busy background)."""
     s_img, s_mask = support
@@ -341,7 +342,7 @@ def template_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], sca
     tpl = s_img[y0:y1, x0:x1].astype(np.float32)
     tmask = (s_mask[y0:y1, x0:x1] > 0.5).astype(np.float32)
     frame = frame.astype(np.float32)
-    best = (-1.0, 1.0, (0, 0))
+    found = []
     for scale in np.geomspace(0.6, 1.6, 11) if scales is None else scales:
         tw, th = max(4, round(tpl.shape[1] * scale)), max(4, round(tpl.shape[0] * scale))
         if tw >= frame.shape[1] or th >= frame.shape[0]:
@@ -349,10 +350,18 @@ def template_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], sca
         t = cv2.resize(tpl, (tw, th), interpolation=cv2.INTER_AREA)
         m = (cv2.resize(tmask, (tw, th), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
         score = np.nan_to_num(cv2.matchTemplate(frame, t, cv2.TM_CCOEFF_NORMED, mask=m), nan=-1.0, posinf=-1.0, neginf=-1.0)
+        # A plain object has no pattern to correlate: its colour over its shape (mean squared
+        # difference per channel, mapped so that 0.01 scores min_score) stands in.
+        sq = cv2.matchTemplate(frame, t, cv2.TM_SQDIFF, mask=m) / (3.0 * max(m.sum(), 1.0))
+        score = np.maximum(score, 1.0 - (1.0 - min_score) * sq / 0.01)
         _, top, _, at = cv2.minMaxLoc(score)
-        if top > best[0]:
-            best = (top, float(scale), at)
-    top, scale, (x, y) = best
+        found.append((top, float(scale), at))
+    if not found:
+        return None, 1.0
+    # A smaller copy of a plain object fits inside it as well: the largest scale that scores
+    # about as well as the best wins.
+    best = max(top for top, _, _ in found)
+    top, scale, (x, y) = max((f for f in found if f[0] >= best - 0.03), key=lambda f: f[1])
     if top < min_score:
         return None, scale
     matrix = np.array([[scale, 0.0, x - scale * x0], [0.0, scale, y - scale * y0]])
