@@ -58,14 +58,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_DIR = Path(os.environ.get("DYNAPOSE4D_BENCHMARK_DEV") or ROOT.parent / "shared" / "benchmark-dev")
 sys.path.insert(0, str(ROOT / "backend"))
 
+from bench_masks import BACKGROUNDS, composite, load_rgba  # noqa: E402  (scripts/ beside this file)
 from dynapose4d.cameras import Cameras  # noqa: E402
+from dynapose4d.evaluation.metrics import psnr, ssim  # noqa: E402
 from dynapose4d.io import read_ply  # noqa: E402
 from dynapose4d.io.sequence import read_sequence  # noqa: E402
-from dynapose4d.evaluation.metrics import psnr, ssim  # noqa: E402
 from dynapose4d.render import render  # noqa: E402
 from dynapose4d.userframe import FRAME_INPUT, UserFrame  # noqa: E402
 from dynapose4d.video.clip import sample_indices  # noqa: E402
-from bench_masks import BACKGROUNDS, composite, load_rgba  # noqa: E402  (scripts/ beside this file)
 
 SCENES = ("crane", "snake", "blob")
 VARIANTS = ("cropped", "zoomed")

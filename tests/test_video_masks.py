@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from dynapose4d.events import LogEvent
 from dynapose4d.imaging.masks import grabcut_sequence, mask_iou
 from dynapose4d.losses import loss_reference

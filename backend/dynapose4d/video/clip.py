@@ -419,10 +419,9 @@ class FileVideoSource(VideoSource):
             if support is not None and not plain_background(rgbs, support):
                 found = anchored_masks(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side)
                 return found.masks, found.confidence, found.how, found.to_dict()
-            # A plain background: GrabCut carried by flow is exact there; only the edges are unsure.
+            # A plain background: GrabCut carried by the flow is exact there (sure everywhere, as before).
             masks = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side)
-            _, confidence = segmenter_confidence(masks)
-            return masks, confidence, "grabcut", None
+            return masks, [np.ones_like(m) for m in masks], "grabcut", None
         except MaskError as exc:
             raise VideoError(str(exc)) from None
 
