@@ -36,7 +36,7 @@ import numpy as np
 
 from ..imaging.masks import clean_mask, first_frame_mask, grabcut_labels, registered_seed, run_grabcut, template_seed
 from ..imaging.pixels import as_rgb, border_pixels
-from ..imaging.warp import similarity, warp
+from ..imaging.warp import warp
 from .stabilise import estimate_camera_motion
 
 __all__ = ["ClipMasks", "mask_warning", "anchored_masks", "plain_background", "trust_keypoints", "segmenter_confidence", "edge_band", "AREA_JUMP", "MIN_SURE"]
@@ -123,12 +123,6 @@ def _background_motion(small, seeds, margin: int) -> list[np.ndarray]:
     for m, source in zip(measured.matrices[1:], measured.sources[1:]):
         out.append(m if source == "background" else out[-1])
     return out
-
-
-def _follow(seed0: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """``[2, 3]``: the shift and scale taking ``seed0`` onto ``seed`` (two placements of one shape)."""
-    (y0, x0), (y1, x1) = (np.argwhere(seed0 > 0.5) + 0.5).mean(0), (np.argwhere(seed > 0.5) + 0.5).mean(0)
-    return similarity(float(np.sqrt((seed > 0.5).sum() / max((seed0 > 0.5).sum(), 1))), (x0, y0), (x1, y1))
 
 
 def _touching(held: np.ndarray, moved: list[np.ndarray], band: int) -> np.ndarray:
@@ -266,12 +260,11 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
         diffs = _differences(small, plate, from_canvas, size)
         thr = _threshold(diffs, seeds)
         # The object's parts the plate holds (there in most frames): frame 0's registered object
-        # where it looks like the plate, moved into every frame as the support found there moved
-        # (with the object, not the background: a camera may follow the object).
+        # where it looks like the plate, moved by the camera into every frame.
         held = cv2.erode(seeds[0].astype(np.uint8), _disk(1)).astype(bool) & (diffs[0] < thr)
         if not registered:  # a colour seed also takes still clutter of the object's colours
             held = _touching(held, [warp((d > thr).astype(np.float32), m, size, 0.0) > 0.5 for d, m in zip(diffs, to_frame0)], band)
-        statics = [warp(held.astype(np.float32), _follow(seeds[0], s), size, 0.0) > 0.5 for s in seeds]
+        statics = [warp(held.astype(np.float32), m, size, 0.0) > 0.5 for m in to_frame]  # still against the background
         passes = [_frame_mask(f, d, st, thr, iterations, band) for f, d, st in zip(small, diffs, statics)]
         masks = [p[0] for p in passes]
     confidence = [_confidence(m, fg, bg, band) for m, _, fg, bg in passes]
