@@ -210,9 +210,10 @@ def _frame_mask(img, diff, static, thr, iterations, band):
 
 
 def _confidence(mask, clear_fg, clear_bg, band) -> np.ndarray:
-    """1 where the mask and a clear plate verdict agree, 0 elsewhere and along the mask's edge."""
+    """Inside the mask 1 unless the plate clearly calls it background; outside it 1 only where the
+    plate clearly does (a lost part is outside); 0 along the mask's edge."""
     inside = mask > 0.5
-    conf = ((inside & clear_fg) | (~inside & clear_bg)).astype(np.float32)
+    conf = ((inside & ~clear_bg) | (~inside & clear_bg & ~clear_fg)).astype(np.float32)
     conf[edge_band(mask, max(1, band // 2))] = 0.0
     return conf
 
