@@ -110,9 +110,9 @@ def test_keypoints_the_mask_lost_clear_its_confidence_around_them():
 
 
 def test_frames_whose_masks_look_wrong_are_warned_about_with_their_numbers(tmp_path):
-    stats = [{"area": 1.0, "sure": 0.9, "suspect": False}] * 3 + [{"area": 0.42, "sure": 0.35, "suspect": True}]
+    stats = [{"area": 1.0, "seed_area": 1.0, "sure": 0.9, "suspect": False}] * 3 + [{"area": 0.42, "seed_area": 0.5, "sure": 0.35, "suspect": True}]
     check = ClipMasks([None] * 4, [], "plate+registered", stats)
-    assert "1 of 4 frames: 3 (area x0.42 of the median, sure 35%)" in check.warning()
+    assert "1 of 4 frames: 3 (area x0.42 of the median, x0.50 of the input view's, sure 35%)" in check.warning()
     video = DrivingVideo(torch.ones(4, 8, 8, 3), torch.zeros(4, 8, 8), 8.0, meta={"masks": "plate+registered", "mask_check": check.to_dict()},
                          confidence=torch.ones(4, 8, 8))
     events = []

@@ -39,9 +39,10 @@ from ..imaging.pixels import as_rgb, border_pixels
 from ..imaging.warp import warp
 from .stabilise import estimate_camera_motion
 
-__all__ = ["ClipMasks", "mask_warning", "anchored_masks", "plain_background", "trust_keypoints", "segmenter_confidence", "edge_band", "AREA_JUMP", "MIN_SURE"]
+__all__ = ["ClipMasks", "mask_warning", "anchored_masks", "plain_background", "trust_keypoints", "segmenter_confidence", "edge_band", "AREA_JUMP", "SEED_AREA_OFF", "MIN_SURE"]
 
 AREA_JUMP = 1.6  # a frame's mask area more than this factor off its neighbours' median is suspect
+SEED_AREA_OFF = 1.4  # a mask this much larger or smaller than the support found in its frame is suspect
 MIN_SURE = 0.5  # a frame where less than this share of the object's surroundings is sure is suspect
 _PLATE_MIN_FRAMES = 0.25  # a plate pixel needs to be seen as background in this share of the frames
 
@@ -75,7 +76,8 @@ def mask_warning(stats: list[dict]) -> str | None:
     bad = [i for i, s in enumerate(stats) if s.get("suspect")]
     if not bad:
         return None
-    shown = ", ".join(f"{i} (area x{stats[i]['area']:.2f} of the median, sure {stats[i]['sure']:.0%})" for i in bad[:6])
+    shown = ", ".join(f"{i} (area x{stats[i]['area']:.2f} of the median, x{stats[i].get('seed_area', 1.0):.2f} of the input view's, "
+                      f"sure {stats[i]['sure']:.0%})" for i in bad[:6])
     more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
     return (f"the driving video's masks look wrong on {len(bad)} of {len(stats)} frames: {shown}{more}; their unsure "
             "pixels do not pull in the reference losses. A plainer background, an RGBA frame folder or a segmentation "
@@ -218,7 +220,10 @@ def _confidence(mask, clear_fg, clear_bg, band) -> np.ndarray:
     return conf
 
 
-def _check(masks, confidence, reach_px) -> list[dict]:
+def _check(masks, confidence, reach_px, seeds) -> list[dict]:
+    """Per frame: area against the clip's median and against the support found in the frame
+    (``seed``: a slow drift, a ghost that grows, a part lost for good), share of sure pixels
+    near the object, and whether any of them is off."""
     areas = np.array([float((m > 0.5).sum()) for m in masks])
     median = float(np.median(areas)) or 1.0
     stats = []
@@ -227,8 +232,10 @@ def _check(masks, confidence, reach_px) -> list[dict]:
         sure = float((c[near] > 0.9).mean()) if near.any() else 0.0
         neighbours = np.median(areas[max(0, t - 2): t + 3]) or 1.0
         jump = max(areas[t], 1.0) / neighbours
-        stats.append({"area": areas[t] / median, "sure": sure,
-                      "suspect": bool(jump > AREA_JUMP or jump < 1 / AREA_JUMP or sure < MIN_SURE)})
+        seed = max(float((seeds[t] > 0.5).sum()), 1.0)
+        off = max(areas[t], 1.0) / seed
+        stats.append({"area": areas[t] / median, "seed_area": off, "sure": sure,
+                      "suspect": bool(max(jump, 1 / jump) > AREA_JUMP or max(off, 1 / off) > SEED_AREA_OFF or sure < MIN_SURE)})
     return stats
 
 
@@ -269,7 +276,7 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
         passes = [_frame_mask(f, d, st, thr, iterations, band) for f, d, st in zip(small, diffs, statics)]
         masks = [p[0] for p in passes]
     confidence = [_confidence(m, fg, bg, band) for m, _, fg, bg in passes]
-    stats = _check(masks, confidence, 4 * band)
+    stats = _check(masks, confidence, 4 * band, seeds)
     for t, s in enumerate(stats):
         if s["suspect"]:  # nothing near the object is to be trusted as background in this frame
             confidence[t][~(masks[t] > 0.5) & _dilate(masks[t], 8 * band)] = 0.0
