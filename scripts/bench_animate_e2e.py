@@ -20,12 +20,20 @@ Variants: ``cropped`` (the video framed like the reference render) and ``zoomed`
 frames with the object at 60% of its size, off centre, in a 320x256 frame).
 
     python scripts/bench_animate_e2e.py [--scenes crane,snake,blob] [--variants cropped,zoomed]
-        [--iterations 150] [--frames 16] [--out out/bench_animate_e2e] [--backend DIR] [--reuse]
+        [--background white,busy,moving] [--iterations 150] [--frames 16] [--out out/bench_animate_e2e]
+        [--backend DIR] [--reuse]
 
 ``--backend DIR`` runs the CLI from another checkout's backend folder (e.g. the base commit), so
 a before/after table comes from the same scoring code. The last line is ``RESULT {json}`` with
 ``psnr``, ``psnr_static``, ``masked_psnr``, ``masked_psnr_static``, ``worst_scene_gain_db`` of
 the first variant run, and the same keys per variant under ``variants``.
+
+Backgrounds (``--background``, default white): the frames composited on ``bench_masks.py``'s
+procedural desk, still (``busy``) or panning behind the object (``moving``), before encoding.
+Each row also has the worst frame's mask IoU of the job's driving-video masks against the true
+alpha mapped by the job's framing. RESULT then has ``clutter_masked_gain_mean`` and
+``clutter_worst_scene_gain_db`` (masked PSNR gain over the static PLY, rows not on white) and
+``mask_iou_worst_frame`` (over those rows; all rows when only white ran).
 """
 
 from __future__ import annotations
@@ -50,10 +58,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_DIR = Path(os.environ.get("DYNAPOSE4D_BENCHMARK_DEV") or ROOT.parent / "shared" / "benchmark-dev")
 sys.path.insert(0, str(ROOT / "backend"))
 
+from bench_masks import BACKGROUNDS, composite, load_rgba  # noqa: E402  (scripts/ beside this file)
 from dynapose4d.cameras import Cameras  # noqa: E402
+from dynapose4d.evaluation.metrics import psnr, ssim  # noqa: E402
 from dynapose4d.io import read_ply  # noqa: E402
 from dynapose4d.io.sequence import read_sequence  # noqa: E402
-from dynapose4d.evaluation.metrics import psnr, ssim  # noqa: E402
 from dynapose4d.render import render  # noqa: E402
 from dynapose4d.userframe import FRAME_INPUT, UserFrame  # noqa: E402
 from dynapose4d.video.clip import sample_indices  # noqa: E402
@@ -69,17 +78,17 @@ def rgba_on_white(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return img[..., :3] * img[..., 3:] + (1 - img[..., 3:]), img[..., 3]
 
 
-def write_mp4(scene_dir: Path, path: Path, variant: str, fps: float) -> None:
-    """``input/`` on white as an MP4 (``zoomed``: 60% size, off centre, 320x256)."""
-    files = sorted((scene_dir / "input").glob("*.png"))
-    first, _ = rgba_on_white(files[0])
-    h, w = first.shape[:2]
+def write_mp4(scene_dir: Path, path: Path, variant: str, fps: float, background: str = "white") -> None:
+    """``input/`` on ``background`` (bench_masks.py's white, busy or moving desk) as an MP4
+    (``zoomed``: 60% size, off centre, 320x256, white around the frame)."""
+    rgba = load_rgba(scene_dir)
+    h, w = rgba.shape[1:3]
     size = (w, h) if variant == "cropped" else ZOOM_CANVAS
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise RuntimeError("OpenCV's VideoWriter cannot write MP4 (mp4v) here")
-    for f in files:
-        rgb, _ = rgba_on_white(f)
+    seed = SCENES.index(scene_dir.name) if scene_dir.name in SCENES else 0
+    for rgb in composite(rgba, background, seed=seed):
         if variant == "zoomed":
             small = cv2.resize(rgb, (round(w * ZOOM), round(h * ZOOM)), interpolation=cv2.INTER_AREA)
             canvas = np.ones((size[1], size[0], 3), np.float32)
@@ -136,6 +145,25 @@ def score(scene_dir: Path, frames: list, picked: np.ndarray, size: int) -> dict:
     }
 
 
+def mask_ious(job: Path, scene_dir: Path, variant: str, picked: np.ndarray) -> list[float]:
+    """Per-frame IoU of the job's driving-video masks (``video/mask_*.png``, framed like the
+    support) and the true alpha of the same frames mapped by the job's framing (``framing.json``)."""
+    path = job / "framing.json"
+    if not path.exists() or not (job / "video" / "mask_0000.png").exists():
+        return []
+    m = np.asarray(json.loads(path.read_text())["matrix"], np.float64)
+    if variant == "zoomed":  # the true alpha in the zoomed frame's pixels
+        m = m @ np.array([[ZOOM, 0, ZOOM_AT[0]], [0, ZOOM, ZOOM_AT[1]], [0, 0, 1.0]])
+    ious = []
+    for k, i in enumerate(picked):
+        ours = np.asarray(Image.open(job / "video" / f"mask_{k:04d}.png"), np.float32) / 255 > 0.5
+        alpha = np.asarray(Image.open(scene_dir / "input" / f"{i:04d}.png").convert("RGBA"), np.float32)[..., 3] / 255
+        truth = cv2.warpAffine(alpha, m[:2].astype(np.float32), ours.shape[::-1], flags=cv2.INTER_LINEAR) > 0.5
+        union = (ours | truth).sum()
+        ious.append(float((ours & truth).sum() / union) if union else 1.0)
+    return ious
+
+
 def framing_of(job: Path, scene_dir: Path, variant: str, size: int) -> dict:
     """The job's own residual (mask IoU, centroid offset) and the true one: the RMS distance,
     over the PLY's opaque Gaussians, between where the job's framing puts each one's video pixel
@@ -160,10 +188,44 @@ def framing_of(job: Path, scene_dir: Path, variant: str, size: int) -> dict:
     return out
 
 
+def run_one(args, variant: str, background: str, scene: str) -> dict:
+    """One CLI run (or a finished one with ``--reuse``), scored."""
+    scene_dir = DEV_DIR / scene
+    meta = json.loads((scene_dir / "meta.json").read_text())
+    work = args.out / variant / background / scene
+    work.mkdir(parents=True, exist_ok=True)
+    video = work / "input.mp4"
+    if args.reuse and (work / "job" / "sequence" / "sequence.json").exists() and (work / "seconds.txt").exists():
+        seconds = float((work / "seconds.txt").read_text())  # a finished run at these settings
+    else:
+        write_mp4(scene_dir, video, variant, float(meta["fps"]), background)
+        seconds = run_cli(scene_dir / "static_gt.ply", video, work / "job", args, work / "cli.log")
+        (work / "seconds.txt").write_text(f"{seconds:.1f}")
+    picked, _ = sample_indices(int(meta["frames"]), float(meta["fps"]), args.frames)
+    row = {"variant": variant, "background": background, "scene": scene,
+           **score(scene_dir, result_in_ply_frame(work / "job"), picked, int(meta["res"]))}
+    row["gain_db"] = row["masked_psnr"] - row["masked_psnr_static"]
+    ious = mask_ious(work / "job", scene_dir, variant, picked)
+    row["mask_iou_worst"] = min(ious) if ious else None
+    row["mask_iou_mean"] = statistics.mean(ious) if ious else None
+    row.update(framing_of(work / "job", scene_dir, variant, int(meta["res"])), seconds=round(seconds))
+    return row
+
+
+def summary(sel: list[dict]) -> dict:
+    out = {k: round(statistics.mean(r[k] for r in sel), 4) for k in ("psnr", "psnr_static", "masked_psnr", "masked_psnr_static", "ssim", "ssim_static")}
+    out["mean_gain_db"] = round(statistics.mean(r["gain_db"] for r in sel), 4)
+    out["worst_scene_gain_db"] = round(min(r["gain_db"] for r in sel), 4)
+    ious = [r["mask_iou_worst"] for r in sel if r["mask_iou_worst"] is not None]
+    out["mask_iou_worst_frame"] = round(min(ious), 4) if ious else None
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", default=",".join(SCENES))
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--background", default="white", help=f"comma-separated, of {', '.join(BACKGROUNDS)} (bench_masks.py)")
     ap.add_argument("--iterations", type=int, default=500, help="dynamic-stage steps (the animate default: 500)")
     ap.add_argument("--frames", type=int, default=16, help="frames the CLI samples from the 32-frame video")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_animate_e2e")
@@ -175,49 +237,41 @@ def main() -> int:
         print(f"benchmark-dev not found at {DEV_DIR}; nothing to run")
         print("RESULT " + json.dumps({"skipped": "no benchmark-dev"}))
         return 0
-    scenes, variants = args.scenes.split(","), args.variants.split(",")
+    scenes, variants, backgrounds = args.scenes.split(","), args.variants.split(","), args.background.split(",")
+    unknown = sorted(set(backgrounds) - set(BACKGROUNDS))
+    if unknown:
+        ap.error(f"unknown background(s) {', '.join(unknown)}; choose from {', '.join(BACKGROUNDS)}")
     print(f"budget: {args.iterations} iterations, {args.frames} frames; backend {args.backend}", flush=True)
     cols = ("psnr", "psnr_static", "masked_psnr", "masked_psnr_static", "ssim", "ssim_static")
-    header = f"{'variant':<8} {'scene':<6}" + "".join(f"{c:>19}" for c in cols) + f"{'gain_dB':>9}{'iou':>7}{'off_px':>8}{'err_px':>8}{'sec':>6}"
+    header = (f"{'variant':<8} {'bg':<7}{'scene':<6}" + "".join(f"{c:>19}" for c in cols)
+              + f"{'gain_dB':>9}{'iou_worst':>10}{'iou':>7}{'off_px':>8}{'err_px':>8}{'sec':>6}")
     rows = []
     for variant in variants:
         print(header, flush=True)
-        for scene in scenes:
-            scene_dir = DEV_DIR / scene
-            meta = json.loads((scene_dir / "meta.json").read_text())
-            work = args.out / variant / scene
-            work.mkdir(parents=True, exist_ok=True)
-            video = work / "input.mp4"
-            if args.reuse and (work / "job" / "sequence" / "sequence.json").exists() and (work / "seconds.txt").exists():
-                seconds = float((work / "seconds.txt").read_text())  # a finished run at these settings
-            else:
-                write_mp4(scene_dir, video, variant, float(meta["fps"]))
-                seconds = run_cli(scene_dir / "static_gt.ply", video, work / "job", args, work / "cli.log")
-                (work / "seconds.txt").write_text(f"{seconds:.1f}")
-            picked, _ = sample_indices(int(meta["frames"]), float(meta["fps"]), args.frames)
-            row = {"variant": variant, "scene": scene, **score(scene_dir, result_in_ply_frame(work / "job"), picked, int(meta["res"]))}
-            row["gain_db"] = row["masked_psnr"] - row["masked_psnr_static"]
-            row.update(framing_of(work / "job", scene_dir, variant, int(meta["res"])), seconds=round(seconds))
-            rows.append(row)
-            iou, off = row.get("iou"), row.get("offset_px")
-            print(f"{variant:<8} {scene:<6}" + "".join(f"{row[c]:>19.4f}" for c in cols) + f"{row['gain_db']:>9.2f}"
-                  + (f"{iou:>7.3f}{off:>8.2f}{row['true_err_px']:>8.2f}" if iou is not None else f"{'-':>7}{'-':>8}{'-':>8}")
-                  + f"{seconds:>6.0f}", flush=True)
-
-    def summary(sel):
-        out = {k: round(statistics.mean(r[k] for r in sel), 4) for k in ("psnr", "psnr_static", "masked_psnr", "masked_psnr_static", "ssim", "ssim_static")}
-        out["mean_gain_db"] = round(statistics.mean(r["gain_db"] for r in sel), 4)
-        out["worst_scene_gain_db"] = round(min(r["gain_db"] for r in sel), 4)
-        return out
-
-    per_variant = {v: summary([r for r in rows if r["variant"] == v]) for v in variants}
+        for background in backgrounds:
+            for scene in scenes:
+                row = run_one(args, variant, background, scene)
+                rows.append(row)
+                iou, off, worst = row.get("iou"), row.get("offset_px"), row["mask_iou_worst"]
+                print(f"{variant:<8} {background:<7}{scene:<6}" + "".join(f"{row[c]:>19.4f}" for c in cols) + f"{row['gain_db']:>9.2f}"
+                      + (f"{worst:>10.3f}" if worst is not None else f"{'-':>10}")
+                      + (f"{iou:>7.3f}{off:>8.2f}{row['true_err_px']:>8.2f}" if iou is not None else f"{'-':>7}{'-':>8}{'-':>8}")
+                      + f"{row['seconds']:>6.0f}", flush=True)
+    groups = {(v, b): summary([r for r in rows if r["variant"] == v and r["background"] == b]) for v in variants for b in backgrounds}
     print("\nmean over scenes:")
-    for v, s in per_variant.items():
-        print(f"  {v:<8}" + "  ".join(f"{k} {val:.3f}" for k, val in s.items()))
+    for (v, b), s in groups.items():
+        print(f"  {v:<8}{b:<7}" + "  ".join(f"{k} {val:.3f}" for k, val in s.items() if val is not None))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    result = dict(per_variant[variants[0]], variant=variants[0], variants=per_variant, scenes=scenes,
-                  iterations=args.iterations, frames=args.frames)
+    first = [r for r in rows if r["variant"] == variants[0]]
+    result = dict(summary(first), variant=variants[0], variants={v: summary([r for r in rows if r["variant"] == v]) for v in variants},
+                  backgrounds={f"{v}/{b}": s for (v, b), s in groups.items()}, scenes=scenes, iterations=args.iterations, frames=args.frames)
+    clutter = [r for r in rows if r["background"] != "white"]
+    if clutter:
+        result["clutter_masked_gain_mean"] = round(statistics.mean(r["gain_db"] for r in clutter), 4)
+        result["clutter_worst_scene_gain_db"] = round(min(r["gain_db"] for r in clutter), 4)
+    ious = [r["mask_iou_worst"] for r in (clutter or rows) if r["mask_iou_worst"] is not None]
+    result["mask_iou_worst_frame"] = round(min(ious), 4) if ious else None
     print("RESULT " + json.dumps(result))
     return 0
 

@@ -197,7 +197,8 @@ def test_onnx_segmenter_feeds_a_user_video(tmp_path):
         Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"f{i}.png")
     options = VideoFrontEnd(segmentation_model=str(model)).file_source_options()
     video = FileVideoSource(folder, num_frames=4, size=64, **options).generate()
-    assert video.meta["masks"] == "segmenter" and video.masks.shape == (4, 64, 64)
+    assert video.meta["masks"] == "segmenter seg.onnx" and video.masks.shape == (4, 64, 64)  # the job names the model it used
+    assert video.confidence is not None and video.confidence.shape == video.masks.shape
     areas = video.masks.numpy().sum((1, 2))
     assert areas.min() > 0.8 * areas.max() > 0  # the disc, in every frame
 

@@ -15,9 +15,19 @@ import torch
 from torch import Tensor
 
 
-def loss_reference(rgb: Tensor, alpha: Tensor, target_rgb: Tensor, target_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """MSE of colour ``[F, H, W, 3]`` and of the silhouette ``alpha [F, H, W]`` vs the mask."""
-    return torch.mean((rgb - target_rgb) ** 2), torch.mean((alpha - target_mask) ** 2)
+def loss_reference(
+    rgb: Tensor, alpha: Tensor, target_rgb: Tensor, target_mask: Tensor, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """MSE of colour ``[F, H, W, 3]`` and of the silhouette ``alpha [F, H, W]`` vs the mask.
+
+    ``weight [F, H, W]`` in [0, 1] (the driving video's mask confidence): an unsure pixel (0)
+    neither pulls the object in nor pushes it away; the mean is still over all pixels, so a sure
+    pixel weighs the same whatever the share of unsure ones (the loss's scale, and so its lambda,
+    does not change)."""
+    if weight is None:
+        return torch.mean((rgb - target_rgb) ** 2), torch.mean((alpha - target_mask) ** 2)
+    w = weight.to(rgb)
+    return torch.mean(w[..., None] * (rgb - target_rgb) ** 2), torch.mean(w * (alpha - target_mask) ** 2)
 
 
 def keypoint_match_loss(

@@ -39,6 +39,11 @@ __all__ = [
     "grabcut_sequence",
     "segment_frames",
     "mask_iou",
+    "registered_seed",
+    "grabcut_labels",
+    "run_grabcut",
+    "first_frame_mask",
+    "template_seed",
     "SEEDS",
     "PROPAGATIONS",
 ]
@@ -262,7 +267,19 @@ def _colour_prior(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], bin
     return (p_fg[flat] / (p_fg[flat] + p_bg[flat])).reshape(h, w)
 
 
-def _grabcut(img: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
+def grabcut_labels(rough: np.ndarray, band: int) -> np.ndarray:
+    """GrabCut labels around a rough object region: probably object inside, probably background
+    within two ``band`` widths around it, background beyond."""
+    rough = (np.asarray(rough) > 0.5).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+    labels = np.full(rough.shape, cv2.GC_BGD, np.uint8)
+    labels[cv2.dilate(rough, kernel, iterations=2).astype(bool)] = cv2.GC_PR_BGD
+    labels[rough.astype(bool)] = cv2.GC_PR_FGD
+    return labels
+
+
+def run_grabcut(img: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
+    """GrabCut on ``img`` from ``labels`` (``cv2.GC_*``), cleaned: float32 {0, 1}."""
     seeds = labels.copy()
     has_fg = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
     has_bg = np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
@@ -283,7 +300,7 @@ def _small(frames, max_side: int):
     return small, scale
 
 
-def _registered_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], min_correlation: float = 0.6) -> np.ndarray | None:
+def registered_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], min_correlation: float = 0.6) -> np.ndarray | None:
     """The support mask mapped onto ``frame`` by the support -> frame registration, or None when
     the registration fails (frame 0 is not a view of the support)."""
     s_img, s_mask = support
@@ -308,6 +325,47 @@ def _registered_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], 
     a, b = a - a.mean(), b - b.mean()
     ncc = float((a * b).sum() / (np.sqrt((a * a).sum() * (b * b).sum()) + 1e-9))
     return seed.astype(np.float32) if ncc >= min_correlation else None
+
+
+def template_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], scales=None, min_score: float = 0.6
+                  ) -> tuple[np.ndarray | None, float]:
+    """The support mask placed on ``frame`` where the support's object, as a masked template, best
+    matches it (normalised cross-correlation, or for a plain object its colours' mean squared
+    difference, over positions and ``scales``; default 0.6-1.6x):
+    ``(seed or None when the best score is below min_score, that scale)``. For an object with few
+    features of its own (SIFT's matches on a plain object's outline vanish on a busy background)."""
+    s_img, s_mask = support
+    ys, xs = np.nonzero(s_mask > 0.5)
+    if len(xs) < 16:
+        return None, 1.0
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    tpl = s_img[y0:y1, x0:x1].astype(np.float32)
+    tmask = (s_mask[y0:y1, x0:x1] > 0.5).astype(np.float32)
+    frame = frame.astype(np.float32)
+    found = []
+    for scale in np.geomspace(0.6, 1.6, 11) if scales is None else scales:
+        tw, th = max(4, round(tpl.shape[1] * scale)), max(4, round(tpl.shape[0] * scale))
+        if tw >= frame.shape[1] or th >= frame.shape[0]:
+            continue
+        t = cv2.resize(tpl, (tw, th), interpolation=cv2.INTER_AREA)
+        m = (cv2.resize(tmask, (tw, th), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
+        score = np.nan_to_num(cv2.matchTemplate(frame, t, cv2.TM_CCOEFF_NORMED, mask=m), nan=-1.0, posinf=-1.0, neginf=-1.0)
+        # A plain object has no pattern to correlate: its colour over its shape (mean squared
+        # difference per channel, mapped so that 0.01 scores min_score) stands in.
+        sq = cv2.matchTemplate(frame, t, cv2.TM_SQDIFF, mask=m) / (3.0 * max(m.sum(), 1.0))
+        score = np.maximum(score, 1.0 - (1.0 - min_score) * sq / 0.01)
+        _, top, _, at = cv2.minMaxLoc(score)
+        found.append((top, float(scale), at))
+    if not found:
+        return None, 1.0
+    # A smaller copy of a plain object fits inside it as well: the largest scale that scores
+    # about as well as the best wins.
+    best = max(top for top, _, _ in found)
+    top, scale, (x, y) = max((f for f in found if f[0] >= best - 0.03), key=lambda f: f[1])
+    if top < min_score:
+        return None, scale
+    matrix = np.array([[scale, 0.0, x - scale * x0], [0.0, scale, y - scale * y0]])
+    return (warp(s_mask.astype(np.float32), matrix, frame.shape[1::-1], 0.0) > 0.5).astype(np.float32), scale
 
 
 def _colour_seed(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
@@ -347,6 +405,31 @@ def _textured(img: np.ndarray, mask: np.ndarray, *, gradient: float = 0.01, frac
     return bool(inner.any() and (mag[inner] > gradient).mean() >= fraction)
 
 
+def first_frame_mask(frame: np.ndarray, support, *, seed: str = "registered", iterations: int = 3, band: int = 2,
+                     min_agreement: float = 0.75) -> np.ndarray:
+    """The object's mask in a clip's first frame: the registered support mask refined by GrabCut
+    (kept when GrabCut strays from it), else the object found by the support's colours."""
+    sh, sw = frame.shape[:2]
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+    first = registered_seed(frame, support) if seed == "registered" and support is not None else None
+    if first is not None:
+        labels = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+        labels[cv2.dilate(first.astype(np.uint8), kernel, iterations=1).astype(bool)] = cv2.GC_PR_BGD
+        labels[first > 0.5] = cv2.GC_PR_FGD
+        labels[cv2.erode(first.astype(np.uint8), kernel, iterations=1).astype(bool)] = cv2.GC_FGD
+        m = run_grabcut(frame, labels, iterations)
+        # The registered shape is the better guess when GrabCut strays far from it (a leak into
+        # background of the object's colours).
+        return m if mask_iou(m, first) >= min_agreement else first
+    first = _colour_seed(frame, support)
+    if first.sum() < 16:
+        raise MaskError("could not find the object in the first video frame; give an RGBA frame folder or a segmentation model")
+    labels = np.where(first > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    edge = border_strip((sh, sw), max(2, round(0.02 * min(sh, sw))))
+    labels[edge & (first < 0.5)] = cv2.GC_BGD
+    return run_grabcut(frame, labels, iterations)
+
+
 def grabcut_sequence(
     frames: list[np.ndarray],
     support: tuple[np.ndarray, np.ndarray] | None = None,
@@ -384,24 +467,7 @@ def grabcut_sequence(
     band = max(2, round(band_fraction * max(sh, sw)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
     # 1. Frame 0: the registered support mask (a shape prior), else colours.
-    first = _registered_seed(small[0], support) if seed == "registered" and support is not None else None
-    if first is not None:
-        labels = np.full((sh, sw), cv2.GC_BGD, np.uint8)
-        labels[cv2.dilate(first.astype(np.uint8), kernel, iterations=1).astype(bool)] = cv2.GC_PR_BGD
-        labels[first > 0.5] = cv2.GC_PR_FGD
-        labels[cv2.erode(first.astype(np.uint8), kernel, iterations=1).astype(bool)] = cv2.GC_FGD
-        m = _grabcut(small[0], labels, iterations)
-        # The registered shape is the better guess when GrabCut strays far from it (a leak into
-        # background of the object's colours).
-        masks = [m if mask_iou(m, first) >= min_agreement else first]
-    else:
-        first = _colour_seed(small[0], support)
-        if first.sum() < 16:
-            raise MaskError("could not find the object in the first video frame; give an RGBA frame folder or a segmentation model")
-        labels = np.where(first > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-        edge = border_strip((sh, sw), max(2, round(0.02 * min(sh, sw))))
-        labels[edge & (first < 0.5)] = cv2.GC_BGD
-        masks = [_grabcut(small[0], labels, iterations)]
+    masks = [first_frame_mask(small[0], support, seed=seed, iterations=iterations, band=band, min_agreement=min_agreement)]
     # 2. Later frames, each seeded by the previous mask: carried by the flow where the object
     # has texture for the flow to follow, else where it was (a flat colour gives the flow nothing
     # to hold on to, and GrabCut separates flat colours well anyway).
@@ -418,7 +484,7 @@ def grabcut_sequence(
             # Deep inside the carried mask is the object (in place there is no such certainty:
             # where the object was may be background now that it has moved).
             labels[cv2.erode(guide, kernel, iterations=1).astype(bool)] = cv2.GC_FGD
-        m = _grabcut(img, labels, iterations)
+        m = run_grabcut(img, labels, iterations)
         if m.sum() < 16 or (follow and mask_iou(m, guide) < min_agreement):
             m = guide.astype(np.float32)  # GrabCut leaked or lost the object: the flow's mask is the better guess
         masks.append(m)

@@ -210,7 +210,8 @@ def _animate_scene(run: JobRun, cfg: ImageTo4DConfig, scene: Scene, inputs: dict
     if model is None:
         return {"status": "stopped", "stage": "dynamic"}
     write_results(run.folder, model, previews=cfg.previews)
-    summary = {"status": "finished", "gaussians": model.static.num, "frames": scene.video.num_frames, "keypoints": keypoints[0].n}
+    summary = {"status": "finished", "gaussians": model.static.num, "frames": scene.video.num_frames, "keypoints": keypoints[0].n,
+               "masks": scene.video.meta.get("masks", "generated")}  # which masks drove it (alpha, segmenter <name>, ...)
     return {**summary, "warnings": list(scene.warnings or [])}
 
 

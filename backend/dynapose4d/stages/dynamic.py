@@ -41,9 +41,11 @@ from ..losses import (
 )
 from ..render import render
 from ..video.clip import DrivingVideo
+from ..video.masks import trust_keypoints
 from .loop import StopRequested, run_stage
 
 STAGE = "dynamic"
+KEYPOINT_TRUST_RADIUS = 0.03  # of the render size: the disk around a keypoint the mask lost where the mask is not trusted
 MAX_MEAN_SCALE_CHANGE = 0.1  # a mean-motion scale off 1 by more than this is reported as a warning
 
 
@@ -156,6 +158,7 @@ class DynamicStage:
         scale = torch.tensor([res / vw, res / vh])
         self.track_xy = torch.from_numpy(track.xy) * scale
         self.track_weight = torch.from_numpy(track.confidence * track.visible)
+        self.mask_weight, self.mask_info = self._mask_weight(resized, res)
         self.support = support
         self.track_info = {"estimator": track.estimator}
 
@@ -239,6 +242,14 @@ class DynamicStage:
             cache[e] = order
         return cache[epoch]
 
+    def _mask_weight(self, video: DrivingVideo, res: int) -> tuple[Tensor, dict]:
+        """The reference losses' per-pixel weight: the video's mask confidence, cleared around the
+        tracked keypoints the masks lost (video/masks.py), and what it holds, for the result."""
+        weights, lost = trust_keypoints(video.weights.numpy(), self.masks.numpy(), self.track_xy.numpy(),
+                                        self.track_weight.numpy(), KEYPOINT_TRUST_RADIUS * res)
+        weight = torch.from_numpy(weights)
+        return weight, {"unsure_share": round(float((weight < 0.5).float().mean()), 4), "keypoints_outside_mask": lost}
+
     def losses(self, frame_ids: Tensor) -> dict[str, Tensor]:
         """The unweighted loss terms for one batch of frames (``loss_<name>``)."""
         c = self.config
@@ -248,7 +259,7 @@ class DynamicStage:
         scenes = deformed.gaussians(static)
         out = render(scenes, self.camera, 1.0)
         losses = {}
-        losses["loss_rgb"], losses["loss_mask"] = loss_reference(out.rgb, out.alpha, self.frames[frame_ids], self.masks[frame_ids])
+        losses["loss_rgb"], losses["loss_mask"] = loss_reference(out.rgb, out.alpha, self.frames[frame_ids], self.masks[frame_ids], self.mask_weight[frame_ids])
         later = frame_ids > 0  # frame 0 is the one-shot support
         if later.any():
             pixels, _ = self.camera.project(self.anchors.positions(deformed)[later])
@@ -361,7 +372,7 @@ class DynamicStage:
             camera=self.camera,
             video_fps=self.video_fps,
             num_frames=self.num_frames,
-            info={"iterations": self.step, "config": self.config.to_dict(), **self.track_info, **self.extra_info},
+            info={"iterations": self.step, "config": self.config.to_dict(), **self.track_info, "masks": self.mask_info, **self.extra_info},
         )
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -411,7 +422,7 @@ class DynamicStage:
 
 def _digest(static: Gaussians, video: DrivingVideo, track: TrackResult) -> str:
     h = hashlib.sha256()
-    for t in list(static.tensors().values()) + [video.frames, video.masks]:
+    for t in list(static.tensors().values()) + [video.frames, video.masks, video.weights]:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(np.ascontiguousarray(track.xy).tobytes())
     h.update(np.ascontiguousarray(track.confidence).tobytes())

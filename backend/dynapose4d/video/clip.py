@@ -37,9 +37,11 @@ from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..imaging.images import DEFAULT_FILL, ImageLoadError, load_image
 from ..imaging.masks import MaskError, Segmenter, grabcut_sequence, segment_frames
 from ..imaging.pixels import PixelError, as_mask, as_rgb, to_uint8
+from ..imaging.warp import warp
 from .frame_folder import frame_files
 from .framing import align_to_support, best_matching_frame
-from .stabilise import stabilise_video
+from .masks import anchored_masks, plain_background, segmenter_confidence
+from .stabilise import CameraMotion, stabilise_clip, stabilise_video
 
 __all__ = [
     "DrivingVideo",
@@ -73,6 +75,9 @@ class DrivingVideo:
         fps: the real frame rate of these T frames (after any resampling).
         source: human-readable description (model and seed, or file and time span).
         meta: settings and provenance (JSON-serialisable).
+        confidence: ``[T, H, W]`` float32 in [0, 1], how sure each mask pixel is (a soft trimap:
+            :mod:`dynapose4d.video.masks`); None means sure everywhere. The reference losses are
+            weighted by it.
     """
 
     frames: torch.Tensor
@@ -80,6 +85,7 @@ class DrivingVideo:
     fps: float
     source: str = ""
     meta: dict = field(default_factory=dict)
+    confidence: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.frames.dim() != 4 or self.frames.shape[-1] != 3:
@@ -88,6 +94,13 @@ class DrivingVideo:
             raise VideoError(f"DrivingVideo: masks {tuple(self.masks.shape)} do not match frames {tuple(self.frames.shape)}")
         if not self.fps > 0:
             raise VideoError(f"DrivingVideo: fps must be positive, got {self.fps}")
+        if self.confidence is not None and self.confidence.shape != self.masks.shape:
+            raise VideoError(f"DrivingVideo: confidence {tuple(self.confidence.shape)} does not match masks {tuple(self.masks.shape)}")
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The per-pixel weight of the reference losses: the confidence, or ones."""
+        return torch.ones_like(self.masks) if self.confidence is None else self.confidence
 
     @property
     def num_frames(self) -> int:
@@ -102,7 +115,8 @@ class DrivingVideo:
         """``num_frames`` frames spanning the same time (nearest frames; fps adjusted)."""
         idx, fps = sample_indices(self.num_frames, self.fps, num_frames)
         meta = dict(self.meta, resampled_from=self.num_frames)
-        return DrivingVideo(self.frames[idx], self.masks[idx], fps, self.source, meta)
+        conf = None if self.confidence is None else self.confidence[idx]
+        return DrivingVideo(self.frames[idx], self.masks[idx], fps, self.source, meta, conf)
 
     def resized(self, size: int) -> "DrivingVideo":
         """Square ``size`` x ``size`` frames (the frames must be square)."""
@@ -115,15 +129,21 @@ class DrivingVideo:
         frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in self.frames.numpy()])
         masks = np.stack([cv2.resize(m, (size, size), interpolation=interp) for m in self.masks.numpy()])
         frames, masks = torch.from_numpy(frames).clamp(0, 1), torch.from_numpy(masks).clamp(0, 1)
-        return DrivingVideo(frames, masks, self.fps, self.source, dict(self.meta))
+        conf = None
+        if self.confidence is not None:
+            conf = torch.from_numpy(np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in self.confidence.numpy()])).clamp(0, 1)
+        return DrivingVideo(frames, masks, self.fps, self.source, dict(self.meta), conf)
 
     def save(self, folder: str | Path) -> Path:
-        """``folder/frame_0000.png``..., ``mask_0000.png``... (8-bit) and ``video.json``."""
+        """``folder/frame_0000.png``..., ``mask_0000.png``..., ``confidence_0000.png``... when
+        there is a confidence (8-bit) and ``video.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for i, (f, m) in enumerate(zip(self.frames.numpy(), self.masks.numpy())):
             Image.fromarray(to_uint8(f), "RGB").save(folder / f"frame_{i:04d}.png")
             Image.fromarray(to_uint8(m), "L").save(folder / f"mask_{i:04d}.png")
+        for i, c in enumerate([] if self.confidence is None else self.confidence.numpy()):
+            Image.fromarray(to_uint8(c), "L").save(folder / f"confidence_{i:04d}.png")
         info = {
             "format": "dynapose4d-driving-video",
             "version": 1,
@@ -133,6 +153,7 @@ class DrivingVideo:
             "fps": self.fps,
             "duration_s": self.duration,  # first to last frame, at the real fps above
             "source": self.source,
+            "confidence": self.confidence is not None,
             "meta": self.meta,
         }
         (folder / "video.json").write_text(json.dumps(info, indent=2))
@@ -150,7 +171,11 @@ class DrivingVideo:
             frames.append(np.asarray(Image.open(folder / f"frame_{i:04d}.png").convert("RGB"), np.float32) / 255.0)
             masks.append(np.asarray(Image.open(folder / f"mask_{i:04d}.png").convert("L"), np.float32) / 255.0)
         frames, masks = torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(masks))
-        return cls(frames, masks, float(info["fps"]), info.get("source", ""), info.get("meta", {}))
+        conf = None
+        if info.get("confidence"):
+            conf = torch.from_numpy(np.stack([np.asarray(Image.open(folder / f"confidence_{i:04d}.png").convert("L"), np.float32) / 255.0
+                                              for i in range(info["num_frames"])]))
+        return cls(frames, masks, float(info["fps"]), info.get("source", ""), info.get("meta", {}), conf)
 
 
 def input_rgb(image, what: str) -> np.ndarray:
@@ -347,32 +372,28 @@ class FileVideoSource(VideoSource):
         rgbs, alphas, fps, info = read_frames(
             self.path, num_frames=self.num_frames, fps=self.fps, start_s=self.start_s, end_s=self.end_s
         )
-        # 2. Masks: alpha, segmenter, or seeded GrabCut propagated frame to frame.
-        if all(a is not None for a in alphas):
-            masks, how = [a.astype(np.float32) for a in alphas], "alpha"
-        else:
-            support = None
-            if image is not None and mask is not None:
-                s_img = input_rgb(image, "the support image")[..., :3]
-                support = (s_img, input_mask(mask, s_img.shape[:2], "the support mask"))
-            try:
-                if self.segmenter is not None:
-                    masks, how = segment_frames(self.segmenter, rgbs), "segmenter"
-                else:
-                    masks = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side)
-                    how = "grabcut"
-            except MaskError as exc:
-                raise VideoError(str(exc)) from None
+        # 2. Masks and their confidence: alpha, segmenter, or found in every frame (video/masks.py).
+        support = None
+        if image is not None and mask is not None:
+            s_img = input_rgb(image, "the support image")[..., :3]
+            support = (s_img, input_mask(mask, s_img.shape[:2], "the support mask"))
+        masks, confidence, how, check = self._masks(rgbs, alphas, support)
         # 3. The camera's motion, measured on the frames as filmed (background included), and
         # removed if asked.
+        filmed = rgbs
         rgbs, masks, info["stabilisation"] = stabilise_video(rgbs, masks, remove=self.stabilise)
-        rgbs, masks = list(rgbs), list(masks)
+        if info["stabilisation"]["removed"]:
+            _, confidence = stabilise_clip(filmed, confidence, CameraMotion.from_dict(info["stabilisation"]))
+        rgbs, masks, confidence = list(rgbs), list(masks), list(confidence)
         # 4. Composite on white and frame every frame like frame 0: onto the support when there
         # is one (framing.py beside this module: the support is the source of truth), else by the fill rule.
         info.update({"masks": how, "path": str(self.path), "size": self.size, "fill": self.fill})
+        if check is not None:
+            info["mask_check"] = check
         if mask is not None:
             filmed_masks = masks
             frames, masks, framing = align_to_support(rgbs, masks, image, mask)
+            confidence = np.stack([warp(c, framing.matrix, framing.size, 1.0) for c in confidence])
             info["framing"] = framing.to_dict()
             if not framing.agrees:  # is the input view elsewhere in the clip? (recorded for the user)
                 match = best_matching_frame(rgbs, filmed_masks, image, mask)
@@ -380,9 +401,29 @@ class FileVideoSource(VideoSource):
                     match["time_s"] = round(self.start_s + match["frame"] * (1.0 / fps), 3)
                 info["support_match"] = match
         else:
-            frames, masks = _crop_clip(rgbs, masks, self.size, self.fill)
+            frames, masks, confidence = _crop_clip(rgbs, masks, self.size, self.fill, confidence)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
-        return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info)
+        conf = None if confidence is None else torch.from_numpy(np.clip(confidence, 0, 1).astype(np.float32))
+        return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info, conf)
+
+    def _masks(self, rgbs, alphas, support):
+        """``(masks, confidences, how, check record or None)`` of the frames as filmed."""
+        if all(a is not None for a in alphas):
+            masks = [a.astype(np.float32) for a in alphas]
+            return masks, [np.ones_like(m) for m in masks], "alpha", None
+        try:
+            if self.segmenter is not None:
+                masks, confidence = segmenter_confidence(segment_frames(self.segmenter, rgbs))
+                name = getattr(self.segmenter, "path", None)
+                return masks, confidence, f"segmenter {Path(name).name}" if name else "segmenter", None
+            if support is not None and not plain_background(rgbs, support):
+                found = anchored_masks(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side)
+                return found.masks, found.confidence, found.how, found.to_dict()
+            # A plain background: GrabCut carried by the flow is exact there (sure everywhere, as before).
+            masks = grabcut_sequence(rgbs, support, iterations=self.grabcut_iterations, max_side=self.max_side)
+            return masks, [np.ones_like(m) for m in masks], "grabcut", None
+        except MaskError as exc:
+            raise VideoError(str(exc)) from None
 
 
 def align_video(video, support_image, support_mask):
@@ -395,8 +436,10 @@ def align_video(video, support_image, support_mask):
     return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), video.fps, video.source, meta), framing
 
 
-def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
-    """One similarity (crop + scale) for the whole clip, from frame 0's mask box."""
+def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill: float, confidence: list[np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One similarity (crop + scale) for the whole clip, from frame 0's mask box; the confidences
+    go with the masks (sure beyond the clip's edges, where the mask's 0 is sure too)."""
     ys, xs = np.nonzero(masks[0] > 0.5)
     if len(xs) == 0:
         raise VideoError("no foreground found in the first frame of the video; give a mask, an RGBA frame folder, or a segmenter")
@@ -410,12 +453,15 @@ def _crop_clip(rgbs: list[np.ndarray], masks: list[np.ndarray], size: int, fill:
     # Continuous coordinates: x' = x - cx + size / 2; OpenCV's integer-centre pixels shift alike.
     shift = np.array([[1.0, 0.0, size / 2.0 - cx], [0.0, 1.0, size / 2.0 - cy]], np.float32)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    frames, out_masks = [], []
-    for rgb, m in zip(rgbs, masks):
+    frames, out_masks, out_conf = [], [], []
+    for rgb, m, c in zip(rgbs, masks, confidence):
         comp = rgb * m[..., None] + (1.0 - m[..., None])
         comp = cv2.resize(comp.astype(np.float32), (nw, nh), interpolation=interp)
         m = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=interp)
         warp = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         frames.append(cv2.warpAffine(comp, shift, (size, size), borderValue=(1.0, 1.0, 1.0), **warp))
         out_masks.append(cv2.warpAffine(m, shift, (size, size), borderValue=0.0, **warp))
-    return np.clip(np.stack(frames), 0, 1).astype(np.float32), np.clip(np.stack(out_masks), 0, 1).astype(np.float32)
+        c = cv2.resize(c.astype(np.float32), (nw, nh), interpolation=interp)
+        out_conf.append(cv2.warpAffine(c, shift, (size, size), borderValue=1.0, **warp))
+    stack = [np.clip(np.stack(x), 0, 1).astype(np.float32) for x in (frames, out_masks, out_conf)]
+    return stack[0], stack[1], stack[2]

@@ -235,9 +235,27 @@ def record_framing(path, video, emit, checks: dict | None = None) -> list[str]:
     if static is not None and static["iou"] < MIN_IOU:
         warnings.append(f"the static model's reference render does not match the reference image: mask IoU "
                         f"{static['iou']:.2f} (below {MIN_IOU}), centroid offset {static['offset_px']:.1f} px")
+    warnings += _report_masks(video, emit)
     for w in warnings:
         emit(LogEvent(w, level="warning"))
     return warnings
+
+
+def _report_masks(video, emit) -> list[str]:
+    """Log which masks the driving video has (alpha, a segmenter by name, the plate, GrabCut) and
+    return the mask check's warning when frames look wrong (video/masks.py)."""
+    from .masks import mask_warning
+
+    how = video.meta.get("masks")
+    if how is None:
+        return []
+    check = video.meta.get("mask_check")
+    unsure = "" if video.confidence is None else f"; unsure pixels {float((video.confidence < 0.5).float().mean()):.1%} (not pulled by the reference losses)"
+    emit(LogEvent(f"masks: {how}{unsure}"))
+    if not check:
+        return []
+    warning = mask_warning(check["frames"])
+    return [warning] if warning else []
 
 
 def best_matching_frame(rgbs, masks, support_image, support_mask) -> dict:
