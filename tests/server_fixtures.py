@@ -199,6 +199,16 @@ def start_server(
         time.sleep(0.05)
 
 
+def finished_demo(server: Server, **settings) -> str:
+    """The id of a demo job (``TINY`` plus ``settings``) that ran to its end on ``server``."""
+    reply = server.create_job("demo", dict(TINY, **settings))
+    assert reply.status == 201, reply.body
+    job_id = reply.json()["id"]
+    server.wait(job_id, lambda s: s["state"] in ("done", "failed"), timeout=300, what="the demo job to end")
+    assert server.status(job_id)["state"] == "done", server.get(f"/v1/jobs/{job_id}/log").body.decode()
+    return job_id
+
+
 def wait_gone(pid: int, timeout: float = 15) -> bool:
     """Whether process ``pid`` has exited within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from blender_addon.link.launcher import BackendSettings  # noqa: E402
 from blender_addon.scene import importer  # noqa: E402
 from blender_addon.scene.result_import import import_result_folder  # noqa: E402
 from tests.addon_fixtures import Glb, fresh_blender, validate_gltf, validation_errors  # noqa: E402,F401
-from tests.server_fixtures import TINY  # noqa: E402
+from tests.server_fixtures import finished_demo  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
 pytestmark = pytest.mark.usefixtures("fresh_blender")
@@ -36,12 +36,7 @@ def registered():
 
 @pytest.fixture(scope="module")
 def done_job(job_server):
-    reply = job_server.create_job("demo", dict(TINY, gaussians=1500))
-    assert reply.status == 201, reply.body
-    job_id = reply.json()["id"]
-    job_server.wait(job_id, lambda s: s["state"] in ("done", "failed"), timeout=300, what="the demo job to end")
-    assert job_server.status(job_id)["state"] == "done"
-    return job_id
+    return finished_demo(job_server, gaussians=1500)
 
 
 def backend(monkeypatch, **settings):

@@ -7,7 +7,7 @@ import pytest
 pytest.register_assert_rewrite("tests.server_fixtures")
 from blender_addon.link.client import BackendClient, BackendError  # noqa: E402
 from blender_addon.format.sequence import Sampling  # noqa: E402
-from tests.server_fixtures import TINY  # noqa: E402
+from tests.server_fixtures import finished_demo  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
 MESH = {"max_bones": 6, "target_faces": 1500, "resolution": 40}
@@ -15,12 +15,7 @@ MESH = {"max_bones": 6, "target_faces": 1500, "resolution": 40}
 
 @pytest.fixture(scope="module")
 def done_job(job_server):
-    reply = job_server.create_job("demo", dict(TINY, gaussians=1500))
-    assert reply.status == 201, reply.body
-    job_id = reply.json()["id"]
-    job_server.wait(job_id, lambda s: s["state"] in ("done", "failed"), timeout=300, what="the demo job to end")
-    assert job_server.status(job_id)["state"] == "done"
-    return job_id
+    return finished_demo(job_server, gaussians=1500)
 
 
 def test_the_client_fetches_points_and_the_skinned_mesh_of_one_snapshot(job_server, done_job):

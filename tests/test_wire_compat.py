@@ -10,23 +10,17 @@ import pytest
 from blender_addon.format.sequence import Sampling, assemble
 from blender_addon.format.wire import WireFormatError, decode_frame
 from dynapose4d.server.wire import encode_frame
+from tests.test_server_wire import _arrays as frame_arrays
 from tests.wire_v1_0 import decode_frame_1_0, encode_frame_1_0
 
 GAUSSIAN_FIELDS = ("positions", "rotations", "scales", "opacities", "colors", "keypoints")
 
 
 def _arrays(n=129, p=4, k=15, seed=0):
-    rng = np.random.default_rng(seed)
-    q = rng.normal(size=(n, 4))
-    return {
-        "positions": rng.normal(size=(n, 3)).astype(np.float32),
-        "rotations": (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32),
-        "scales": rng.uniform(0.001, 0.05, size=(n, 3)).astype(np.float32),
-        "opacities": rng.uniform(0, 1, size=n).astype(np.float32),
-        "colors": rng.uniform(0, 1, size=(n, 3)).astype(np.float32),
-        "keypoints": rng.normal(size=(p, 3)).astype(np.float32),
-        "sh_rest": rng.normal(scale=0.2, size=(n, k, 3)).astype(np.float32),
-    }
+    """The wire's arrays (as tests/test_server_wire.py makes them) plus ``k`` SH rest coefficients."""
+    arrays = frame_arrays(n=n, p=p, seed=seed)
+    arrays["sh_rest"] = np.random.default_rng(seed + 1).normal(scale=0.2, size=(n, k, 3)).astype(np.float32)
+    return arrays
 
 
 def _header(data: bytes) -> dict:
