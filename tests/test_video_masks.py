@@ -132,3 +132,26 @@ def test_the_confidence_travels_with_the_video(tmp_path):
     assert torch.equal(DrivingVideo(video.frames, video.masks, 8.0).weights, torch.ones(3, 16, 16))
     with pytest.raises(ValueError, match="confidence"):
         DrivingVideo(video.frames, video.masks, 8.0, confidence=torch.ones(2, 16, 16))
+
+
+def test_a_checkpoint_of_a_video_without_confidence_keeps_its_digest():
+    """Jobs written before masks had a confidence resume from their checkpoints: the inputs'
+    digest counts the confidence only where there is one."""
+    import hashlib
+
+    from dynapose4d.gaussians import Gaussians
+    from dynapose4d.keypoints.base import TrackResult
+    from dynapose4d.stages.dynamic import _digest
+
+    static = Gaussians.from_points(torch.rand(16, 3), torch.rand(16, 3))
+    frames, masks = torch.rand(3, 8, 8, 3), (torch.rand(3, 8, 8) > 0.5).float()
+    track = TrackResult(xy=np.zeros((3, 2, 2), np.float32), confidence=np.ones((3, 2), np.float32),
+                        visible=np.ones((3, 2), bool), names=["a", "b"], edges=np.zeros((0, 2), np.int64))
+    before = hashlib.sha256()  # the digest as the release before the confidence made it
+    for t in list(static.tensors().values()) + [frames, masks]:
+        before.update(t.detach().cpu().contiguous().numpy().tobytes())
+    before.update(track.xy.tobytes())
+    before.update(track.confidence.tobytes())
+    before.update(repr(8.0).encode())
+    assert _digest(static, DrivingVideo(frames, masks, 8.0), track) == before.hexdigest()
+    assert _digest(static, DrivingVideo(frames, masks, 8.0, confidence=torch.full_like(masks, 0.5)), track) != before.hexdigest()

@@ -422,7 +422,10 @@ class DynamicStage:
 
 def _digest(static: Gaussians, video: DrivingVideo, track: TrackResult) -> str:
     h = hashlib.sha256()
-    for t in list(static.tensors().values()) + [video.frames, video.masks, video.weights]:
+    # The confidence counts only where there is one: a job written before masks had one keeps its
+    # digest, so its checkpoint still resumes.
+    confidence = [] if video.confidence is None else [video.confidence]
+    for t in list(static.tensors().values()) + [video.frames, video.masks] + confidence:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(np.ascontiguousarray(track.xy).tobytes())
     h.update(np.ascontiguousarray(track.confidence).tobytes())
