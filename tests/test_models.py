@@ -150,7 +150,10 @@ def test_download_selects_one_set_of_weights_per_component():
     assert {"image_encoder/model-00001-of-00002.safetensors", "image_encoder/model.safetensors.index.json"} <= set(chosen)
 
 
-def test_download_failure_is_a_clear_message(tmp_path):
+def test_download_failure_is_a_clear_message(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the hub client's retries back off for ~20 s
     out = io.StringIO()
     with pytest.raises(ModelDownloadError) as err:
         download_model("svd", cache_dir=tmp_path, endpoint=UNREACHABLE, out=out)
