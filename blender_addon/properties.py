@@ -109,7 +109,8 @@ class DynaPose4DSettings(bpy.types.PropertyGroup):
     mesh_faces: IntProperty(name="Faces", default=20_000, min=100, max=1_000_000, options=STILL,
                             description="Faces of the mesh after decimation")
     radius_scale: FloatProperty(name="Splat Size", default=1.5, min=0.0, max=20.0, options=STILL,
-                                description="Point radius in standard deviations of each Gaussian")
+                                description="How far each Gaussian's ellipsoid reaches on Blender 4.2-5.2, in units of 2 sigma "
+                                "(1.5: 3 sigma, where its falloff has faded); Blender 5.3's own splats ignore it")
     job_id: StringProperty(name="Job", options=STILL,
                            description="The backend job shown in this scene (pick one from the server's list in the panel)")
     # retargeting
