@@ -76,6 +76,9 @@ def test_generate_end_to_end_on_tiny_models(tmp_path, lamp, tiny_zero123, tiny_s
     assert seq["frame_count"] == 3 and all(p.exists() for p in seq["paths"])
     reference = ReferenceImage.load(tmp_path / "reference")
     assert reference.image.shape == (256, 256, 3)
+    # The default keypoint tracker is no CAPE estimator: no multi-view keypoints, no refinement.
+    assert ("multiview_keypoints", "started") not in stages
+    assert not (tmp_path / "keypoints" / "views.npz").exists() and "multiview_keypoints" not in model.info
 
 
 def test_generate_stops_and_resumes(tmp_path, lamp, tiny_zero123, tiny_svd):

@@ -286,11 +286,5 @@ def test_generate_with_cape_refines_anchor_depths_from_zero123_views(tmp_path, r
     np.testing.assert_allclose(azimuths, MULTIVIEW_AZIMUTHS, atol=1e-3)  # the views' own cameras
     report = Dynamic4D.load(tmp_path / "model.pt").info["multiview_keypoints"]
     assert report["anchors"] == 8 and 0 <= report["changed"] <= 8
-    # Without a CAPE estimator (or with the setting off) there are no views and no refinement.
-    other = tmp_path / "tracker"
-    (other / "inputs").mkdir(parents=True)
-    (other / "inputs" / "lamp.png").write_bytes((tmp_path / "inputs" / "lamp.png").read_bytes())
-    write_job(other, "generate", dict(settings, estimator="tracker"), {"image": "lamp.png"})
-    assert run_job(other)["status"] == "finished"
-    assert not (other / "keypoints" / "views.npz").exists()
-    assert "multiview_keypoints" not in Dynamic4D.load(other / "model.pt").info
+    # Without a CAPE estimator there are no views and no refinement: the tracker's generate job in
+    # tests/test_image_to_4d.py checks that.
