@@ -119,8 +119,7 @@ def export_result(result: str | Path, out: str | Path, options: ExportOptions = 
     else:
         frames = _load_frames(source, options)
         report = _export_frames(frames, out, options)
-    report.update(source=source.kind, path=str(out), mb=round(out.stat().st_size / 1e6, 4), seconds=round(time.perf_counter() - t0, 3))
-    return report
+    return _reported(report, source.kind, out, t0)
 
 
 @dataclass
@@ -144,20 +143,41 @@ def _load_frames(source: Source, options: ExportOptions) -> Frames:
     return _load_model(source.path, options) if source.kind == "model" else _load_sequence(source.path, options)
 
 
+def export_model(model, out: str | Path, options: ExportOptions = ExportOptions()) -> dict:
+    """Write a :class:`~..dynamic4d.Dynamic4D` already in memory as a GLB at ``out`` (the server's
+    snapshot); returns the same report as :func:`export_result`."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    report = _export_frames(_model_frames(model, options), out, options)
+    return _reported(report, "model", out, t0)
+
+
+def _reported(report: dict, source: str, out: Path, t0: float) -> dict:
+    report.update(source=source, path=str(out), mb=round(out.stat().st_size / 1e6, 4), seconds=round(time.perf_counter() - t0, 3))
+    return report
+
+
 def _load_model(path: Path, options: ExportOptions) -> Frames:
-    """A model.pt sampled at the options' fps and frames; backend coordinates, the user's frame
-    for the root node."""
+    """A model.pt sampled at the options' fps and frames."""
     import pickle
 
-    from ..dynamic4d import Dynamic4D, default_frame_count
-    from ..io.gltf_scene import SceneInfo
-    from ..mesh.splat_parts import handles_of_model
-    from ..userframe import user_frame_of
+    from ..dynamic4d import Dynamic4D
 
     try:
         model = Dynamic4D.load(path)
     except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:  # torch's unpickler errors on a foreign file
         raise ExportError(f"{path}: not a DynaPose4D model file ({exc})") from None
+    return _model_frames(model, options)
+
+
+def _model_frames(model, options: ExportOptions) -> Frames:
+    """``model`` sampled at the options' fps and frames; backend coordinates, the user's frame
+    for the root node."""
+    from ..dynamic4d import default_frame_count
+    from ..io.gltf_scene import SceneInfo
+    from ..mesh.splat_parts import handles_of_model
+    from ..userframe import user_frame_of
+
     count = options.frames or default_frame_count(model, options.fps)
     times = model.times(count, options.fps, options.time_mode)
     handles = handles_of_model(model, times) if options.kind == "splats" else None

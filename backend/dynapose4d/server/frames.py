@@ -113,6 +113,15 @@ class SnapshotFrames:
                 self._frame_bytes -= len(self._frames.pop(key))
 
     # -- requests ------------------------------------------------------------------------------
+    def request(self, job_id: str, job_dir: Path, version: int | None, fps: float | None, frame_count: int | None,
+                mode: str) -> tuple[_Loaded, float, int]:
+        """What every snapshot request starts with: the latest snapshot (checked against the
+        ``version`` the client asked for) and the fps and frame count to sample it at."""
+        loaded = self.load(job_id, job_dir)
+        self._check_version(loaded, version)
+        fps, frame_count = self._timing(loaded.model, fps, frame_count, mode)
+        return loaded, fps, frame_count
+
     @staticmethod
     def _timing(model, fps: float | None, frame_count: int | None, mode: str) -> tuple[float, int]:
         from ..dynamic4d import TIME_MODES, default_frame_count
@@ -142,9 +151,7 @@ class SnapshotFrames:
         version: int | None = None,
     ) -> tuple[bytes, dict]:
         """The encoded frame and its snapshot info."""
-        loaded = self.load(job_id, job_dir)
-        self._check_version(loaded, version)
-        fps, frame_count = self._timing(loaded.model, fps, frame_count, mode)
+        loaded, fps, frame_count = self.request(job_id, job_dir, version, fps, frame_count, mode)
         if not 0 <= index < frame_count:
             raise BadFrameRequest(f"frame index {index} is outside 0..{frame_count - 1} (frame_count={frame_count})")
         sequence = (job_id, loaded.snapshot.get("version"), loaded.stamp, float(fps), frame_count, mode, dtype)
@@ -229,10 +236,8 @@ class SnapshotFrames:
         """All keypoint trajectories and the skeleton, as JSON-ready data."""
         import torch
 
-        loaded = self.load(job_id, job_dir)
-        self._check_version(loaded, version)
+        loaded, fps, frame_count = self.request(job_id, job_dir, version, fps, frame_count, mode)
         model = loaded.model
-        fps, frame_count = self._timing(model, fps, frame_count, mode)
         check_keypoints(frame_count, len(model.keypoints.names), len(model.deformation().handles_rest), self.work_bytes)
         times = model.times(frame_count, fps, mode)
         with torch.no_grad():

@@ -26,9 +26,7 @@ class SkinnedMeshes:
         self._lock = threading.Lock()
 
     def mesh(self, job_id, job_dir, *, fps=None, frame_count=None, mode="clamp", version=None, max_bones=48, target_faces=20_000, resolution=128) -> tuple[bytes, dict]:
-        loaded = self.frames.load(job_id, job_dir)
-        self.frames._check_version(loaded, version)
-        fps, frame_count = self.frames._timing(loaded.model, fps, frame_count, mode)
+        loaded, fps, frame_count = self.frames.request(job_id, job_dir, version, fps, frame_count, mode)
         key = (job_id, loaded.stamp, float(fps), frame_count, mode, max_bones, target_faces, resolution)
         with self._lock:  # also one build at a time
             data = self._cache.get(key)

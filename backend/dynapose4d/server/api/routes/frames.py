@@ -133,12 +133,9 @@ def export_glb(frames: SnapshotFrames, job_id: str, job_dir: Path, *, kind: str,
                mode: str, version: int | None, max_mb: float) -> tuple[bytes, dict]:
     """The GLB bytes of the job's latest snapshot; its memory is checked before any sampling (every
     frame's Gaussians are held at once, and the deformation field runs on its handles)."""
-    from ....io.job_folder import JobFolder
-    from ....pipeline.export import ExportError, ExportOptions, export_result
+    from ....pipeline.export import ExportError, ExportOptions, export_model
 
-    loaded = frames.load(job_id, job_dir)
-    frames._check_version(loaded, version)
-    fps, frame_count = frames._timing(loaded.model, fps, frame_count, mode)
+    loaded, fps, frame_count = frames.request(job_id, job_dir, version, fps, frame_count, mode)
     gaussians, handles = loaded.model.static.num, len(loaded.model.deformation().handles_rest)
     terms = [*frame_terms(gaussians), field_chunk(handles)]
     if kind == "splats":
@@ -147,7 +144,10 @@ def export_glb(frames: SnapshotFrames, job_id: str, job_dir: Path, *, kind: str,
     with tempfile.TemporaryDirectory(prefix="dynapose4d-export-") as tmp:
         out = Path(tmp) / "export.glb"
         try:
-            export_result(JobFolder(job_dir).snapshot, out, ExportOptions(kind=kind, fps=fps, frames=frame_count, time_mode=mode, max_mb=max_mb))
+            # The snapshot already loaded (and checked against ``version``), not the file again:
+            # a newer snapshot written meanwhile must not slip into this answer.
+            options = ExportOptions(kind=kind, fps=fps, frames=frame_count, time_mode=mode, max_mb=max_mb)
+            export_model(loaded.model, out, options)
         except ExportError as exc:
             raise BadFrameRequest(f"no {kind} export of this snapshot: {exc}") from None
         return out.read_bytes(), loaded.snapshot
