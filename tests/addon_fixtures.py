@@ -381,7 +381,6 @@ class Recorder:
         pass
 
     def prop(self, data, name, **kw):
-
         assert name in data.bl_rna.properties, name
         self.log.append(("prop", name))
 
@@ -389,6 +388,7 @@ class Recorder:
         import bpy
 
         module, name = idname.split(".")
+        # bpy.ops answers any attribute; only a registered operator has an RNA type.
         getattr(getattr(bpy.ops, module), name).get_rna_type()
         self.log.append(("operator", idname))
         return type("Props", (), {})()

@@ -12,7 +12,7 @@ from blender_addon.format.sequence import Sampling  # noqa: E402
 from blender_addon.link import job_settings  # noqa: E402
 from blender_addon.link.follow import FetchProgress, Finished, JobSession, JobView, Problem, SequenceReady, Status  # noqa: E402
 from blender_addon.scene import export, importer  # noqa: E402
-from tests.addon_fixtures import Glb, fresh_blender, make_sequence  # noqa: E402,F401
+from tests.addon_fixtures import Glb, Recorder, fresh_blender, make_sequence  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 
@@ -204,33 +204,6 @@ def test_preferences_fall_back_to_defaults_when_not_enabled():
 
 
 # -- the panel, drawn into a recorder (the bpy module never draws panels) -----------------------------
-
-
-class Recorder:
-    """Stands in for UILayout: checks every property and operator the panel names exists."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def __getattr__(self, name):
-        if name in ("row", "column", "box", "grid_flow", "split"):
-            return lambda *a, **k: Recorder(self.log)
-        return lambda *a, **k: self.log.append((name, a, k))
-
-    def __setattr__(self, name, value):
-        if name == "log":
-            object.__setattr__(self, name, value)
-
-    def prop(self, data, name, **kw):
-        assert name in data.bl_rna.properties, name
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **kw):
-        module, name = idname.split(".")
-        # bpy.ops answers any attribute; only a registered operator has an RNA type.
-        getattr(getattr(bpy.ops, module), name).get_rna_type()
-        self.log.append(("operator", idname))
-        return type("Props", (), {})()
 
 
 class PanelStub:

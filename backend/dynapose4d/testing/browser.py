@@ -40,6 +40,14 @@ THREE_DIR = ROOT / ".node-three" / "node_modules" / "three"
 PLAYCANVAS_DIR = ROOT / ".node-playcanvas" / "node_modules" / "playcanvas"  # a second viewer (npm playcanvas@2.23.3)
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
+# Both pages: a script error or a rejected promise ends the run with its message (a page that
+# broke would otherwise only time out).
+REPORT_ERRORS = """<script>
+  const fail = (what) => fetch('/done', {method: 'POST', body: JSON.stringify({ok: false, error: String(what)})});
+  window.addEventListener('error', (e) => fail(e.message + ' at ' + e.filename + ':' + e.lineno));
+  window.addEventListener('unhandledrejection', (e) => fail(e.reason && e.reason.stack || e.reason));
+</script>"""
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><style>html,body{margin:0;background:#fff}</style>
 <script type="importmap">
@@ -47,11 +55,7 @@ PAGE = """<!doctype html>
              "three/tsl": "/three/build/three.tsl.js", "three/addons/": "/three/examples/jsm/"}}
 </script></head><body>
 <canvas id="c" width="%(width)d" height="%(height)d"></canvas>
-<script>
-  const fail = (what) => fetch('/done', {method: 'POST', body: JSON.stringify({ok: false, error: String(what)})});
-  window.addEventListener('error', (e) => fail(e.message + ' at ' + e.filename + ':' + e.lineno));
-  window.addEventListener('unhandledrejection', (e) => fail(e.reason && e.reason.stack || e.reason));
-</script>
+%(report_errors)s
 <script type="module">
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
@@ -109,11 +113,7 @@ try {
 PLAYCANVAS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><style>html,body{margin:0;background:#fff}</style></head><body>
 <canvas id="c" width="%(width)d" height="%(height)d" style="width:%(width)dpx;height:%(height)dpx"></canvas>
-<script>
-  const fail = (what) => fetch('/done', {method: 'POST', body: JSON.stringify({ok: false, error: String(what)})});
-  window.addEventListener('error', (e) => fail(e.message + ' at ' + e.filename + ':' + e.lineno));
-  window.addEventListener('unhandledrejection', (e) => fail(e.reason && e.reason.stack || e.reason));
-</script>
+%(report_errors)s
 <script type="module">
 import * as pc from '/viewer/build/playcanvas.mjs';
 const job = %(job)s;
@@ -202,7 +202,7 @@ def render_glb(glb: str | Path, times: list[float], width: int = 256, height: in
     if problem:
         raise BrowserError(problem)
     job = {"times": [float(t) for t in times], "width": width, "height": height, "background": background, "float_blend": float_blend, "settle": 60}
-    page = (template % {"width": width, "height": height, "job": json.dumps(job)}).encode()
+    page = (template % {"width": width, "height": height, "job": json.dumps(job), "report_errors": REPORT_ERRORS}).encode()
     glb_bytes = Path(glb).read_bytes()
     state = {"pictures": {}, "done": None, "log": []}
     finished = threading.Event()
