@@ -127,29 +127,8 @@ def load_image(
     # 2. Header: format and size, before decoding any pixels.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-        try:
-            img = Image.open(path)
-        except UnidentifiedImageError:
-            raise ImageLoadError(
-                f"{name} is not an image Pillow can read; give a PNG, JPEG, WebP, BMP or TIFF file"
-            ) from None
-        except Image.DecompressionBombError:
-            raise ImageLoadError(
-                f"{name} is too large to open safely (decompression-bomb guard); resize it below {max_pixels:,} pixels"
-            ) from None
-        except OSError as exc:
-            raise ImageLoadError(f"{name} could not be read: {exc}") from None
+        img = _open_checked(path, name, max_pixels, min_side)
     with img:
-        w, h = img.size
-        if w * h > max_pixels:
-            raise ImageLoadError(
-                f"{name} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (a guard against "
-                "decompression bombs); resize it (1024 px is plenty: the reference is 256 px) or raise max_pixels"
-            )
-        if min(w, h) < min_side:
-            raise ImageLoadError(
-                f"{name} is only {w}x{h} pixels; give an image at least {min_side} px on each side (256+ recommended)"
-            )
         # 3. Decode all pixels.
         try:
             img.load()
@@ -169,23 +148,9 @@ def check_image(path: str | Path, name: str, *, max_pixels: int = MAX_PIXELS, mi
     fully transparent. The server's upload check and the CLI's frame import both use it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-        try:
-            img = Image.open(path)
-        except UnidentifiedImageError:
-            raise ImageLoadError(f"{name} is not an image Pillow can read; give a PNG, JPEG, WebP, BMP or TIFF file") from None
-        except Image.DecompressionBombError:
-            raise ImageLoadError(f"{name} is too large to open safely (decompression-bomb guard); resize it below {max_pixels:,} pixels") from None
-        except OSError as exc:
-            raise ImageLoadError(f"{name} could not be read ({type(exc).__name__}); re-export the file") from None
+        img = _open_checked(path, name, max_pixels, min_side)
         with img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageLoadError(
-                    f"{name} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (a decompression-bomb guard); "
-                    "the pipeline works at 256-1024 px, so resize it (2048 px on the long side is plenty)"
-                )
-            if min(w, h) < min_side:
-                raise ImageLoadError(f"{name} is only {w}x{h} pixels; give an image at least {min_side} px on each side (256+ recommended)")
+            w, h = img.size  # before draft(), which shrinks a JPEG's
             img.draft("RGB", (1024, 1024))  # JPEG: decode at 1/2..1/8 scale (no alpha there); other formats ignore it
             try:
                 img.load()
@@ -196,6 +161,30 @@ def check_image(path: str | Path, name: str, *, max_pixels: int = MAX_PIXELS, mi
     if transparent:
         raise ImageLoadError(f"{name} is fully transparent (alpha is 0 everywhere): there is nothing to see; export it with the object visible")
     return w, h
+
+
+def _open_checked(path: Path, name: str, max_pixels: int, min_side: int) -> Image.Image:
+    """``path`` opened (its header read, no pixel decoded) and its size checked, with errors that
+    name ``name`` (what the user calls the file, never our path)."""
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name} is not an image Pillow can read; give a PNG, JPEG, WebP, BMP or TIFF file") from None
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"{name} is too large to open safely (decompression-bomb guard); resize it below {max_pixels:,} pixels") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{name} could not be read ({type(exc).__name__}); re-export the file") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise ImageLoadError(
+            f"{name} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} (a decompression-bomb guard); "
+            "the pipeline works at 256-1024 px, so resize it (2048 px on the long side is plenty)"
+        )
+    if min(w, h) < min_side:
+        img.close()
+        raise ImageLoadError(f"{name} is only {w}x{h} pixels; give an image at least {min_side} px on each side (256+ recommended)")
+    return img
 
 
 def _fully_transparent(img: Image.Image) -> bool:
