@@ -362,6 +362,16 @@ def validation_errors(report: dict) -> list[dict]:
     return [m for m in report["issues"]["messages"] if m["severity"] == 0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    """The add-on registered for a test module's tests (import it into the module: autouse there)."""
+    import blender_addon
+
+    blender_addon.register()
+    yield
+    blender_addon.unregister()
+
+
 # -- drawing without a window ------------------------------------------------------------------------
 
 

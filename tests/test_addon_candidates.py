@@ -9,12 +9,11 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import blender_addon  # noqa: E402
 from blender_addon import candidates, preferences, runtime, ui  # noqa: E402
 from blender_addon.link.client import BackendClient  # noqa: E402
 from blender_addon.link.follow import JobView  # noqa: E402
 from blender_addon.link.launcher import BackendSettings  # noqa: E402
-from tests.addon_fixtures import fresh_blender  # noqa: E402,F401
+from tests.addon_fixtures import fresh_blender, registered  # noqa: E402,F401
 from tests.server_fixtures import start_server  # noqa: E402
 from tests.test_addon_operators import PanelStub  # noqa: E402
 
@@ -39,12 +38,6 @@ def waiting_job(tmp_path_factory, tiny_zero123, tiny_svd):
     yield server, job["id"]
     server.stop()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
 
 
 @pytest.fixture(autouse=True)

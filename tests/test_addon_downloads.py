@@ -11,22 +11,15 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import blender_addon  # noqa: E402
 from blender_addon import preferences, runtime  # noqa: E402
 from blender_addon.link.launcher import BackendSettings  # noqa: E402
 
 pytest.register_assert_rewrite("tests.fake_hub")
-from tests.addon_fixtures import drawn  # noqa: E402
+from tests.addon_fixtures import drawn, registered  # noqa: E402,F401
 from tests.fake_hub import STABLE, SVD, TOKEN  # noqa: E402
 
 pytest_plugins = ["tests.conftest_models", "tests.server_fixtures", "tests.fake_hub"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
 
 
 @pytest.fixture

@@ -19,19 +19,13 @@ from blender_addon.link.client import BackendClient, BackendError  # noqa: E402
 from blender_addon.link.launcher import BackendSettings  # noqa: E402
 from blender_addon.scene import importer  # noqa: E402
 from blender_addon.scene.result_import import import_result_folder  # noqa: E402
-from tests.addon_fixtures import Glb, fresh_blender, validate_gltf, validation_errors  # noqa: E402,F401
+from tests.addon_fixtures import Glb, fresh_blender, registered, validate_gltf, validation_errors  # noqa: E402,F401
 from tests.server_fixtures import finished_demo  # noqa: E402
 
 pytest_plugins = ["tests.server_fixtures"]
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 EXT = "KHR_gaussian_splatting"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,11 @@ from blender_addon.link.follow import Finished, JobSession, JobView, SequenceRea
 from blender_addon.link.job_list import JobEntry  # noqa: E402
 from blender_addon.scene import export, importer, placement  # noqa: E402
 from blender_addon.scene.rig import find_role  # noqa: E402
-from tests.addon_fixtures import Glb, drawn, make_sequence  # noqa: E402
+from tests.addon_fixtures import Glb, drawn, make_sequence, registered  # noqa: E402,F401
 
 JOB = "26b85edd1df74c3f8e0f2a7c9b1d4e55"
 TITLE = "cat 2025-06-03 14:05"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
 
 
 @pytest.fixture(autouse=True)

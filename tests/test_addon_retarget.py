@@ -10,11 +10,10 @@ import pytest
 bpy = pytest.importorskip("bpy")
 from mathutils import Vector  # noqa: E402
 
-import blender_addon  # noqa: E402
 from blender_addon.format.coords import backend_to_blender  # noqa: E402
 from blender_addon.format.retarget import BonePair, PresetError, load_preset, save_preset  # noqa: E402
 from blender_addon.scene import export, importer, retarget  # noqa: E402
-from tests.addon_fixtures import Glb, fresh_blender, make_sequence, validate_gltf, validation_errors  # noqa: E402,F401
+from tests.addon_fixtures import Glb, fresh_blender, make_sequence, registered, validate_gltf, validation_errors  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 START = 1
@@ -22,12 +21,6 @@ START = 1
 HEAD_TOL, AIM_TOL = 1e-4, 1e-3
 MAPPING = [BonePair("Spine", head="root", aim="neck"), BonePair("Arm.L", head="neck", aim="hand_l"), BonePair("Head", head="neck", aim="head")]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
 
 
 def user_armature(name="Character"):
