@@ -170,7 +170,7 @@ def _mode(stack: np.ndarray, valid: np.ndarray, tau: float = 0.08) -> np.ndarray
 def _plate(small, to_frame0, avoid, size, fallback=None):
     """The background plate on the canvas (``[H, W, 3]``): the per-pixel mode (:func:`_mode`) over the
     frames (those where the pixel is outside ``avoid``, when given, and seen at least in
-    :data:`_PLATE_MIN_FRAMES` of them; else ``fallback``)."""
+    :data:`_PLATE_MIN_FRAMES` of them; else ``fallback``), and where it was not seen so (bool)."""
     h, w = small[0].shape[:2]
     stack = np.stack([warp(f, m, size, 0.0) for f, m in zip(small, to_frame0)])
     valid = np.stack([warp(np.ones((h, w), np.float32), m, size, 0.0) > 0.99 for m in to_frame0])
@@ -180,7 +180,7 @@ def _plate(small, to_frame0, avoid, size, fallback=None):
     unseen = valid.mean(0) < (_PLATE_MIN_FRAMES if avoid is not None else 1e-6)
     if fallback is not None:
         plate[unseen] = fallback[unseen]
-    return plate.astype(np.float32)
+    return plate.astype(np.float32), unseen
 
 
 def _differences(small, plate, to_frame, size):
@@ -195,13 +195,16 @@ def _threshold(diffs, seeds, floor: float = 0.06) -> float:
     return float(max(floor, 2.5 * np.percentile(far, 95))) if far.size else floor
 
 
-def _frame_mask(img, diff, static, thr, iterations, band):
+def _frame_mask(img, diff, static, unknown, seed, thr, iterations, band):
     """One frame: what differs from the plate, joined with the object's parts that the plate
-    holds (``static``), refined by GrabCut; returns (mask, rough, clear fg, clear bg)."""
+    holds (``static``) and, where the plate never saw the background (``unknown``: the object
+    stood there in nearly every frame), with the support found in the frame (``seed``); refined by
+    GrabCut; returns (mask, rough, clear fg, clear bg)."""
     evidence = clean_mask(diff > thr, open_px=1, close_px=2, min_fraction=0.05) > 0.5
-    rough = evidence | static
+    rough = evidence | static | (unknown & (seed > 0.5))
     clear_fg = ((diff > 2 * thr) & evidence) | (static & (diff < 0.5 * thr))
-    clear_bg = (diff < 0.5 * thr) & ~static & ~_dilate(rough, 1)
+    # An unknown plate pixel looking like the plate says nothing: it is the object's own colour.
+    clear_bg = (diff < 0.5 * thr) & ~static & ~unknown & ~_dilate(rough, 1)
     labels = grabcut_labels(rough, band)
     labels[clear_bg] = cv2.GC_BGD
     labels[cv2.erode(clear_fg.astype(np.uint8), _disk(1)).astype(bool)] = cv2.GC_FGD
@@ -260,11 +263,16 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
     motion = _background_motion(small, seeds, 3 * band)
     to_frame, to_frame0 = [m[:2] for m in motion], [np.linalg.inv(m)[:2] for m in motion]
     to_canvas, from_canvas, canvas = _canvas(motion, size)
-    plate = _plate(small, to_canvas, None, canvas)
+    # The first plate leaves out the support found in each frame: a plain object standing where a
+    # pan keeps it over the same canvas pixels in most frames would otherwise be their mode.
+    plate, unseen = _plate(small, to_canvas, [_dilate(s, 2 * band) for s in seeds], canvas,
+                           fallback=_plate(small, to_canvas, None, canvas)[0])
     masks = None
     for _ in range(2):  # the second plate leaves out the first pass's masks (moving parts included)
         if masks is not None:
-            plate = _plate(small, to_canvas, [_dilate(m, band) for m in masks], canvas, fallback=plate)
+            plate, unseen_now = _plate(small, to_canvas, [_dilate(m, band) for m in masks], canvas, fallback=plate)
+            unseen &= unseen_now
+        unknowns = [warp(unseen.astype(np.float32), m, size, 1.0) > 0.5 for m in from_canvas]
         diffs = _differences(small, plate, from_canvas, size)
         thr = _threshold(diffs, seeds)
         # The object's parts the plate holds (there in most frames): frame 0's registered object
@@ -273,7 +281,7 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
         if not registered:  # a colour seed also takes still clutter of the object's colours
             held = _touching(held, [warp((d > thr).astype(np.float32), m, size, 0.0) > 0.5 for d, m in zip(diffs, to_frame0)], band)
         statics = [warp(held.astype(np.float32), m, size, 0.0) > 0.5 for m in to_frame]  # still against the background
-        passes = [_frame_mask(f, d, st, thr, iterations, band) for f, d, st in zip(small, diffs, statics)]
+        passes = [_frame_mask(f, d, st, u, sd, thr, iterations, band) for f, d, st, u, sd in zip(small, diffs, statics, unknowns, seeds)]
         masks = [p[0] for p in passes]
     confidence = [_confidence(m, fg, bg, band) for m, _, fg, bg in passes]
     stats = _check(masks, confidence, 4 * band, seeds)
