@@ -44,6 +44,7 @@ __all__ = [
     "run_grabcut",
     "first_frame_mask",
     "template_seed",
+    "foreground_odds",
     "SEEDS",
     "PROPAGATIONS",
 ]
@@ -248,23 +249,28 @@ def segment_frames(segmenter: Segmenter, frames) -> list[np.ndarray]:
 # a user's clip on its own background
 
 
-def _colour_prior(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray], bins: int = 16) -> np.ndarray:
-    """P(foreground | colour) for ``frame`` pixels: the support's foreground colour histogram
-    against the frame border's (background) histogram."""
-    s_img, s_mask = support
-    fg = s_img[s_mask > 0.5].reshape(-1, 3)
-    h, w = frame.shape[:2]
-    bg = border_pixels(frame, max(2, round(0.03 * min(h, w))))
+def foreground_odds(pixels: np.ndarray, foreground: np.ndarray, background: np.ndarray, bins: int = 16) -> np.ndarray:
+    """P(foreground | colour) of ``pixels [..., 3]`` from colour histograms (``bins`` per channel,
+    add-one smoothed) of ``foreground`` and ``background`` pixels ``[N, 3]`` in [0, 1]."""
+
+    def cells(px):
+        q = np.clip((np.asarray(px, np.float32).reshape(-1, 3) * bins).astype(np.int64), 0, bins - 1)
+        return (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
 
     def hist(px):
-        q = np.clip((px * bins).astype(np.int64), 0, bins - 1)
-        flat = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-        return (np.bincount(flat, minlength=bins**3) + 1.0) / (len(px) + bins**3)
+        return (np.bincount(cells(px), minlength=bins**3) + 1.0) / (len(px) + bins**3)
 
-    p_fg, p_bg = hist(fg), hist(bg)
-    q = np.clip((frame.reshape(-1, 3) * bins).astype(np.int64), 0, bins - 1)
-    flat = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-    return (p_fg[flat] / (p_fg[flat] + p_bg[flat])).reshape(h, w)
+    p_fg, p_bg = hist(foreground), hist(background)
+    at = cells(pixels)
+    return (p_fg[at] / (p_fg[at] + p_bg[at])).reshape(np.shape(pixels)[:-1])
+
+
+def _colour_prior(frame: np.ndarray, support: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """P(foreground | colour) for ``frame`` pixels: the support's foreground colours against the
+    frame border's (background)."""
+    s_img, s_mask = support
+    h, w = frame.shape[:2]
+    return foreground_odds(frame, s_img[s_mask > 0.5], border_pixels(frame, max(2, round(0.03 * min(h, w)))))
 
 
 def grabcut_labels(rough: np.ndarray, band: int) -> np.ndarray:

@@ -8,11 +8,13 @@ frame is seeded from what the job knows about the object, not from the previous 
 1. the support (the input image, or the model's reference view) registered onto every frame by
    SIFT + RANSAC (:func:`dynapose4d.imaging.masks.registered_seed`): where the object's body is;
 2. a background plate: the camera's motion is measured on the background
-   (:mod:`dynapose4d.video.stabilise`), every frame is put into frame 0's view, and each pixel's
-   median over the frames where it is away from the object is the background there. A moving part
-   covers any one pixel in few frames, so the plate shows the desk behind it; what differs from
-   the plate is the object, wherever it has moved (two passes: the second plate leaves out the
-   first pass's masks);
+   (:mod:`dynapose4d.video.stabilise`), every frame is put into frame 0's view, and each pixel takes
+   its mode over the frames where it is away from the object (first the support found in the
+   frame, then the first pass's masks). A moving part covers any one pixel in few frames, so the
+   plate shows the desk behind it; what differs from the plate is the object, wherever it has
+   moved. Where the plate never saw the background (the object stood there in nearly every
+   frame: a still part, or an object the camera follows) its colour is the object's: there the
+   support found in the frame is object, and a pixel looking like the plate is no sure background;
 3. GrabCut refines the edges, with the plate's verdicts as hard labels only where they are clear.
 
 Each frame also gets a per-pixel **confidence** in [0, 1] (a soft trimap): 1 where the plate and
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..imaging.masks import clean_mask, first_frame_mask, grabcut_labels, registered_seed, run_grabcut, template_seed
+from ..imaging.masks import clean_mask, first_frame_mask, foreground_odds, grabcut_labels, registered_seed, run_grabcut, template_seed
 from ..imaging.pixels import as_rgb, border_pixels
 from ..imaging.warp import warp
 from .stabilise import estimate_camera_motion
@@ -45,6 +47,7 @@ AREA_JUMP = 1.6  # a frame's mask area more than this factor off its neighbours'
 SEED_AREA_OFF = 1.4  # a mask this much larger or smaller than the support found in its frame is suspect
 MIN_SURE = 0.5  # a frame where less than this share of the object's surroundings is sure is suspect
 _PLATE_MIN_FRAMES = 0.25  # a plate pixel needs to be seen as background in this share of the frames
+_MODE_TAU = 0.08  # two frames agree on a plate pixel within this colour difference (max over channels)
 
 
 @dataclass
@@ -151,23 +154,26 @@ def _canvas(motion, size) -> tuple[list, list, tuple[int, int]]:
     return to_canvas, from_canvas, (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
 
 
-def _mode(stack: np.ndarray, valid: np.ndarray, tau: float = 0.08) -> np.ndarray:
+def _mode(stack: np.ndarray, valid: np.ndarray, odds=None, tau: float = _MODE_TAU) -> np.ndarray:
     """Per pixel, the value of the frame that most other valid frames agree with (within ``tau``):
     the background where a moving, many-coloured part covers the pixel in most frames (a median
-    would take the part's colour there), the object where a still part of it always is. White
-    where no frame is valid."""
-    best = np.full(stack.shape[1:3], -1, np.int32)
+    would take the part's colour there), the object where a still part of it always is. A value
+    in the object's colours (``odds``: P(object | colour) of ``stack [T, H, W, 3]``) counts for
+    less, so a part that lingers over a pixel in most frames with its own colours does not become
+    the background there. White where no frame is valid."""
+    best = np.full(stack.shape[1:3], -1.0, np.float32)
     plate = np.ones(stack.shape[1:], np.float32)
+    weight = np.ones(stack.shape[:3], np.float32) if odds is None else (1.0 - 0.9 * odds).astype(np.float32)
     for i in range(len(stack)):
         close = (np.abs(stack - stack[i]).max(-1) < tau) & valid
-        count = np.where(valid[i], close.sum(0), -1)
+        count = np.where(valid[i], close.sum(0) * weight[i], -1.0)
         better = count > best
         best[better] = count[better]
         plate[better] = stack[i][better]
     return plate
 
 
-def _plate(small, to_frame0, avoid, size, fallback=None):
+def _plate(small, to_frame0, avoid, size, fallback=None, odds=None):
     """The background plate on the canvas (``[H, W, 3]``): the per-pixel mode (:func:`_mode`) over the
     frames (those where the pixel is outside ``avoid``, when given, and seen at least in
     :data:`_PLATE_MIN_FRAMES` of them; else ``fallback``), and where it was not seen so (bool)."""
@@ -176,7 +182,7 @@ def _plate(small, to_frame0, avoid, size, fallback=None):
     valid = np.stack([warp(np.ones((h, w), np.float32), m, size, 0.0) > 0.99 for m in to_frame0])
     if avoid is not None:
         valid &= np.stack([~(warp(a.astype(np.float32), m, size, 1.0) > 0.01) for a, m in zip(avoid, to_frame0)])
-    plate = _mode(stack, valid)
+    plate = _mode(stack, valid, None if odds is None else odds(stack))
     unseen = valid.mean(0) < (_PLATE_MIN_FRAMES if avoid is not None else 1e-6)
     if fallback is not None:
         plate[unseen] = fallback[unseen]
@@ -197,11 +203,14 @@ def _threshold(diffs, seeds, floor: float = 0.06) -> float:
 
 def _frame_mask(img, diff, static, unknown, seed, thr, iterations, band):
     """One frame: what differs from the plate, joined with the object's parts that the plate
-    holds (``static``) and, where the plate never saw the background (``unknown``: the object
-    stood there in nearly every frame), with the support found in the frame (``seed``); refined by
-    GrabCut; returns (mask, rough, clear fg, clear bg)."""
-    evidence = clean_mask(diff > thr, open_px=1, close_px=2, min_fraction=0.05) > 0.5
-    rough = evidence | static | (unknown & (seed > 0.5))
+    holds (``static``, where the frame still looks like the plate) and, where the plate never saw
+    the background (``unknown``: the object stood there in nearly every frame, so the plate is its
+    colour), what looks like the plate near the support found in the frame (``seed``): there a
+    pixel that differs is the desk the object uncovered, not object. Refined by GrabCut; returns
+    (mask, rough, clear fg, clear bg)."""
+    evidence = clean_mask((diff > thr) & ~unknown, open_px=1, close_px=2, min_fraction=0.05) > 0.5
+    static = static & (diff < thr)
+    rough = evidence | static | (unknown & (diff < thr) & _dilate(seed, 2 * band))
     clear_fg = ((diff > 2 * thr) & evidence) | (static & (diff < 0.5 * thr))
     # An unknown plate pixel looking like the plate says nothing: it is the object's own colour.
     clear_bg = (diff < 0.5 * thr) & ~static & ~unknown & ~_dilate(rough, 1)
@@ -265,12 +274,18 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
     to_canvas, from_canvas, canvas = _canvas(motion, size)
     # The first plate leaves out the support found in each frame: a plain object standing where a
     # pan keeps it over the same canvas pixels in most frames would otherwise be their mode.
-    plate, unseen = _plate(small, to_canvas, [_dilate(s, 2 * band) for s in seeds], canvas,
-                           fallback=_plate(small, to_canvas, None, canvas)[0])
+    far = np.concatenate([f[~_dilate(s, 6 * band)][::7] for f, s in zip(small, seeds)])
+    s_img, s_mask = support
+
+    def odds(px):  # P(object | colour): the support's colours against the frames' far from it
+        return foreground_odds(px, np.asarray(s_img, np.float32)[np.asarray(s_mask) > 0.5], far)
+
+    everything = _plate(small, to_canvas, None, canvas, odds=odds)[0]
+    plate, unseen = _plate(small, to_canvas, [_dilate(s, 2 * band) for s in seeds], canvas, fallback=everything, odds=odds)
     masks = None
     for _ in range(2):  # the second plate leaves out the first pass's masks (moving parts included)
         if masks is not None:
-            plate, unseen_now = _plate(small, to_canvas, [_dilate(m, band) for m in masks], canvas, fallback=plate)
+            plate, unseen_now = _plate(small, to_canvas, [_dilate(m, band) for m in masks], canvas, fallback=plate, odds=odds)
             unseen &= unseen_now
         unknowns = [warp(unseen.astype(np.float32), m, size, 1.0) > 0.5 for m in from_canvas]
         diffs = _differences(small, plate, from_canvas, size)
