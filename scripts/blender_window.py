@@ -58,7 +58,9 @@ PACKAGES = (
 BPY_VENV = "/opt/bpy53"  # inside the root
 BPY_REQUIREMENTS = ("bpy==5.3.0", "numpy")
 RUNS = "/tmp/dp4d-runs"  # inside the root: one folder per run
-KIT = REPO / "tests" / "window" / "windowkit.py"  # the drivers' helpers, copied beside each driver
+# The drivers' helpers, copied beside each driver: windowkit (steps, checks, the result) and
+# cycles_still (how the tests render with Cycles).
+KIT = tuple(REPO / "tests" / "window" / name for name in ("windowkit.py", "cycles_still.py"))
 SCREEN = "1280x800x24"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STAMPS = ".dp4d"  # inside the root: one file per finished stage, holding its fingerprint
@@ -386,7 +388,7 @@ def run(driver: str | os.PathLike, mode: str = "window", *, files=(), env: dict 
     (work / "home").mkdir(parents=True)
     (work / "out").mkdir()
     (work / "files").mkdir()
-    for path in {KIT, driver}:  # the driver imports windowkit from its own folder
+    for path in {*KIT, driver}:  # the driver imports its helpers from its own folder
         shutil.copy2(path, work / path.name)
     for path in files:
         shutil.copy2(path, work / "files" / Path(path).name)

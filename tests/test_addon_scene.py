@@ -17,6 +17,7 @@ from blender_addon.scene import animation, display, export, importer, points, ri
 from blender_addon.scene.attributes import get_attribute, vertex_positions  # noqa: E402
 from blender_addon.scene.display import MODIFIER  # noqa: E402
 from tests.addon_fixtures import Glb, fresh_blender, make_sequence, validate_gltf, validation_errors  # noqa: E402,F401
+from tests.window.cycles_still import flat_footprint, render_flat_gaussian  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("fresh_blender")
 START = 1
@@ -136,40 +137,10 @@ def test_display_draws_each_gaussian_as_its_ellipsoid_turning_and_stretching_per
 def test_cycles_draws_a_gaussians_soft_anisotropic_footprint(tmp_path):
     """One flat Gaussian seen from above renders as opacity * exp(-d^2/2) in its own sigmas, to a
     few thousandths: the per-ray falloff of the ellipsoid's material (not a ball, not a disc)."""
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    seq = make_sequence(count=1, frames=2)
-    seq.positions[:] = 0.0
-    seq.scales[:] = (0.3, 0.05, 0.1)  # backend x, y (up), z: in Blender x 0.3, y 0.1, z 0.05
-    seq.rotations[:] = (1.0, 0.0, 0.0, 0.0)
-    seq.opacities[:], seq.colors[:] = 0.9, 1.0
-    importer.import_sequence(bpy.context, seq, "job-one", importer.ImportOptions(frame_start=START, rig=False, camera=False, place=False))
-    scene = bpy.context.scene
-    cam = bpy.data.objects.new("top", bpy.data.cameras.new("top"))
-    scene.collection.objects.link(cam)
-    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 2.0, (0.0, 0.0, 3.0)
-    scene.camera = cam
-    size = 48
-    got = render_red(scene, tmp_path / "one.exr", size, samples=32)
-    c = (np.arange(size) + 0.5) / size * 2 - 1
-    x, y = np.meshgrid(c, c)
-    expected = 0.9 * np.exp(-0.5 * (x**2 / 0.3**2 + y**2 / 0.1**2))
+    got = render_flat_gaussian(importer, make_sequence(count=1, frames=2), str(tmp_path / "one.exr"), size=48, samples=32, frame_start=START)
+    expected, _, _ = flat_footprint(48)
     assert np.abs(got - expected).max() < 0.02, np.abs(got - expected).max()
-    assert scene.view_settings.view_transform == "Standard"  # the import's view: colours as a 3DGS viewer
-
-
-def render_red(scene, path, size, samples):
-    scene.world = None  # black
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples, scene.cycles.use_denoising = samples, False
-    scene.cycles.pixel_filter_type, scene.cycles.filter_width = "BOX", 0.01
-    scene.render.resolution_x = scene.render.resolution_y = size
-    scene.render.image_settings.file_format = "OPEN_EXR"
-    scene.render.filepath = str(path)
-    bpy.ops.render.render(write_still=True)
-    image = bpy.data.images.load(str(path))
-    pixels = np.empty(size * size * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    return pixels.reshape(size, size, 4)[..., 0]
+    assert bpy.context.scene.view_settings.view_transform == "Standard"  # the import's view: colours as a 3DGS viewer
 
 
 def test_cycles_renders_the_splat_colours(tmp_path):

@@ -11,7 +11,7 @@ scripts/blender_window.py (a Debian trixie root; see its docstring and docs/blen
 - ``finished_demo_job``: a demo job done on ``host_backend`` (the window test's, else a tiny one).
 
 Another test plugs in with ``harness.run(driver, "bpy" | "window", files=..., env=...)``; a driver
-is a Python file beside ``tests/window/windowkit.py`` (its helpers, copied along with it).
+is a Python file beside ``tests/window/windowkit.py`` and ``cycles_still.py`` (its helpers, copied along with it).
 """
 
 from __future__ import annotations

@@ -77,26 +77,9 @@ def splat_material():
     if mat.node_tree is None:  # 5.x materials always have nodes; older ones need asking
         mat.use_nodes = True
     mat["dynapose4d_display"] = TREE_REVISION
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    nodes.clear()
-
-    def node(kind, x, y, **props):
-        n = nodes.new(kind)
-        n.location = (x, y)
-        for key, value in props.items():
-            setattr(n, key, value)
-        return n
-
-    def math(op, a, b, x, y, vector=False):
-        n = node("ShaderNodeVectorMath" if vector else "ShaderNodeMath", x, y, operation=op)
-        for i, v in enumerate((a, b)):
-            if v is None:
-                continue
-            if isinstance(v, bpy.types.NodeSocket):
-                links.new(v, n.inputs[i])
-            else:
-                n.inputs[i].default_value = v
-        return n.outputs["Value" if op in ("DOT_PRODUCT", "LENGTH") and vector else 0]
+    mat.node_tree.nodes.clear()
+    tree = _Tree(mat.node_tree)
+    node, links, math = tree.node, tree.links, tree.math
 
     def instancer(name, kind, y):
         return node("ShaderNodeAttribute", -1400, y, attribute_type="INSTANCER", attribute_name=name).outputs[kind]
@@ -136,7 +119,8 @@ def splat_material():
 
 
 class _Tree:
-    """A Geometry Nodes group being built: nodes placed left to right, links by socket."""
+    """A node tree being built (a Geometry Nodes group, a material's shaders): nodes placed left
+    to right, links by socket."""
 
     def __init__(self, group):
         self.group, self.nodes, self.links = group, group.nodes, group.links
@@ -158,8 +142,9 @@ class _Tree:
     def attribute(self, name, data_type, x, y):
         return self.node("GeometryNodeInputNamedAttribute", x, y, {"Name": name}, data_type=data_type).outputs["Attribute"]
 
-    def math(self, op, a, b, x, y):
-        return self.node("ShaderNodeMath", x, y, {0: a, 1: b}, operation=op).outputs[0]
+    def math(self, op, a, b, x, y, vector=False):
+        n = self.node("ShaderNodeVectorMath" if vector else "ShaderNodeMath", x, y, {0: a, 1: b}, operation=op)
+        return n.outputs["Value" if vector and op in ("DOT_PRODUCT", "LENGTH") else 0]
 
 
 def _new_group(name: str):
@@ -286,20 +271,23 @@ def ensure_display(obj, radius_scale: float | None = None, frame_start: int | No
 def set_input(mod, name: str, value) -> None:
     """Set a Geometry Nodes modifier's input by its label: an ID property up to 5.2, an RNA
     property in ``mod.properties.inputs`` from 5.3 (which refuses ID properties there)."""
-    identifier = _socket_id(mod.node_group, name)
-    inputs = getattr(getattr(mod, "properties", None), "inputs", None)
-    if inputs is not None and hasattr(inputs, identifier):
-        getattr(inputs, identifier).value = value
+    identifier, rna = _input(mod, name)
+    if rna is not None:
+        rna.value = value
     else:
         mod[identifier] = value
 
 
 def get_input(mod, name: str):
+    identifier, rna = _input(mod, name)
+    return mod[identifier] if rna is None else rna.value
+
+
+def _input(mod, name: str):
+    """A modifier input's identifier, and its 5.3+ RNA property (None before 5.3)."""
     identifier = _socket_id(mod.node_group, name)
     inputs = getattr(getattr(mod, "properties", None), "inputs", None)
-    if inputs is not None and hasattr(inputs, identifier):
-        return getattr(inputs, identifier).value
-    return mod[identifier]
+    return identifier, getattr(inputs, identifier) if inputs is not None and hasattr(inputs, identifier) else None
 
 
 def _socket_id(group, name: str) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpy  # noqa: E402
 import windowkit as kit  # noqa: E402
+from cycles_still import flat_footprint, render_flat_gaussian  # noqa: E402
 from windowkit import check, mark  # noqa: E402
 
 COUNT, FRAMES, START = 64, 4, 1
@@ -95,33 +96,10 @@ def steps():
 
 
 def render_one_gaussian(importer, seq_mod):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    seq = sequence(seq_mod, count=1, frames=2)
-    seq.positions[:], seq.scales[:], seq.opacities[:], seq.colors[:] = 0.0, (0.3, 0.05, 0.1), 0.9, 1.0
-    seq.frame_rotations[:] = seq.rotations[:] = (1.0, 0.0, 0.0, 0.0)
-    seq.sh_rest = None
-    importer.import_sequence(bpy.context, seq, "one", importer.ImportOptions(frame_start=START, place=False, rig=False, camera=False))
-    scene = bpy.context.scene
-    cam = bpy.data.objects.new("top", bpy.data.cameras.new("top"))
-    scene.collection.objects.link(cam)
-    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 2.0, (0.0, 0.0, 3.0)
-    scene.camera = cam
-    scene.world = None  # black
     size = 48
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples, scene.cycles.use_denoising = 64, False
-    scene.cycles.pixel_filter_type, scene.cycles.filter_width = "BOX", 0.01
-    scene.render.resolution_x = scene.render.resolution_y = size
-    scene.render.image_settings.file_format = "OPEN_EXR"
-    scene.render.filepath = os.path.join(kit.OUT, "one.exr")
-    bpy.ops.render.render(write_still=True)
-    image = bpy.data.images.load(scene.render.filepath)
-    pixels = np.empty(size * size * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    got = pixels.reshape(size, size, 4)[..., 0]
-    c = (np.arange(size) + 0.5) / size * 2 - 1
-    x, y = np.meshgrid(c, c)
-    want = 0.9 * np.exp(-0.5 * (x**2 / 0.3**2 + y**2 / 0.1**2))
+    got = render_flat_gaussian(importer, sequence(seq_mod, count=1, frames=2), os.path.join(kit.OUT, "one.exr"),
+                               size=size, samples=64, frame_start=START)
+    want, x, y = flat_footprint(size)
     kit.RESULT["footprint"] = {"max_err": float(np.abs(got - want).max()), "mean_err": float(np.abs(got - want).mean()),
                                "peak": float(got.max()), "centre": np.round(np.unravel_index(got.argmax(), got.shape), 1).tolist(),
                                "col": np.round(got[::4, size // 2], 3).tolist(), "want_col": np.round(want[::4, size // 2], 3).tolist(),

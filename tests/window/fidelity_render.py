@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpy  # noqa: E402
 import windowkit as kit  # noqa: E402
+from cycles_still import point_sampled_cycles, render_to_array  # noqa: E402
 from windowkit import check, mark  # noqa: E402
 
 ENGINES = {"cycles": ("CYCLES",), "eevee": ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE")}  # 4.2-4.5 / 5.0+ names
@@ -62,10 +63,9 @@ def set_up_render(scene, engine: str, samples: int, threads: int) -> None:
     scene.render.film_transparent = True
     scene.render.threads_mode, scene.render.threads = "FIXED", threads
     if engine == "cycles":
+        point_sampled_cycles(scene, samples)
         scene.cycles.device = "CPU"
-        scene.cycles.samples, scene.cycles.use_denoising = samples, False
         scene.cycles.use_adaptive_sampling = False
-        scene.cycles.pixel_filter_type, scene.cycles.filter_width = "BOX", 0.01
     else:
         scene.eevee.taa_render_samples = samples
         scene.render.filter_size = 0.0
@@ -82,20 +82,6 @@ def add_camera(name: str, view: dict, coords):
     bpy.context.scene.collection.objects.link(obj)
     obj.matrix_world = Matrix(coords.backend_to_blender_matrix(np.asarray(view["c2w"], np.float64).reshape(4, 4)).tolist())
     return obj
-
-
-def render_to_array(scene, path: str) -> np.ndarray:
-    scene.render.image_settings.file_format = "OPEN_EXR"
-    scene.render.image_settings.color_depth = "32"
-    scene.render.filepath = path
-    bpy.ops.render.render(write_still=True)
-    image = bpy.data.images.load(path)
-    width, height = image.size
-    pixels = np.empty(width * height * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    bpy.data.images.remove(image)
-    os.remove(path)
-    return pixels.reshape(height, width, 4)[::-1]  # Blender's rows go bottom-up
 
 
 def render_scene(spec: dict, scene_spec: dict, modules) -> dict:

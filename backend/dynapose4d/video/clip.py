@@ -403,7 +403,7 @@ class FileVideoSource(VideoSource):
         else:
             frames, masks, confidence = _crop_clip(rgbs, masks, self.size, self.fill, confidence)
         span = f"{self.start_s:g}-{'end' if self.end_s is None else f'{self.end_s:g}'} s"
-        conf = None if confidence is None else torch.from_numpy(np.clip(confidence, 0, 1).astype(np.float32))
+        conf = torch.from_numpy(np.clip(confidence, 0, 1).astype(np.float32))
         return DrivingVideo(torch.from_numpy(frames), torch.from_numpy(masks), fps, f"{info['kind']} {self.path} ({span})", info, conf)
 
     def _masks(self, rgbs, alphas, support):

@@ -34,6 +34,7 @@ from ..events import LogEvent
 from ..imaging.pixels import as_mask, as_rgb
 from ..imaging.register import register
 from ..imaging.warp import matrix_scale, similarity, warp
+from .masks import mask_warning
 
 MIN_IOU = 0.8  # below this, support and frame 0 disagree enough that results will suffer
 MAX_SCALE_CHANGE = 8.0  # a similarity scaling by more than this (or less than its inverse) is a failed fit
@@ -244,8 +245,6 @@ def record_framing(path, video, emit, checks: dict | None = None) -> list[str]:
 def _report_masks(video, emit) -> list[str]:
     """Log which masks the driving video has (alpha, a segmenter by name, the plate, GrabCut) and
     return the mask check's warning when frames look wrong (video/masks.py)."""
-    from .masks import mask_warning
-
     how = video.meta.get("masks")
     if how is None:
         return []

@@ -154,16 +154,14 @@ def _canvas(motion, size) -> tuple[list, list, tuple[int, int]]:
     return to_canvas, from_canvas, (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
 
 
-def _mode(stack: np.ndarray, valid: np.ndarray, odds=None, tau: float = _MODE_TAU) -> np.ndarray:
+def _mode(stack: np.ndarray, valid: np.ndarray, weight: np.ndarray, tau: float = _MODE_TAU) -> np.ndarray:
     """Per pixel, the value of the frame that most other valid frames agree with (within ``tau``):
     the background where a moving, many-coloured part covers the pixel in most frames (a median
-    would take the part's colour there), the object where a still part of it always is. A value
-    in the object's colours (``odds``: P(object | colour) of ``stack [T, H, W, 3]``) counts for
-    less, so a part that lingers over a pixel in most frames with its own colours does not become
-    the background there. White where no frame is valid."""
+    would take the part's colour there), the object where a still part of it always is. Each
+    frame's value counts ``weight [T, H, W]`` times (:func:`_vote_weight`). White where no frame
+    is valid."""
     best = np.full(stack.shape[1:3], -1.0, np.float32)
     plate = np.ones(stack.shape[1:], np.float32)
-    weight = np.ones(stack.shape[:3], np.float32) if odds is None else (1.0 - 0.9 * odds).astype(np.float32)
     for i in range(len(stack)):
         close = (np.abs(stack - stack[i]).max(-1) < tau) & valid
         count = np.where(valid[i], close.sum(0) * weight[i], -1.0)
@@ -173,16 +171,34 @@ def _mode(stack: np.ndarray, valid: np.ndarray, odds=None, tau: float = _MODE_TA
     return plate
 
 
-def _plate(small, to_frame0, avoid, size, fallback=None, odds=None):
-    """The background plate on the canvas (``[H, W, 3]``): the per-pixel mode (:func:`_mode`) over the
-    frames (those where the pixel is outside ``avoid``, when given, and seen at least in
-    :data:`_PLATE_MIN_FRAMES` of them; else ``fallback``), and where it was not seen so (bool)."""
+def _on_canvas(small, to_canvas, size) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame put on the canvas, ``[T, H, W, 3]``, and the canvas pixels it covers, ``[T, H, W]``."""
     h, w = small[0].shape[:2]
-    stack = np.stack([warp(f, m, size, 0.0) for f, m in zip(small, to_frame0)])
-    valid = np.stack([warp(np.ones((h, w), np.float32), m, size, 0.0) > 0.99 for m in to_frame0])
+    stack = np.stack([warp(f, m, size, 0.0) for f, m in zip(small, to_canvas)])
+    covered = np.stack([warp(np.ones((h, w), np.float32), m, size, 0.0) > 0.99 for m in to_canvas])
+    return stack, covered
+
+
+def _vote_weight(stack, support, far) -> np.ndarray:
+    """How much each canvas value counts in the plate's mode, ``[T, H, W]``: less for the object's
+    colours (P(object | colour) from the support's colours against ``far``, the frames' colours far
+    from it), so a part that lingers over a pixel in most frames with its own colours does not
+    become the background there."""
+    s_img, s_mask = support
+    odds = foreground_odds(stack, np.asarray(s_img, np.float32)[np.asarray(s_mask) > 0.5], far)
+    return (1.0 - 0.9 * odds).astype(np.float32)
+
+
+def _plate(stack, covered, weight, to_canvas=None, avoid=None, fallback=None):
+    """The background plate on the canvas (``[H, W, 3]``): the per-pixel mode (:func:`_mode`) over the
+    frames (those where the pixel is outside ``avoid``, masks in the frames' views put on the canvas
+    by ``to_canvas``, when given, and seen at least in :data:`_PLATE_MIN_FRAMES` of them; else
+    ``fallback``), and where it was not seen so (bool)."""
+    valid = covered
     if avoid is not None:
-        valid &= np.stack([~(warp(a.astype(np.float32), m, size, 1.0) > 0.01) for a, m in zip(avoid, to_frame0)])
-    plate = _mode(stack, valid, None if odds is None else odds(stack))
+        size = stack.shape[2:0:-1]
+        valid = covered & np.stack([~(warp(a.astype(np.float32), m, size, 1.0) > 0.01) for a, m in zip(avoid, to_canvas)])
+    plate = _mode(stack, valid, weight)
     unseen = valid.mean(0) < (_PLATE_MIN_FRAMES if avoid is not None else 1e-6)
     if fallback is not None:
         plate[unseen] = fallback[unseen]
@@ -272,20 +288,16 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
     motion = _background_motion(small, seeds, 3 * band)
     to_frame, to_frame0 = [m[:2] for m in motion], [np.linalg.inv(m)[:2] for m in motion]
     to_canvas, from_canvas, canvas = _canvas(motion, size)
+    stack, covered = _on_canvas(small, to_canvas, canvas)
+    weight = _vote_weight(stack, support, np.concatenate([f[~_dilate(s, 6 * band)][::7] for f, s in zip(small, seeds)]))
     # The first plate leaves out the support found in each frame: a plain object standing where a
     # pan keeps it over the same canvas pixels in most frames would otherwise be their mode.
-    far = np.concatenate([f[~_dilate(s, 6 * band)][::7] for f, s in zip(small, seeds)])
-    s_img, s_mask = support
-
-    def odds(px):  # P(object | colour): the support's colours against the frames' far from it
-        return foreground_odds(px, np.asarray(s_img, np.float32)[np.asarray(s_mask) > 0.5], far)
-
-    everything = _plate(small, to_canvas, None, canvas, odds=odds)[0]
-    plate, unseen = _plate(small, to_canvas, [_dilate(s, 2 * band) for s in seeds], canvas, fallback=everything, odds=odds)
+    everything = _plate(stack, covered, weight)[0]
+    plate, unseen = _plate(stack, covered, weight, to_canvas, [_dilate(s, 2 * band) for s in seeds], fallback=everything)
     masks = None
     for _ in range(2):  # the second plate leaves out the first pass's masks (moving parts included)
         if masks is not None:
-            plate, unseen_now = _plate(small, to_canvas, [_dilate(m, band) for m in masks], canvas, fallback=plate, odds=odds)
+            plate, unseen_now = _plate(stack, covered, weight, to_canvas, [_dilate(m, band) for m in masks], fallback=plate)
             unseen &= unseen_now
         unknowns = [warp(unseen.astype(np.float32), m, size, 1.0) > 0.5 for m in from_canvas]
         diffs = _differences(small, plate, from_canvas, size)
