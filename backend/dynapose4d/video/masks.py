@@ -311,6 +311,8 @@ def anchored_masks(frames, support, *, iterations: int = 3, max_side: int = 384,
         passes = [_frame_mask(f, d, st, u, sd, thr, iterations, band) for f, d, st, u, sd in zip(small, diffs, statics, unknowns, seeds)]
         masks = [p[0] for p in passes]
     confidence = [_confidence(m, fg, bg, band) for m, _, fg, bg in passes]
+    for c, m, u in zip(confidence, masks, unknowns):  # where the plate is the object's colour, its edge is a guess
+        c[edge_band(m, 2 * band) & u] = 0.0
     stats = _check(masks, confidence, 4 * band, seeds)
     for t, s in enumerate(stats):
         if s["suspect"]:  # nothing near the object is to be trusted as background in this frame
