@@ -18,8 +18,9 @@ frame is seeded from what the job knows about the object, not from the previous 
 3. GrabCut refines the edges, with the plate's verdicts as hard labels only where they are clear.
 
 Each frame also gets a per-pixel **confidence** in [0, 1] (a soft trimap): 1 where the plate and
-the mask agree clearly (sure object, sure background), 0 in a band along the mask's edge, where
-the plate is unknown (the object covered that pixel in nearly every frame) and the mask says
+the mask agree clearly (sure object, sure background), 0 in a band along the mask's edge (two
+edge widths where the plate is unknown: the object covered those pixels in nearly every frame, so
+the plate has its colour and the edge is a guess), where the plate is unknown and the mask says
 background, where GrabCut overruled a clear plate verdict, and around the object in a frame
 whose mask area jumps against its neighbours. The dynamic stage weights ``loss_rgb`` and
 ``loss_mask`` by it (:func:`dynapose4d.losses.loss_reference`) and clears it around tracked
